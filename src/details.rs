@@ -1,0 +1,122 @@
+//! Who may see the checks' own error texts.
+//!
+//! A check's message can hold host names, credentials in connection URLs or
+//! SQL. By default no response ever contains one: a failing check shows its
+//! name and a generic reason (`failed`, `timed out after 2s`, `stale`), and
+//! the full error goes to `tracing`. A [`RevealDetails`] predicate on the
+//! layer unlocks the messages for the requests it accepts. It never denies
+//! anything: health paths answer everyone.
+//!
+//! # Example
+//!
+//! ```
+//! use tower_health::{HealthChecks, details::BearerToken};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_health::Error> {
+//! let health = HealthChecks::builder().build()?;
+//! // Full details for `Authorization: Bearer s3cret`...
+//! let layer = health.layer().reveal_details_if(BearerToken::new("s3cret"));
+//! // ...or for any rule of your own, e.g. an internal header set by your proxy.
+//! let layer = health
+//!     .layer()
+//!     .reveal_details_if(|req: &http::request::Parts| req.headers.contains_key("x-internal"));
+//! # drop(layer);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+
+use http::header::AUTHORIZATION;
+use subtle::ConstantTimeEq;
+
+/// Decides whether a request may see the checks' own error texts.
+///
+/// Implemented for closures `Fn(&http::request::Parts) -> bool` and for
+/// [`BearerToken`].
+pub trait RevealDetails: Send + Sync + 'static {
+    /// `true` to include error texts in this request's answer.
+    fn reveal(&self, request: &http::request::Parts) -> bool;
+}
+
+impl<F> RevealDetails for F
+where
+    F: Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
+{
+    fn reveal(&self, request: &http::request::Parts) -> bool {
+        self(request)
+    }
+}
+
+/// Reveals details to requests carrying `Authorization: Bearer <token>`.
+///
+/// The token is compared in constant time (with `subtle`), so response
+/// timing does not leak how much of a guess was right. As with any such
+/// comparison the token's length is not secret: use a long random token.
+#[derive(Clone)]
+pub struct BearerToken {
+    token: Box<[u8]>,
+}
+
+impl BearerToken {
+    /// A predicate accepting exactly this token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self {
+            token: token.into().into_bytes().into_boxed_slice(),
+        }
+    }
+}
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerToken").finish_non_exhaustive()
+    }
+}
+
+impl RevealDetails for BearerToken {
+    fn reveal(&self, request: &http::request::Parts) -> bool {
+        let Some(value) = request.headers.get(AUTHORIZATION) else {
+            return false;
+        };
+        let value = value.as_bytes();
+        let Some(scheme) = value.get(..7) else {
+            return false;
+        };
+        if !scheme.eq_ignore_ascii_case(b"bearer ") || self.token.is_empty() {
+            return false;
+        }
+        value[7..].ct_eq(&self.token).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(auth: Option<&str>) -> http::request::Parts {
+        let mut builder = http::Request::builder();
+        if let Some(auth) = auth {
+            builder = builder.header(AUTHORIZATION, auth);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn bearer_token_accepts_only_the_exact_token() {
+        let token = BearerToken::new("s3cret");
+        assert!(token.reveal(&parts(Some("Bearer s3cret"))));
+        assert!(token.reveal(&parts(Some("bearer s3cret"))));
+        assert!(!token.reveal(&parts(Some("Bearer s3cre"))));
+        assert!(!token.reveal(&parts(Some("Bearer s3crets"))));
+        assert!(!token.reveal(&parts(Some("Basic s3cret"))));
+        assert!(!token.reveal(&parts(Some("Bearer"))));
+        assert!(!token.reveal(&parts(None)));
+        assert!(!BearerToken::new("").reveal(&parts(Some("Bearer "))));
+    }
+
+    #[test]
+    fn debug_does_not_print_the_token() {
+        assert!(!format!("{:?}", BearerToken::new("s3cret")).contains("s3cret"));
+    }
+}

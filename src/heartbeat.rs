@@ -1,0 +1,190 @@
+//! Heartbeats: liveness for internal components that cannot be polled.
+//!
+//! A worker loop, a queue consumer or a websocket pump proves it is alive by
+//! calling [`Heartbeat::beat`] regularly. If it misses its deadline, `/livez`
+//! fails and names it, and Kubernetes restarts the container.
+//!
+//! Dropping a [`Heartbeat`] without [`Heartbeat::retire`] counts as a
+//! failure at once (reason "heartbeat handle dropped"): a task that panics
+//! or returns by mistake drops its handle, and that is exactly what a
+//! liveness probe should catch. A component that stops on purpose calls
+//! `retire`, which removes it.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_health::HealthChecks;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_health::Error> {
+//! let health = HealthChecks::builder().build()?;
+//! let heartbeat = health.heartbeat("worker", Duration::from_secs(10))?;
+//!
+//! let worker = tokio::spawn(async move {
+//!     for _job in 0..3 {
+//!         // ... handle one job ...
+//!         heartbeat.beat();
+//!     }
+//!     heartbeat.retire(); // stopping on purpose
+//! });
+//! worker.await.unwrap();
+//! # Ok(())
+//! # }
+//! ```
+
+use std::{
+    fmt,
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use tokio::time::Instant;
+
+use crate::runner::Shared;
+
+/// The shared state of one heartbeat, read by the runner and by probes.
+pub(crate) struct HeartbeatSlot {
+    pub(crate) name: Arc<str>,
+    pub(crate) deadline: Duration,
+    base: Instant,
+    base_wall: SystemTime,
+    /// Nanoseconds since `base` of the last beat.
+    last_beat: AtomicU64,
+    dropped: AtomicBool,
+    /// Set by the runner when it publishes the heartbeat as missed, so the
+    /// next beat knows to wake it.
+    expired: AtomicBool,
+    shared: Weak<Shared>,
+}
+
+/// How a heartbeat stands at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Beat {
+    /// Beat in time; `Instant` is when its deadline runs out.
+    Alive { last: Instant, due: Instant },
+    Missed { last: Instant },
+    Dropped,
+}
+
+impl HeartbeatSlot {
+    pub(crate) fn new(name: Arc<str>, deadline: Duration, shared: Weak<Shared>) -> Self {
+        Self {
+            name,
+            deadline,
+            base: Instant::now(),
+            base_wall: SystemTime::now(),
+            last_beat: AtomicU64::new(0),
+            dropped: AtomicBool::new(false),
+            expired: AtomicBool::new(false),
+            shared,
+        }
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_nanos(self.last_beat.load(Ordering::SeqCst))
+    }
+
+    pub(crate) fn last_wall(&self) -> SystemTime {
+        self.base_wall + Duration::from_nanos(self.last_beat.load(Ordering::SeqCst))
+    }
+
+    pub(crate) fn at(&self, now: Instant) -> Beat {
+        if self.dropped.load(Ordering::SeqCst) {
+            return Beat::Dropped;
+        }
+        let last = self.last();
+        let due = last + self.deadline;
+        if now < due {
+            Beat::Alive { last, due }
+        } else {
+            Beat::Missed { last }
+        }
+    }
+
+    /// Called by the runner when it publishes: remembers a missed deadline
+    /// so the next `beat` wakes the runner. Returns the state to publish.
+    pub(crate) fn observe(&self, now: Instant) -> Beat {
+        let beat = self.at(now);
+        if let Beat::Missed { .. } = beat {
+            self.expired.store(true, Ordering::SeqCst);
+            // A beat that raced with the store above saw `expired == false`
+            // and did not wake us; read again so it is not lost.
+            return self.at(now.max(Instant::now()));
+        }
+        beat
+    }
+
+    fn beat(&self) {
+        let nanos = self.base.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+        self.last_beat.store(nanos, Ordering::SeqCst);
+        if self.expired.swap(false, Ordering::SeqCst) {
+            if let Some(shared) = self.shared.upgrade() {
+                shared.republish();
+            }
+        }
+    }
+}
+
+/// The handle a component beats with. See the [module docs](crate::heartbeat).
+pub struct Heartbeat {
+    slot: Arc<HeartbeatSlot>,
+    retired: bool,
+}
+
+impl Heartbeat {
+    pub(crate) fn new(slot: Arc<HeartbeatSlot>) -> Self {
+        Self {
+            slot,
+            retired: false,
+        }
+    }
+
+    /// Records that the component is alive. Cheap: two atomic operations
+    /// unless the deadline had already been missed.
+    pub fn beat(&self) {
+        self.slot.beat();
+    }
+
+    /// The component's name.
+    pub fn name(&self) -> &str {
+        &self.slot.name
+    }
+
+    /// The deadline between beats.
+    pub fn deadline(&self) -> Duration {
+        self.slot.deadline
+    }
+
+    /// Removes the heartbeat: the component stopped on purpose.
+    pub fn retire(mut self) {
+        self.retired = true;
+        if let Some(shared) = self.slot.shared.upgrade() {
+            shared.remove_heartbeat(&self.slot);
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        if self.retired {
+            return;
+        }
+        self.slot.dropped.store(true, Ordering::SeqCst);
+        if let Some(shared) = self.slot.shared.upgrade() {
+            shared.republish();
+        }
+    }
+}
+
+impl fmt::Debug for Heartbeat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Heartbeat")
+            .field("name", &self.slot.name)
+            .field("deadline", &self.slot.deadline)
+            .finish()
+    }
+}

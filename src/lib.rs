@@ -1,0 +1,122 @@
+//! Health endpoints for any tower service, answered from a cache that one
+//! background task keeps fresh.
+//!
+//! `tower-health` is a middleware, [`HealthLayer`], that sits in front of an
+//! axum router, a tonic server or a plain hyper service. It answers
+//! `/health`, `/livez`, `/readyz` and `/startupz` itself and passes every
+//! other request through, adding an `x-process-time-ms` header to every
+//! response.
+//!
+//! A probe never runs a check. One background task runs each registered
+//! check on its own schedule, cuts it at its timeout, and publishes an
+//! immutable snapshot with the answers already rendered; a probe is a load
+//! of that snapshot and a copy of a reference-counted buffer. A storm of
+//! probes is not a storm of database queries, and a hung database cannot
+//! make a probe hang.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, routing::get};
+//! use tower::ServiceExt;
+//! use tower_health::{CheckOptions, CheckResult, HealthChecks};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let health = HealthChecks::builder()
+//!     .version(env!("CARGO_PKG_VERSION"))
+//!     .check_with(
+//!         "database",
+//!         || async { CheckResult::healthy() }, // e.g. `SELECT 1` on your pool
+//!         CheckOptions::new().interval(Duration::from_secs(5)),
+//!     )
+//!     .build()?;
+//!
+//! let app = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(health.layer());
+//!
+//! # tokio::time::sleep(Duration::from_millis(50)).await;
+//! let response = app
+//!     .oneshot(http::Request::get("/readyz").body(axum::body::Body::empty())?)
+//!     .await?;
+//! assert_eq!(response.status(), 200);
+//! assert!(response.headers().contains_key("x-process-time-ms"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Endpoints
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /health` | 200 `{"status":"healthy"}`, 200 `{"status":"degraded","reason":"degraded: cache"}`, 503 `{"status":"unhealthy","reason":"failing: database"}` |
+//! | `GET /health?detailed=true` | adds `components`, `uptime_seconds`, `version` |
+//! | `GET /health/{name}` | one component; 404 `{"status":"error",...}` for an unknown name |
+//! | `GET /livez` (`/healthz`) | liveness checks and heartbeats only |
+//! | `GET /readyz` | started, not draining, not busy, readiness checks pass |
+//! | `GET /startupz` | latches once started |
+//! | `?verbose` | Kubernetes text: `[+]database ok` ... `readyz check passed` |
+//! | `?exclude=NAME` | leaves a check out (repeatable) |
+//! | `Accept: application/health+json` | the IETF health check draft format |
+//! | `HEAD` | as `GET`, no body; other methods 405 with `Allow: GET, HEAD` |
+//!
+//! Unknown query parameters are ignored; `detailed` or `verbose` with a value
+//! other than `true`/`1`/`false`/`0`/empty is a 400 with a JSON body naming
+//! the parameter.
+//!
+//! # Probe semantics
+//!
+//! - **Liveness** judges only checks registered with [`Probes::LIVENESS`]
+//!   and [heartbeats](heartbeat). Dependency checks default to readiness, so
+//!   a database outage never restarts healthy pods. Before startup completes
+//!   only heartbeats count, as Kubernetes runs no liveness probe before the
+//!   startup probe passes.
+//! - **Readiness** is started, not draining, under the in-flight limit, and
+//!   every critical readiness check passing. A check with no result yet
+//!   counts as failing.
+//! - **Startup** passes once every check has a first result, every
+//!   [`Probes::STARTUP`] check passes, and
+//!   [`mark_started`](HealthHandle::mark_started) was called if
+//!   [required](HealthChecksBuilder::require_mark_started). Then it latches.
+//! - **Staleness**: a result older than its
+//!   [`max_age`](CheckOptions::max_age) counts as failed ("stale"), checked
+//!   at request time, so a dead or starved refresher turns readiness 503
+//!   instead of serving a frozen "healthy".
+
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod check;
+pub mod details;
+pub mod heartbeat;
+pub mod registry;
+
+mod body;
+mod future;
+mod layer;
+mod render;
+mod runner;
+mod service;
+mod snapshot;
+
+pub use crate::{
+    body::ResponseBody,
+    check::{Check, CheckResult, Observation, Status},
+    details::{BearerToken, RevealDetails},
+    future::ResponseFuture,
+    heartbeat::Heartbeat,
+    layer::{HealthLayer, PROCESS_TIME_HEADER},
+    registry::{
+        CheckOptions, Error, HealthChecks, HealthChecksBuilder, HealthHandle, Overview, Probes,
+    },
+    service::Health,
+    snapshot::{Probe, ProbeStatus},
+};

@@ -1,0 +1,571 @@
+//! Building the set of checks, and the handle that controls it at run time.
+//!
+//! [`HealthChecks::builder`] collects named checks, each with its own
+//! [`CheckOptions`]. [`HealthChecksBuilder::build`] starts the one background
+//! task that refreshes them and returns a [`HealthHandle`]. The handle makes
+//! layers ([`HealthHandle::layer`]) and changes the set while it runs.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_health::{CheckOptions, CheckResult, HealthChecks, Probes};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_health::Error> {
+//! let health = HealthChecks::builder()
+//!     .version("1.4.2")
+//!     // A dependency check: readiness only (the default), every 5 seconds.
+//!     .check("cache", || async { CheckResult::healthy() })
+//!     // An internal check that also decides liveness.
+//!     .check_with(
+//!         "event-loop",
+//!         || async { Ok::<(), std::io::Error>(()) },
+//!         CheckOptions::new()
+//!             .probes(Probes::LIVENESS | Probes::READINESS)
+//!             .interval(Duration::from_secs(1))
+//!             .timeout(Duration::from_millis(500)),
+//!     )
+//!     .build()?;
+//!
+//! let layer = health.layer();
+//! # drop(layer);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::{
+    fmt,
+    future::Future,
+    ops::{BitOr, BitOrAssign},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::sync::watch;
+
+use crate::{
+    check::{Check, DynCheck},
+    heartbeat::Heartbeat,
+    layer::HealthLayer,
+    runner::{self, InFlightFilter, Owner, Shared},
+    snapshot::ProbeStatus,
+    Status,
+};
+
+/// The probes a check belongs to.
+///
+/// Every check is part of the combined `/health`. `Probes` says which of
+/// the Kubernetes probes also judge it. Combine with `|`.
+///
+/// The default for [`CheckOptions`] is [`Probes::READINESS`]: a dependency
+/// check decides whether the instance gets traffic, never whether it is
+/// restarted.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Probes(u8);
+
+impl Probes {
+    /// Only the combined `/health`.
+    pub const NONE: Self = Self(0);
+    /// `/startupz`: must pass once before the instance counts as started.
+    pub const STARTUP: Self = Self(1);
+    /// `/livez`: failing restarts the container. Use for the process's own
+    /// state, never for dependencies.
+    pub const LIVENESS: Self = Self(2);
+    /// `/readyz`: failing takes the instance out of the load balancer.
+    pub const READINESS: Self = Self(4);
+
+    /// Whether every probe in `other` is in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl BitOr for Probes {
+    type Output = Self;
+    fn bitor(self, rhs: Self) -> Self {
+        Self(self.0 | rhs.0)
+    }
+}
+
+impl BitOrAssign for Probes {
+    fn bitor_assign(&mut self, rhs: Self) {
+        self.0 |= rhs.0;
+    }
+}
+
+impl fmt::Debug for Probes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut set = f.debug_set();
+        for (flag, name) in [
+            (Self::STARTUP, "STARTUP"),
+            (Self::LIVENESS, "LIVENESS"),
+            (Self::READINESS, "READINESS"),
+        ] {
+            if self.contains(flag) {
+                set.entry(&format_args!("{name}"));
+            }
+        }
+        set.finish()
+    }
+}
+
+/// How one check is run and judged.
+///
+/// | option | default |
+/// |---|---|
+/// | [`interval`](Self::interval) | 5 s between the end of one run and the start of the next |
+/// | [`timeout`](Self::timeout) | 2 s, then the run counts as failed ("timed out after 2s") |
+/// | [`probes`](Self::probes) | [`Probes::READINESS`] |
+/// | [`critical`](Self::critical) | `true`: failing makes the service unhealthy (503); `false`: degraded (200) |
+/// | [`failure_threshold`](Self::failure_threshold) | 1 consecutive failure before a passing check counts as failing |
+/// | [`success_threshold`](Self::success_threshold) | 1 consecutive success before a failing check counts as passing |
+/// | [`max_age`](Self::max_age) | `2 × interval + timeout`: an older result counts as failed ("stale") |
+/// | [`slow_threshold`](Self::slow_threshold) | half the timeout: slower runs are logged |
+///
+/// The thresholds damp flapping between two known states; the first result
+/// of a check is taken as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckOptions {
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) probes: Probes,
+    pub(crate) critical: bool,
+    pub(crate) failure_threshold: u32,
+    pub(crate) success_threshold: u32,
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) slow_threshold: Option<Duration>,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CheckOptions {
+    /// The defaults in the table above.
+    pub const fn new() -> Self {
+        Self {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            probes: Probes::READINESS,
+            critical: true,
+            failure_threshold: 1,
+            success_threshold: 1,
+            max_age: None,
+            slow_threshold: None,
+        }
+    }
+
+    /// Time between the end of one run and the start of the next. Values
+    /// under 1 ms are raised to 1 ms.
+    #[must_use]
+    pub const fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// How long one run may take before it is cut and counted as failed.
+    /// Values under 1 ms are raised to 1 ms.
+    #[must_use]
+    pub const fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The probes that judge this check (see [`Probes`]).
+    #[must_use]
+    pub const fn probes(mut self, probes: Probes) -> Self {
+        self.probes = probes;
+        self
+    }
+
+    /// Whether failing makes the service unhealthy (`true`) or only
+    /// degraded (`false`).
+    #[must_use]
+    pub const fn critical(mut self, critical: bool) -> Self {
+        self.critical = critical;
+        self
+    }
+
+    /// Consecutive failures before a passing check counts as failing
+    /// (0 is treated as 1).
+    #[must_use]
+    pub const fn failure_threshold(mut self, n: u32) -> Self {
+        self.failure_threshold = n;
+        self
+    }
+
+    /// Consecutive successes before a failing check counts as passing
+    /// again (0 is treated as 1).
+    #[must_use]
+    pub const fn success_threshold(mut self, n: u32) -> Self {
+        self.success_threshold = n;
+        self
+    }
+
+    /// How old a result may be before it counts as failed with reason
+    /// "stale". The default, `2 × interval + timeout`, tolerates one late
+    /// run.
+    #[must_use]
+    pub const fn max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = Some(max_age);
+        self
+    }
+
+    /// Runs slower than this are logged at `warn`. Defaults to half the
+    /// timeout.
+    #[must_use]
+    pub const fn slow_threshold(mut self, threshold: Duration) -> Self {
+        self.slow_threshold = Some(threshold);
+        self
+    }
+
+    pub(crate) fn normalized(mut self) -> Self {
+        const MIN: Duration = Duration::from_millis(1);
+        self.interval = self.interval.max(MIN);
+        self.timeout = self.timeout.max(MIN);
+        self.failure_threshold = self.failure_threshold.max(1);
+        self.success_threshold = self.success_threshold.max(1);
+        self
+    }
+
+    pub(crate) fn effective_max_age(&self) -> Duration {
+        self.max_age
+            .unwrap_or(self.interval * 2 + self.timeout)
+    }
+
+    pub(crate) fn effective_slow_threshold(&self) -> Duration {
+        self.slow_threshold.unwrap_or(self.timeout / 2)
+    }
+}
+
+/// Errors from building or changing the set of checks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A check or heartbeat name that cannot appear in a URL path or a
+    /// health+json key.
+    #[error(
+        "invalid check name {0:?}: use 1 to 64 ASCII letters, digits, '-', '_' or '.'"
+    )]
+    InvalidName(String),
+    /// Two checks or heartbeats with one name.
+    #[error("a check or heartbeat named {0:?} is already registered")]
+    DuplicateName(String),
+    /// [`HealthChecksBuilder::build`] was called outside a Tokio runtime.
+    #[error(
+        "tower-health needs a Tokio runtime to run its checks: call build() from inside one \
+         (for example in an async fn under #[tokio::main])"
+    )]
+    NoRuntime,
+    /// The checker was shut down ([`HealthHandle::shutdown`]) or every
+    /// handle and layer was dropped.
+    #[error("the health checker has shut down")]
+    ShutDown,
+}
+
+pub(crate) fn validate_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidName(name.to_owned()))
+    }
+}
+
+/// Entry point: `HealthChecks::builder()`.
+///
+/// See the [module example](crate::registry).
+#[derive(Debug, Clone, Copy)]
+pub struct HealthChecks {
+    _private: (),
+}
+
+impl HealthChecks {
+    /// A builder with no checks.
+    pub fn builder() -> HealthChecksBuilder {
+        HealthChecksBuilder::default()
+    }
+}
+
+pub(crate) struct Registration {
+    pub(crate) name: String,
+    pub(crate) check: Arc<dyn DynCheck>,
+    pub(crate) options: CheckOptions,
+}
+
+/// Collects checks and settings, then starts the refresher.
+///
+/// See the [module example](crate::registry).
+#[must_use]
+pub struct HealthChecksBuilder {
+    pub(crate) checks: Vec<Registration>,
+    pub(crate) version: Option<String>,
+    pub(crate) require_mark_started: bool,
+    pub(crate) drain_delay: Duration,
+    pub(crate) max_in_flight: Option<usize>,
+    pub(crate) in_flight_filter: Option<InFlightFilter>,
+}
+
+impl Default for HealthChecksBuilder {
+    fn default() -> Self {
+        Self {
+            checks: Vec::new(),
+            version: None,
+            require_mark_started: false,
+            drain_delay: Duration::from_secs(5),
+            max_in_flight: None,
+            in_flight_filter: None,
+        }
+    }
+}
+
+impl fmt::Debug for HealthChecksBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HealthChecksBuilder")
+            .field(
+                "checks",
+                &self.checks.iter().map(|c| &c.name).collect::<Vec<_>>(),
+            )
+            .field("version", &self.version)
+            .field("require_mark_started", &self.require_mark_started)
+            .field("drain_delay", &self.drain_delay)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HealthChecksBuilder {
+    /// Registers a check with the default [`CheckOptions`].
+    pub fn check(self, name: impl Into<String>, check: impl Check) -> Self {
+        self.check_with(name, check, CheckOptions::new())
+    }
+
+    /// Registers a check with its own options.
+    pub fn check_with(
+        mut self,
+        name: impl Into<String>,
+        check: impl Check,
+        options: CheckOptions,
+    ) -> Self {
+        self.checks.push(Registration {
+            name: name.into(),
+            check: Arc::new(check),
+            options: options.normalized(),
+        });
+        self
+    }
+
+    /// The application's version, shown as `version` in detailed JSON and
+    /// `releaseId` in health+json.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// Startup also waits for [`HealthHandle::mark_started`], for
+    /// initialisation that is not a check (cache warm-up, migrations).
+    pub fn require_mark_started(mut self) -> Self {
+        self.require_mark_started = true;
+        self
+    }
+
+    /// How long [`HealthHandle::graceful_shutdown`] keeps serving after
+    /// readiness flips to draining, so load balancers notice. Default 5 s.
+    pub fn drain_delay(mut self, delay: Duration) -> Self {
+        self.drain_delay = delay;
+        self
+    }
+
+    /// Readiness reports 503 `busy` while this many passed-through requests
+    /// (see [`count_in_flight_if`](Self::count_in_flight_if)) are in flight.
+    ///
+    /// A request counts from the moment it enters the layer until its
+    /// response body is finished or dropped.
+    pub fn max_in_flight(mut self, limit: usize) -> Self {
+        self.max_in_flight = Some(limit);
+        self
+    }
+
+    /// Counts only the requests the predicate selects toward
+    /// [`max_in_flight`](Self::max_in_flight) (for example only
+    /// `/transcribe` streams).
+    pub fn count_in_flight_if<F>(mut self, predicate: F) -> Self
+    where
+        F: Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
+    {
+        self.in_flight_filter = Some(Arc::new(predicate));
+        self
+    }
+
+    /// Starts the background refresher and returns its handle.
+    ///
+    /// Exactly one task is spawned, on the current Tokio runtime. It stops
+    /// when [`HealthHandle::shutdown`] is called or when every handle,
+    /// layer and service made from it is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] or [`Error::DuplicateName`] for a bad check
+    /// name, [`Error::NoRuntime`] outside a Tokio runtime.
+    pub fn build(self) -> Result<HealthHandle, Error> {
+        let owner = runner::start(self)?;
+        Ok(HealthHandle {
+            owner: Arc::new(owner),
+        })
+    }
+}
+
+/// Controls a running set of checks. Cheap to clone.
+///
+/// Dropping every handle, layer and service made from one builder stops the
+/// refresher; [`shutdown`](Self::shutdown) stops it at once.
+#[derive(Clone)]
+pub struct HealthHandle {
+    pub(crate) owner: Arc<Owner>,
+}
+
+impl fmt::Debug for HealthHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HealthHandle").finish_non_exhaustive()
+    }
+}
+
+impl HealthHandle {
+    fn shared(&self) -> &Arc<Shared> {
+        &self.owner.shared
+    }
+
+    /// A layer with the default paths, answering from these checks.
+    ///
+    /// Call it as often as needed (axum calls `Layer::layer` once per
+    /// route): every layer reads the same snapshot, no task is started.
+    pub fn layer(&self) -> HealthLayer {
+        HealthLayer::new(self.owner.clone())
+    }
+
+    /// Adds a check while running. Probes show it (as pending) at once.
+    ///
+    /// # Errors
+    ///
+    /// A bad or taken name, or [`Error::ShutDown`].
+    pub fn add_check(
+        &self,
+        name: impl Into<String>,
+        check: impl Check,
+        options: CheckOptions,
+    ) -> Result<(), Error> {
+        self.shared().add_check(Registration {
+            name: name.into(),
+            check: Arc::new(check),
+            options: options.normalized(),
+        })
+    }
+
+    /// Removes a check while running. Returns whether it existed.
+    pub fn remove_check(&self, name: &str) -> bool {
+        self.shared().remove_check(name)
+    }
+
+    /// Marks initialisation done (see
+    /// [`HealthChecksBuilder::require_mark_started`]). Startup latches:
+    /// once started, `/startupz` never fails again.
+    pub fn mark_started(&self) {
+        self.shared().mark_started();
+    }
+
+    /// Flips readiness (and `/health`) to 503 `{"status":"draining"}` at
+    /// once. Liveness stays as it was. There is no way back: draining is
+    /// the start of shutdown.
+    pub fn drain(&self) {
+        self.shared().drain();
+    }
+
+    /// Whether [`drain`](Self::drain) was called.
+    pub fn is_draining(&self) -> bool {
+        self.shared().snapshot.load().draining
+    }
+
+    /// A future for `with_graceful_shutdown`: waits for `signal`, drains
+    /// (readiness 503 at once, everything else still served), waits the
+    /// drain delay so load balancers stop sending traffic, then resolves
+    /// so the server stops accepting and finishes in-flight requests.
+    ///
+    /// ```no_run
+    /// # use tower_health::HealthChecks;
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let health = HealthChecks::builder().build()?;
+    /// let app = axum::Router::new().layer(health.layer());
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    /// axum::serve(listener, app)
+    ///     .with_graceful_shutdown(health.graceful_shutdown(async {
+    ///         tokio::signal::ctrl_c().await.ok();
+    ///     }))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn graceful_shutdown<F>(&self, signal: F) -> impl Future<Output = ()> + Send + 'static
+    where
+        F: Future + Send + 'static,
+    {
+        let handle = self.clone();
+        async move {
+            signal.await;
+            let delay = handle.shared().drain_delay;
+            tracing::info!(
+                drain_delay_ms = delay.as_millis() as u64,
+                "shutdown signal received: readiness now reports draining"
+            );
+            handle.drain();
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// A heartbeat for an internal component (a worker loop, a consumer):
+    /// it must call [`Heartbeat::beat`] at least once per `deadline`, or
+    /// liveness fails naming it. The component shows in `/livez` and
+    /// `/health` under `name`.
+    ///
+    /// # Errors
+    ///
+    /// A bad or taken name, or [`Error::ShutDown`].
+    pub fn heartbeat(&self, name: impl Into<String>, deadline: Duration) -> Result<Heartbeat, Error> {
+        Shared::heartbeat(self.shared(), name.into(), deadline)
+    }
+
+    /// A receiver of the probes' statuses, updated whenever a check
+    /// result, the set of checks, startup or draining changes what a probe
+    /// would answer.
+    pub fn subscribe(&self) -> watch::Receiver<Overview> {
+        self.shared().overview.subscribe()
+    }
+
+    /// Stops the refresher now. Probes keep answering from the last
+    /// snapshot until results age past their `max_age`, then report them
+    /// stale; adding checks fails with [`Error::ShutDown`].
+    pub fn shutdown(&self) {
+        self.shared().stop();
+    }
+}
+
+/// What each probe would answer, for [`HealthHandle::subscribe`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Overview {
+    /// `/health`.
+    pub health: ProbeStatus,
+    /// `/livez`.
+    pub liveness: ProbeStatus,
+    /// `/readyz` (not counting in-flight load).
+    pub readiness: ProbeStatus,
+    /// `/startupz`.
+    pub startup: ProbeStatus,
+    /// Each component's status by name; `None` before its first result.
+    pub components: Vec<(Arc<str>, Option<Status>)>,
+}

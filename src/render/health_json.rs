@@ -1,0 +1,129 @@
+//! `application/health+json`, after the IETF draft
+//! draft-inadarei-api-health-check: `status` is `pass`, `warn` or `fail`,
+//! and `checks` is keyed `component:measurement`.
+
+use std::{borrow::Cow, collections::BTreeMap};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::{millis, timestamp};
+use crate::{
+    Status,
+    snapshot::{Answer, Component, Judged, Kind, Probe, ProbeStatus, View},
+};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Body<'a> {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    release_id: Option<&'a str>,
+    checks: BTreeMap<String, [Entry<'a>; 1]>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Entry<'a> {
+    component_type: &'static str,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    observed_value: Option<Cow<'a, serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    observed_unit: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<Cow<'a, str>>,
+}
+
+pub(crate) fn probe(view: &View<'_>, probe: Probe) -> Answer {
+    let verdict = view.verdict(probe);
+    let body = Body {
+        status: verdict.status.health_json(),
+        output: verdict.reason(view.snap.in_flight_limit),
+        release_id: view.snap.version.as_deref(),
+        checks: checks(view, view.members(probe).filter(|c| !view.excluded(c))),
+    };
+    Answer {
+        status: verdict.status,
+        body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+    }
+}
+
+/// `/health/{name}` with `Accept: application/health+json`.
+pub(crate) fn component(view: &View<'_>, c: &Component) -> Answer {
+    let status = match view.judge(c) {
+        Judged::Pass(Status::Healthy) => ProbeStatus::Healthy,
+        Judged::Pass(_) => ProbeStatus::Degraded,
+        Judged::Pending | Judged::Fail(_) => ProbeStatus::Unhealthy,
+    };
+    let body = Body {
+        status: status.health_json(),
+        output: None,
+        release_id: view.snap.version.as_deref(),
+        checks: checks(view, std::iter::once(c)),
+    };
+    Answer {
+        status,
+        body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+    }
+}
+
+fn checks<'a>(
+    view: &View<'a>,
+    components: impl Iterator<Item = &'a Component>,
+) -> BTreeMap<String, [Entry<'a>; 1]> {
+    let mut checks = BTreeMap::new();
+    for c in components {
+        let (status, output) = match view.judge(c) {
+            Judged::Pending => ("fail", Some(Cow::Borrowed("awaiting first result"))),
+            Judged::Pass(Status::Healthy) => ("pass", None),
+            Judged::Pass(_) => ("warn", Some(Cow::Borrowed("degraded"))),
+            Judged::Fail(reason) => {
+                let text = match reason.message().filter(|_| view.reveal) {
+                    Some(message) => Cow::Borrowed(message),
+                    None => reason.public(),
+                };
+                ("fail", Some(text))
+            }
+        };
+        let entry = |value, unit, time| Entry {
+            component_type: match c.kind {
+                Kind::Check(_) => "component",
+                Kind::Heartbeat(_) => "system",
+            },
+            status,
+            observed_value: value,
+            observed_unit: unit,
+            time,
+            output: output.clone(),
+        };
+        match &c.kind {
+            Kind::Check(check) => {
+                let run = check.last.as_deref();
+                let time = run.map(|r| timestamp(r.at_wall));
+                let latency = run.map(|r| Cow::Owned(serde_json::Value::from(millis(r.duration))));
+                checks.insert(
+                    format!("{}:responseTime", c.name),
+                    [entry(latency, run.map(|_| "ms"), time.clone())],
+                );
+                for o in run.map_or(&[][..], |r| &r.observations[..]) {
+                    checks.insert(
+                        format!("{}:{}", c.name, o.measurement()),
+                        [entry(Some(Cow::Borrowed(o.value())), o.unit(), time.clone())],
+                    );
+                }
+            }
+            Kind::Heartbeat(slot) => {
+                checks.insert(
+                    format!("{}:heartbeat", c.name),
+                    [entry(None, None, Some(timestamp(slot.last_wall())))],
+                );
+            }
+        }
+    }
+    checks
+}

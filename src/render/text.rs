@@ -1,0 +1,92 @@
+//! The Kubernetes `?verbose` text form:
+//!
+//! ```text
+//! [+]postgres ok
+//! [-]redis failed: reason withheld
+//! readyz check failed
+//! ```
+
+use std::fmt::Write;
+
+use bytes::Bytes;
+
+use crate::{
+    Status,
+    snapshot::{Answer, Judged, Probe, ProbeStatus, View},
+};
+
+pub(crate) fn probe(view: &View<'_>, probe: Probe) -> Answer {
+    render(view, probe, &[])
+}
+
+/// `unmatched` are `?exclude=` names that match nothing; Kubernetes warns
+/// about them in the same place.
+pub(crate) fn render(view: &View<'_>, probe: Probe, unmatched: &[&str]) -> Answer {
+    let verdict = view.verdict(probe);
+    let mut out = String::with_capacity(256);
+    let snap = view.snap;
+    if probe == Probe::Startup {
+        if snap.started {
+            out.push_str("[+]started ok\n");
+        } else {
+            for name in &verdict.waiting {
+                let _ = writeln!(out, "[-]{name} failed: not started yet");
+            }
+        }
+    } else {
+        for c in view.members(probe) {
+            if view.excluded(c) {
+                let _ = writeln!(out, "[+]{} excluded: ok", c.name);
+                continue;
+            }
+            match view.judge(c) {
+                Judged::Pass(Status::Healthy) => {
+                    let _ = writeln!(out, "[+]{} ok", c.name);
+                }
+                Judged::Pass(_) => {
+                    let _ = writeln!(out, "[+]{} degraded", c.name);
+                }
+                Judged::Pending => {
+                    let sign = if probe == Probe::Liveness { '+' } else { '-' };
+                    let _ = writeln!(out, "[{sign}]{} pending: awaiting first result", c.name);
+                }
+                Judged::Fail(reason) => {
+                    let text = match reason.message().filter(|_| view.reveal) {
+                        Some(message) => message.replace('\n', " "),
+                        None if reason.is_withheld() => "reason withheld".to_owned(),
+                        None => reason.public().into_owned(),
+                    };
+                    let scope = if c.critical { "" } else { " (non-critical)" };
+                    let _ = writeln!(out, "[-]{} failed{scope}: {text}", c.name);
+                }
+            }
+        }
+        match verdict.status {
+            ProbeStatus::Starting => {
+                let waiting = verdict.waiting.join(", ");
+                let _ = writeln!(out, "[-]startup failed: waiting for {waiting}");
+            }
+            ProbeStatus::Draining => out.push_str("[-]shutdown failed: draining\n"),
+            ProbeStatus::Busy => {
+                let _ = writeln!(
+                    out,
+                    "[-]in-flight failed: at the limit of {} requests",
+                    snap.in_flight_limit.unwrap_or(0)
+                );
+            }
+            _ => {}
+        }
+    }
+    for name in unmatched {
+        let _ = writeln!(
+            out,
+            "warn: some health checks cannot be excluded: no matches for \"{name}\""
+        );
+    }
+    let outcome = if verdict.status.is_passing() { "passed" } else { "failed" };
+    let _ = writeln!(out, "{} check {outcome}", probe.name());
+    Answer {
+        status: verdict.status,
+        body: Bytes::from(out),
+    }
+}

@@ -1,0 +1,530 @@
+//! The background refresher: one task that runs every check on its own
+//! schedule, cuts runs at their timeout, survives panics, applies the
+//! thresholds and publishes a new [`Snapshot`] after every change.
+//!
+//! All mutable state sits in one `std::sync::Mutex<State>`. It is never held
+//! across an `.await`: the task locks it to start due runs and to record a
+//! finished one, and handle methods lock it to change the set of checks.
+//! Each change publishes at once, under the lock, so publishes are ordered
+//! and "answers reflect the change at once" holds. The request path never
+//! touches the lock: it loads the published `Arc<Snapshot>` from an
+//! `ArcSwap`.
+
+use std::{
+    any::Any,
+    future::Future,
+    panic::{AssertUnwindSafe, catch_unwind},
+    pin::Pin,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, SystemTime},
+};
+
+use arc_swap::ArcSwap;
+use tokio::{
+    sync::{Notify, watch},
+    task::JoinSet,
+    time::Instant,
+};
+
+use crate::{
+    Status,
+    check::DynCheck,
+    heartbeat::{Beat, Heartbeat, HeartbeatSlot},
+    registry::{CheckOptions, Error, HealthChecksBuilder, Overview, Probes, Registration, validate_name},
+    snapshot::{Cached, CheckView, Component, Effective, Failure, Kind, Run, Snapshot},
+};
+
+pub(crate) type InFlightFilter = Arc<dyn Fn(&http::request::Parts) -> bool + Send + Sync>;
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+    wake: Notify,
+    stopped: AtomicBool,
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) in_flight_limit: Option<usize>,
+    pub(crate) in_flight_filter: Option<InFlightFilter>,
+    pub(crate) overview: watch::Sender<Overview>,
+    pub(crate) drain_delay: Duration,
+}
+
+struct State {
+    checks: Vec<Entry>,
+    heartbeats: Vec<Arc<HeartbeatSlot>>,
+    started: bool,
+    require_mark: bool,
+    marked: bool,
+    draining: bool,
+    version: Option<Arc<str>>,
+    born: Instant,
+    next_id: u64,
+}
+
+struct Entry {
+    id: u64,
+    name: Arc<str>,
+    check: Arc<dyn DynCheck>,
+    options: CheckOptions,
+    running: bool,
+    next_due: Instant,
+    view: CheckView,
+}
+
+/// Keeps the refresher alive. Handles and layers share one; dropping the
+/// last stops the task.
+pub(crate) struct Owner {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.shared.stop();
+    }
+}
+
+pub(crate) fn start(builder: HealthChecksBuilder) -> Result<Owner, Error> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+    let now = Instant::now();
+    let mut state = State {
+        checks: Vec::with_capacity(builder.checks.len()),
+        heartbeats: Vec::new(),
+        started: false,
+        require_mark: builder.require_mark_started,
+        marked: false,
+        draining: false,
+        version: builder.version.map(Arc::from),
+        born: now,
+        next_id: 0,
+    };
+    for registration in builder.checks {
+        state.insert(registration, now)?;
+    }
+    let placeholder = Snapshot {
+        components: Vec::new(),
+        started: false,
+        waiting_for_mark: false,
+        draining: false,
+        version: None,
+        born: now,
+        in_flight_limit: None,
+        fresh_until: None,
+        cached: Cached::default(),
+    };
+    let (overview, _) = watch::channel(placeholder.overview(now));
+    let shared = Arc::new(Shared {
+        state: Mutex::new(state),
+        snapshot: ArcSwap::from_pointee(placeholder),
+        wake: Notify::new(),
+        stopped: AtomicBool::new(false),
+        in_flight: AtomicUsize::new(0),
+        in_flight_limit: builder.max_in_flight,
+        in_flight_filter: builder.in_flight_filter,
+        overview,
+        drain_delay: builder.drain_delay,
+    });
+    {
+        let mut state = shared.lock();
+        shared.publish(&mut state);
+    }
+    runtime.spawn(run(shared.clone()));
+    Ok(Owner { shared })
+}
+
+impl State {
+    fn name_taken(&self, name: &str) -> bool {
+        self.checks.iter().any(|e| &*e.name == name)
+            || self.heartbeats.iter().any(|h| &*h.name == name)
+    }
+
+    fn insert(&mut self, registration: Registration, now: Instant) -> Result<(), Error> {
+        validate_name(&registration.name)?;
+        if self.name_taken(&registration.name) {
+            return Err(Error::DuplicateName(registration.name));
+        }
+        self.next_id += 1;
+        let max_age = registration.options.effective_max_age();
+        self.checks.push(Entry {
+            id: self.next_id,
+            name: Arc::from(registration.name),
+            check: registration.check,
+            options: registration.options,
+            running: false,
+            next_due: now,
+            view: CheckView {
+                effective: Effective::Pending,
+                last: None,
+                last_failure: None,
+                successes: 0,
+                failures: 0,
+                max_age,
+            },
+        });
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave `State` half-changed
+        // in a way that matters more than stopping health reporting would.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Publishes again without any other change (a heartbeat came back or
+    /// was dropped).
+    pub(crate) fn republish(&self) {
+        let mut state = self.lock();
+        self.publish(&mut state);
+        drop(state);
+        // The runner recomputes its next wake-up from the new deadlines.
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn add_check(&self, registration: Registration) -> Result<(), Error> {
+        if self.is_stopped() {
+            return Err(Error::ShutDown);
+        }
+        let mut state = self.lock();
+        state.insert(registration, Instant::now())?;
+        self.publish(&mut state);
+        drop(state);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    pub(crate) fn remove_check(&self, name: &str) -> bool {
+        let mut state = self.lock();
+        let before = state.checks.len();
+        state.checks.retain(|e| &*e.name != name);
+        let removed = state.checks.len() != before;
+        if removed {
+            self.publish(&mut state);
+        }
+        removed
+    }
+
+    pub(crate) fn mark_started(&self) {
+        let mut state = self.lock();
+        if !state.marked {
+            state.marked = true;
+            self.publish(&mut state);
+        }
+    }
+
+    pub(crate) fn drain(&self) {
+        let mut state = self.lock();
+        if !state.draining {
+            state.draining = true;
+            self.publish(&mut state);
+        }
+    }
+
+    pub(crate) fn heartbeat(
+        this: &Arc<Self>,
+        name: String,
+        deadline: Duration,
+    ) -> Result<Heartbeat, Error> {
+        if this.is_stopped() {
+            return Err(Error::ShutDown);
+        }
+        validate_name(&name)?;
+        let mut state = this.lock();
+        if state.name_taken(&name) {
+            return Err(Error::DuplicateName(name));
+        }
+        let slot = Arc::new(HeartbeatSlot::new(
+            Arc::from(name),
+            deadline.max(Duration::from_millis(1)),
+            Arc::downgrade(this),
+        ));
+        state.heartbeats.push(slot.clone());
+        this.publish(&mut state);
+        drop(state);
+        this.wake.notify_one();
+        Ok(Heartbeat::new(slot))
+    }
+
+    pub(crate) fn remove_heartbeat(&self, slot: &Arc<HeartbeatSlot>) {
+        let mut state = self.lock();
+        state.heartbeats.retain(|h| !Arc::ptr_eq(h, slot));
+        self.publish(&mut state);
+    }
+
+    /// Builds, renders and stores a new snapshot from `state`.
+    fn publish(&self, state: &mut State) {
+        let now = Instant::now();
+        let mut fresh_until: Option<Instant> = None;
+        let mut earliest = |t: Instant| {
+            fresh_until = Some(fresh_until.map_or(t, |f| f.min(t)));
+        };
+        let mut components = Vec::with_capacity(state.checks.len() + state.heartbeats.len());
+        for entry in &state.checks {
+            if let (Effective::Passing(_), Some(run)) = (entry.view.effective, &entry.view.last) {
+                earliest(run.at + entry.view.max_age);
+            }
+            components.push(Component {
+                name: entry.name.clone(),
+                probes: entry.options.probes,
+                critical: entry.options.critical,
+                kind: Kind::Check(entry.view.clone()),
+            });
+        }
+        for slot in &state.heartbeats {
+            if let Beat::Alive { due, .. } = slot.observe(now) {
+                earliest(due);
+            }
+            components.push(Component {
+                name: slot.name.clone(),
+                probes: Probes::LIVENESS,
+                critical: true,
+                kind: Kind::Heartbeat(slot.clone()),
+            });
+        }
+        let mut snapshot = Snapshot {
+            components,
+            started: state.started,
+            waiting_for_mark: state.require_mark && !state.marked,
+            draining: state.draining,
+            version: state.version.clone(),
+            born: state.born,
+            in_flight_limit: self.in_flight_limit,
+            fresh_until,
+            cached: Cached::default(),
+        };
+        // Startup latches: once nothing is waiting, it never fails again.
+        if !snapshot.started && snapshot.startup_waiting().is_empty() {
+            state.started = true;
+            snapshot.started = true;
+            tracing::info!("health: startup complete");
+        }
+        snapshot.render_cache(now);
+        let overview = snapshot.overview(now);
+        self.snapshot.store(Arc::new(snapshot));
+        self.overview.send_if_modified(|current| {
+            let changed = *current != overview;
+            if changed {
+                *current = overview;
+            }
+            changed
+        });
+    }
+
+    /// Starts every due run; returns when the task should next wake up.
+    fn start_due(self: &Arc<Self>, tasks: &mut JoinSet<Finished>) -> Option<Instant> {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        for entry in &mut state.checks {
+            if entry.running {
+                continue;
+            }
+            if entry.next_due <= now {
+                entry.running = true;
+                tasks.spawn(run_once(entry.id, entry.check.clone(), entry.options.timeout));
+            } else {
+                next = Some(next.map_or(entry.next_due, |n| n.min(entry.next_due)));
+            }
+        }
+        for slot in &state.heartbeats {
+            if let Beat::Alive { due, .. } = slot.at(now) {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        next
+    }
+
+    fn record(&self, finished: Finished) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let Some(entry) = state.checks.iter_mut().find(|e| e.id == finished.id) else {
+            return; // removed while it ran
+        };
+        entry.running = false;
+        entry.next_due = now + entry.options.interval;
+        let run = Arc::new(finished.run);
+        let before = entry.view.effective;
+        let view = &mut entry.view;
+        let passed = run.status.is_passing();
+        if passed {
+            view.successes = view.successes.saturating_add(1);
+            view.failures = 0;
+        } else {
+            view.failures = view.failures.saturating_add(1);
+            view.successes = 0;
+            view.last_failure = Some(run.clone());
+        }
+        view.effective = match (before, passed) {
+            // The first result is taken as it is.
+            (Effective::Pending, true) => Effective::Passing(run.status),
+            (Effective::Pending, false) => Effective::Failing,
+            (Effective::Passing(_), true) => Effective::Passing(run.status),
+            (Effective::Passing(_), false) if view.failures >= entry.options.failure_threshold => {
+                Effective::Failing
+            }
+            (Effective::Passing(status), false) => Effective::Passing(status),
+            (Effective::Failing, true) if view.successes >= entry.options.success_threshold => {
+                Effective::Passing(run.status)
+            }
+            (Effective::Failing, _) => Effective::Failing,
+        };
+        view.last = Some(run.clone());
+        log_run(entry, before, &run);
+        self.publish(&mut state);
+    }
+}
+
+fn log_run(entry: &Entry, before: Effective, run: &Run) {
+    let name = &*entry.name;
+    let duration_ms = run.duration.as_secs_f64() * 1000.0;
+    if run.duration > entry.options.effective_slow_threshold() {
+        tracing::warn!(check = name, duration_ms, "health check slow");
+    }
+    let message = run.message.as_deref().unwrap_or("");
+    match (before, entry.view.effective) {
+        (Effective::Failing, Effective::Failing) => {
+            tracing::debug!(check = name, error = message, "health check still failing");
+        }
+        (_, Effective::Failing) => {
+            tracing::warn!(check = name, error = message, failure = ?run.failure, "health check failing");
+        }
+        (Effective::Failing, Effective::Passing(status)) => {
+            tracing::info!(check = name, %status, "health check recovered");
+        }
+        (Effective::Passing(a), Effective::Passing(b)) if a != b => {
+            tracing::info!(check = name, from = %a, to = %b, message, "health check status changed");
+        }
+        (Effective::Pending, Effective::Passing(status)) => {
+            tracing::debug!(check = name, %status, "health check first result");
+        }
+        _ => {}
+    }
+    if run.status == Status::Unhealthy && entry.view.effective != Effective::Failing {
+        tracing::debug!(
+            check = name,
+            error = message,
+            failures = entry.view.failures,
+            threshold = entry.options.failure_threshold,
+            "health check failed below its failure threshold"
+        );
+    }
+}
+
+struct Finished {
+    id: u64,
+    run: Run,
+}
+
+/// One run: cut at `timeout`, panics caught.
+async fn run_once(id: u64, check: Arc<dyn DynCheck>, timeout: Duration) -> Finished {
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(timeout, CatchUnwind(check.run())).await;
+    let at = Instant::now();
+    let (status, failure, message, observations) = match outcome {
+        Ok(Ok(result)) => {
+            let (status, message, observations) = result.into_parts();
+            let failure = (!status.is_passing()).then_some(Failure::Reported);
+            (status, failure, message, observations)
+        }
+        Ok(Err(payload)) => (
+            Status::Unhealthy,
+            Some(Failure::Panicked),
+            Some(panic_message(payload).into()),
+            Vec::new(),
+        ),
+        Err(_elapsed) => (
+            Status::Unhealthy,
+            Some(Failure::TimedOut(timeout)),
+            None,
+            Vec::new(),
+        ),
+    };
+    Finished {
+        id,
+        run: Run {
+            status,
+            failure,
+            message,
+            observations,
+            duration: at.saturating_duration_since(started),
+            at,
+            at_wall: SystemTime::now(),
+        },
+    }
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(s) => (*s).to_owned(),
+            Err(_) => "panicked".to_owned(),
+        },
+    }
+}
+
+/// Polls a boxed future, turning a panic into `Err(payload)`.
+struct CatchUnwind<F>(F);
+
+impl<F> Future for CatchUnwind<Pin<Box<F>>>
+where
+    F: Future + ?Sized,
+{
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = self.0.as_mut();
+        match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
+    }
+}
+
+/// The refresher task.
+async fn run(shared: Arc<Shared>) {
+    let mut tasks: JoinSet<Finished> = JoinSet::new();
+    loop {
+        if shared.is_stopped() {
+            break;
+        }
+        let next = shared.start_due(&mut tasks);
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                // Runs are never aborted while the task lives, and panics
+                // are caught inside them, so a join error cannot happen.
+                if let Ok(finished) = joined {
+                    shared.record(finished);
+                }
+            }
+            () = sleep => {
+                // A heartbeat deadline or a check came due: publish so a
+                // missed heartbeat shows, then start what is due.
+                let mut state = shared.lock();
+                shared.publish(&mut state);
+            }
+            () = shared.wake.notified() => {}
+        }
+    }
+    tracing::debug!("health: refresher stopped");
+    // Dropping `tasks` aborts runs still in flight.
+}

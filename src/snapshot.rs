@@ -1,0 +1,508 @@
+//! The immutable state the runner publishes and the request path reads.
+//!
+//! A [`Snapshot`] holds every component's last judged state plus answers
+//! pre-rendered at publish time. Those answers stay valid until
+//! `fresh_until`: the first instant at which a result would turn stale or a
+//! heartbeat would miss its deadline. A healthy runner republishes well
+//! before that, so probes serve the cached bytes. If it does not (the task
+//! died, the runtime is starved), probes judge the snapshot again at the
+//! current instant, with the same code, and report what went stale.
+
+use std::{
+    borrow::Cow,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::{
+    check::Observation,
+    heartbeat::{Beat, HeartbeatSlot},
+    registry::{Overview, Probes},
+    render, Status,
+};
+
+/// One of the endpoints the layer answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Probe {
+    /// `/health`: every check.
+    Health,
+    /// `/livez`: the process itself (liveness checks and heartbeats).
+    Liveness,
+    /// `/readyz`: whether to send traffic.
+    Readiness,
+    /// `/startupz`: whether initialisation finished (latches).
+    Startup,
+}
+
+impl Probe {
+    pub(crate) const ALL: [Probe; 4] = [
+        Probe::Health,
+        Probe::Liveness,
+        Probe::Readiness,
+        Probe::Startup,
+    ];
+
+    /// The name used in the Kubernetes text form (`readyz check passed`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Probe::Health => "health",
+            Probe::Liveness => "livez",
+            Probe::Readiness => "readyz",
+            Probe::Startup => "startupz",
+        }
+    }
+
+    pub(crate) const fn index(self) -> usize {
+        self as usize
+    }
+
+    const fn flag(self) -> Option<Probes> {
+        match self {
+            Probe::Health => None,
+            Probe::Liveness => Some(Probes::LIVENESS),
+            Probe::Readiness => Some(Probes::READINESS),
+            Probe::Startup => Some(Probes::STARTUP),
+        }
+    }
+}
+
+/// What a probe answers. Each maps to an HTTP status code, configurable with
+/// [`HealthLayer::status_code`](crate::HealthLayer::status_code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProbeStatus {
+    /// Everything judged passes. Default 200.
+    Healthy,
+    /// Passing, but a non-critical check fails or a check reports degraded.
+    /// Default 200.
+    Degraded,
+    /// A critical check fails. Default 503.
+    Unhealthy,
+    /// Not started yet (readiness, startup, `/health`). Default 503.
+    Starting,
+    /// Draining for shutdown (readiness, `/health`). Default 503.
+    Draining,
+    /// At the in-flight limit (readiness). Default 503.
+    Busy,
+}
+
+impl ProbeStatus {
+    /// The value of `status` in JSON bodies.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ProbeStatus::Healthy => "healthy",
+            ProbeStatus::Degraded => "degraded",
+            ProbeStatus::Unhealthy => "unhealthy",
+            ProbeStatus::Starting => "starting",
+            ProbeStatus::Draining => "draining",
+            ProbeStatus::Busy => "busy",
+        }
+    }
+
+    /// Whether the probe passes (healthy or degraded).
+    pub const fn is_passing(self) -> bool {
+        matches!(self, ProbeStatus::Healthy | ProbeStatus::Degraded)
+    }
+
+    pub(crate) const fn index(self) -> usize {
+        self as usize
+    }
+
+    pub(crate) const fn health_json(self) -> &'static str {
+        match self {
+            ProbeStatus::Healthy => "pass",
+            ProbeStatus::Degraded => "warn",
+            _ => "fail",
+        }
+    }
+}
+
+/// Why a component counts as failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The check returned unhealthy.
+    Reported,
+    TimedOut(Duration),
+    Panicked,
+}
+
+/// One finished run of a check.
+#[derive(Debug)]
+pub(crate) struct Run {
+    pub(crate) status: Status,
+    pub(crate) failure: Option<Failure>,
+    pub(crate) message: Option<Cow<'static, str>>,
+    pub(crate) observations: Vec<Observation>,
+    pub(crate) duration: Duration,
+    pub(crate) at: Instant,
+    pub(crate) at_wall: SystemTime,
+}
+
+/// A check's damped state, as the runner decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Effective {
+    Pending,
+    Passing(Status),
+    Failing,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CheckView {
+    pub(crate) effective: Effective,
+    pub(crate) last: Option<Arc<Run>>,
+    pub(crate) last_failure: Option<Arc<Run>>,
+    pub(crate) successes: u32,
+    pub(crate) failures: u32,
+    pub(crate) max_age: Duration,
+}
+
+pub(crate) enum Kind {
+    Check(CheckView),
+    Heartbeat(Arc<HeartbeatSlot>),
+}
+
+pub(crate) struct Component {
+    pub(crate) name: Arc<str>,
+    pub(crate) probes: Probes,
+    pub(crate) critical: bool,
+    pub(crate) kind: Kind,
+}
+
+/// A component judged at one instant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Judged<'a> {
+    Pending,
+    Pass(Status),
+    Fail(Reason<'a>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Reason<'a> {
+    Reported(Option<&'a str>),
+    TimedOut(Duration),
+    Panicked(Option<&'a str>),
+    Stale(Duration),
+    MissedBeat(Duration),
+    HandleDropped,
+}
+
+impl<'a> Reason<'a> {
+    /// Text safe for anyone: never the check's own message.
+    pub(crate) fn public(&self) -> Cow<'static, str> {
+        match self {
+            Reason::Reported(_) => Cow::Borrowed("failed"),
+            Reason::TimedOut(d) => Cow::Owned(format!("timed out after {}", fmt_duration(*d))),
+            Reason::Panicked(_) => Cow::Borrowed("panicked"),
+            Reason::Stale(age) => Cow::Owned(format!(
+                "stale: last result is {} old",
+                fmt_duration(*age)
+            )),
+            Reason::MissedBeat(d) => Cow::Owned(format!(
+                "missed heartbeat deadline of {}",
+                fmt_duration(*d)
+            )),
+            Reason::HandleDropped => Cow::Borrowed("heartbeat handle dropped"),
+        }
+    }
+
+    /// The check's own message, for requests allowed to see details.
+    pub(crate) fn message(&self) -> Option<&'a str> {
+        match self {
+            Reason::Reported(m) | Reason::Panicked(m) => *m,
+            _ => None,
+        }
+    }
+
+    /// Whether the public text hides a message (Kubernetes says "reason
+    /// withheld" there).
+    pub(crate) fn is_withheld(&self) -> bool {
+        matches!(self, Reason::Reported(_) | Reason::Panicked(_))
+    }
+}
+
+/// `2s`, `1.5s`, `250ms`.
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{}s", ms as f64 / 1000.0)
+    }
+}
+
+/// Bytes pre-rendered at publish time.
+#[derive(Debug, Clone)]
+pub(crate) struct Answer {
+    pub(crate) status: ProbeStatus,
+    pub(crate) body: Bytes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    Json,
+    HealthJson,
+    Text,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Cached {
+    /// `[probe][format]`, plus readiness while busy at index 4.
+    answers: Vec<[Answer; 3]>,
+}
+
+impl Cached {
+    pub(crate) fn get(&self, probe: Probe, busy: bool, format: Format) -> &Answer {
+        let row = if busy && probe == Probe::Readiness {
+            4
+        } else {
+            probe.index()
+        };
+        &self.answers[row][format as usize]
+    }
+}
+
+pub(crate) struct Snapshot {
+    pub(crate) components: Vec<Component>,
+    pub(crate) started: bool,
+    pub(crate) waiting_for_mark: bool,
+    pub(crate) draining: bool,
+    pub(crate) version: Option<Arc<str>>,
+    pub(crate) born: Instant,
+    pub(crate) in_flight_limit: Option<usize>,
+    /// The cached answers are exact until this instant; `None` is forever.
+    pub(crate) fresh_until: Option<Instant>,
+    pub(crate) cached: Cached,
+}
+
+/// Per-request choices that change an answer.
+#[derive(Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub(crate) snap: &'a Snapshot,
+    pub(crate) now: Instant,
+    pub(crate) reveal: bool,
+    pub(crate) busy: bool,
+    pub(crate) exclude: &'a [Cow<'a, str>],
+}
+
+/// A probe's verdict with the names behind it.
+#[derive(Debug)]
+pub(crate) struct Verdict<'a> {
+    pub(crate) status: ProbeStatus,
+    pub(crate) failing: Vec<&'a str>,
+    pub(crate) degraded: Vec<&'a str>,
+    pub(crate) waiting: Vec<&'a str>,
+}
+
+impl Verdict<'_> {
+    pub(crate) fn reason(&self, in_flight_limit: Option<usize>) -> Option<String> {
+        let list = |label: &str, names: &[&str]| format!("{label}: {}", names.join(", "));
+        match self.status {
+            ProbeStatus::Healthy => None,
+            ProbeStatus::Degraded => Some(list("degraded", &self.degraded)),
+            ProbeStatus::Unhealthy => Some(list("failing", &self.failing)),
+            ProbeStatus::Starting => Some(list("waiting for", &self.waiting)),
+            ProbeStatus::Draining => Some("shutting down".to_owned()),
+            ProbeStatus::Busy => Some(format!(
+                "at the limit of {} requests in flight",
+                in_flight_limit.unwrap_or(0)
+            )),
+        }
+    }
+}
+
+pub(crate) const MARK_STARTED: &str = "mark_started";
+
+impl Snapshot {
+    /// Components that are pending or, for startup checks, not passing;
+    /// plus `mark_started` when it is still required.
+    pub(crate) fn startup_waiting(&self) -> Vec<&str> {
+        let mut waiting: Vec<&str> = self
+            .components
+            .iter()
+            .filter(|c| match &c.kind {
+                Kind::Check(view) => match view.effective {
+                    Effective::Pending => true,
+                    Effective::Failing => c.probes.contains(Probes::STARTUP),
+                    Effective::Passing(_) => false,
+                },
+                Kind::Heartbeat(_) => false,
+            })
+            .map(|c| &*c.name)
+            .collect();
+        if self.waiting_for_mark {
+            waiting.push(MARK_STARTED);
+        }
+        waiting
+    }
+
+    /// Renders every cached answer. Called once per publish.
+    pub(crate) fn render_cache(&mut self, now: Instant) {
+        let mut view = View {
+            snap: self,
+            now,
+            reveal: false,
+            busy: false,
+            exclude: &[],
+        };
+        let mut answers = Vec::with_capacity(5);
+        for probe in Probe::ALL {
+            answers.push(render::all_formats(&view, probe));
+        }
+        view.busy = true;
+        answers.push(render::all_formats(&view, Probe::Readiness));
+        self.cached = Cached { answers };
+    }
+
+    pub(crate) fn overview(&self, now: Instant) -> Overview {
+        let view = View {
+            snap: self,
+            now,
+            reveal: false,
+            busy: false,
+            exclude: &[],
+        };
+        Overview {
+            health: view.verdict(Probe::Health).status,
+            liveness: view.verdict(Probe::Liveness).status,
+            readiness: view.verdict(Probe::Readiness).status,
+            startup: view.verdict(Probe::Startup).status,
+            components: self
+                .components
+                .iter()
+                .map(|c| {
+                    let status = match view.judge(c) {
+                        Judged::Pending => None,
+                        Judged::Pass(s) => Some(s),
+                        Judged::Fail(_) => Some(Status::Unhealthy),
+                    };
+                    (c.name.clone(), status)
+                })
+                .collect(),
+        }
+    }
+
+    pub(crate) fn component(&self, name: &str) -> Option<&Component> {
+        self.components.iter().find(|c| &*c.name == name)
+    }
+}
+
+impl<'a> View<'a> {
+    pub(crate) fn judge(&self, c: &'a Component) -> Judged<'a> {
+        match &c.kind {
+            Kind::Check(view) => match view.effective {
+                Effective::Pending => Judged::Pending,
+                Effective::Passing(status) => {
+                    let at = view.last.as_ref().map_or(self.now, |run| run.at);
+                    let age = self.now.saturating_duration_since(at);
+                    if age >= view.max_age {
+                        Judged::Fail(Reason::Stale(age))
+                    } else {
+                        Judged::Pass(status)
+                    }
+                }
+                Effective::Failing => {
+                    let run = view.last_failure.as_deref();
+                    let message = run.and_then(|r| r.message.as_deref());
+                    Judged::Fail(match run.and_then(|r| r.failure) {
+                        Some(Failure::TimedOut(d)) => Reason::TimedOut(d),
+                        Some(Failure::Panicked) => Reason::Panicked(message),
+                        _ => Reason::Reported(message),
+                    })
+                }
+            },
+            Kind::Heartbeat(slot) => match slot.at(self.now) {
+                Beat::Alive { .. } => Judged::Pass(Status::Healthy),
+                Beat::Missed { .. } => Judged::Fail(Reason::MissedBeat(slot.deadline)),
+                Beat::Dropped => Judged::Fail(Reason::HandleDropped),
+            },
+        }
+    }
+
+    /// Whether `probe` judges `c` at all (before exclusions).
+    pub(crate) fn member(&self, probe: Probe, c: &Component) -> bool {
+        let in_probe = match probe.flag() {
+            None => true,
+            Some(flag) => c.probes.contains(flag),
+        };
+        // Kubernetes runs no liveness probe before startup succeeds: until
+        // then only heartbeats decide liveness, never dependency checks.
+        let judged_now = !(probe == Probe::Liveness
+            && !self.snap.started
+            && matches!(c.kind, Kind::Check(_)));
+        in_probe && judged_now
+    }
+
+    pub(crate) fn excluded(&self, c: &Component) -> bool {
+        self.exclude.iter().any(|name| **name == *c.name)
+    }
+
+    /// The components `probe` shows, in registration order.
+    pub(crate) fn members(&self, probe: Probe) -> impl Iterator<Item = &'a Component> + '_ {
+        let snap = self.snap;
+        snap.components
+            .iter()
+            .filter(move |c| self.member(probe, c))
+    }
+
+    pub(crate) fn verdict(&self, probe: Probe) -> Verdict<'a> {
+        let snap = self.snap;
+        let mut verdict = Verdict {
+            status: ProbeStatus::Healthy,
+            failing: Vec::new(),
+            degraded: Vec::new(),
+            waiting: Vec::new(),
+        };
+        if probe == Probe::Startup {
+            if !snap.started {
+                verdict.status = ProbeStatus::Starting;
+                verdict.waiting = snap.startup_waiting();
+            }
+            return verdict;
+        }
+        if matches!(probe, Probe::Health | Probe::Readiness) {
+            if snap.draining {
+                verdict.status = ProbeStatus::Draining;
+                return verdict;
+            }
+            if !snap.started {
+                verdict.status = ProbeStatus::Starting;
+                verdict.waiting = snap.startup_waiting();
+                return verdict;
+            }
+            if probe == Probe::Readiness && self.busy {
+                verdict.status = ProbeStatus::Busy;
+                return verdict;
+            }
+        }
+        for c in self.members(probe).filter(|c| !self.excluded(c)) {
+            let failing = match self.judge(c) {
+                Judged::Pass(Status::Healthy) => continue,
+                Judged::Pass(_) => {
+                    verdict.degraded.push(&*c.name);
+                    continue;
+                }
+                // A check added after startup has no result yet: it does
+                // not take a live process down, but it is not ready yet.
+                Judged::Pending if probe == Probe::Liveness => continue,
+                Judged::Pending | Judged::Fail(_) => true,
+            };
+            if failing && c.critical {
+                verdict.failing.push(&*c.name);
+            } else {
+                verdict.degraded.push(&*c.name);
+            }
+        }
+        verdict.status = if !verdict.failing.is_empty() {
+            ProbeStatus::Unhealthy
+        } else if !verdict.degraded.is_empty() {
+            ProbeStatus::Degraded
+        } else {
+            ProbeStatus::Healthy
+        };
+        verdict
+    }
+}
