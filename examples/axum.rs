@@ -1,0 +1,179 @@
+//! An axum application behind `HealthLayer`.
+//!
+//! ```text
+//! cargo run --example axum
+//! ```
+//!
+//! Serves on 127.0.0.1:3000 (`PORT` overrides the port). `POST /demo/fail`
+//! makes the `demo` check fail, `POST /demo/recover` heals it. On Ctrl-C or
+//! SIGTERM readiness reports `draining` for `DRAIN_SECS` seconds (default 5)
+//! while every route still answers, then the server exits with status 0.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    extract::State,
+    response::Html,
+    routing::{get, post},
+};
+use tower_health::{CheckOptions, CheckResult, HealthChecks, Probes};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_health=info".into()),
+        )
+        .init();
+
+    let port: u16 = match std::env::var("PORT") {
+        Ok(port) => port.parse().map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
+        Err(_) => 3000,
+    };
+    let drain_secs: u64 = match std::env::var("DRAIN_SECS") {
+        Ok(secs) => secs
+            .parse()
+            .map_err(|_| format!("DRAIN_SECS must be a whole number of seconds, got {secs:?}"))?,
+        Err(_) => 5,
+    };
+
+    let demo_failing = Arc::new(AtomicBool::new(false));
+    let flag = demo_failing.clone();
+    let builder = HealthChecks::builder()
+        .version(env!("CARGO_PKG_VERSION"))
+        .drain_delay(Duration::from_secs(drain_secs))
+        // A readiness check the demo routes can break and heal.
+        .check_with(
+            "demo",
+            move || {
+                let failing = flag.load(Ordering::SeqCst);
+                async move {
+                    if failing {
+                        CheckResult::unhealthy("demo failure requested via POST /demo/fail")
+                    } else {
+                        CheckResult::healthy()
+                    }
+                }
+            },
+            CheckOptions::new().interval(Duration::from_secs(1)),
+        )
+        // A non-critical check: when it fails the service is degraded, not down.
+        .check_with(
+            "clock",
+            || async {
+                let skew_ms = 3;
+                CheckResult::healthy().with_observation("skew", skew_ms, Some("ms"))
+            },
+            CheckOptions::new().critical(false),
+        )
+        // A liveness check of the process itself (never a dependency).
+        .check_with(
+            "runtime",
+            || async {
+                tokio::task::yield_now().await;
+                CheckResult::healthy()
+            },
+            CheckOptions::new()
+                .probes(Probes::LIVENESS | Probes::READINESS)
+                .interval(Duration::from_secs(2)),
+        );
+    let health = builder.build()?;
+
+    // An internal worker proves it is alive with a heartbeat.
+    let heartbeat = health.heartbeat("worker", Duration::from_secs(10))?;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            heartbeat.beat();
+        }
+    });
+
+    let app = Router::new()
+        .route("/", get(index))
+        .route("/demo/fail", post(fail))
+        .route("/demo/recover", post(recover))
+        .with_state(demo_failing)
+        // Outermost: probes are answered before routing.
+        .layer(health.layer());
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    println!("tower-health axum example listening on {base}");
+    println!("try:");
+    for path in [
+        "/",
+        "/health",
+        "/health?detailed=true",
+        "/health/demo",
+        "/livez",
+        "/readyz?verbose",
+        "/startupz",
+    ] {
+        println!("  curl -i '{base}{path}'");
+    }
+    println!("  curl -i -H 'Accept: application/health+json' {base}/health");
+    println!("  curl -i -X POST {base}/demo/fail     # then /readyz answers 503");
+    println!("  curl -i -X POST {base}/demo/recover  # and 200 again");
+    println!("Ctrl-C drains for {drain_secs}s (readiness 503, every route still served), then exits.");
+
+    axum::serve(listener, app)
+        .with_graceful_shutdown(health.graceful_shutdown(shutdown_signal()))
+        .await?;
+    println!("drained; bye");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+async fn index() -> Html<&'static str> {
+    Html(
+        "<!doctype html><title>tower-health demo</title>\
+         <h1>tower-health demo</h1>\
+         <p>This page is an ordinary route; the layer passed it through.</p>\
+         <ul>\
+         <li><a href=\"/health\">/health</a> and <a href=\"/health?detailed=true\">/health?detailed=true</a></li>\
+         <li><a href=\"/livez\">/livez</a>, <a href=\"/readyz?verbose\">/readyz?verbose</a>, <a href=\"/startupz\">/startupz</a></li>\
+         <li><a href=\"/health/demo\">/health/demo</a></li>\
+         </ul>\
+         <p><code>curl -X POST localhost:3000/demo/fail</code> breaks the <code>demo</code> check; \
+         <code>/demo/recover</code> heals it.</p>",
+    )
+}
+
+async fn fail(State(flag): State<Arc<AtomicBool>>) -> &'static str {
+    flag.store(true, Ordering::SeqCst);
+    "demo check will fail from its next run (within 1s)\n"
+}
+
+async fn recover(State(flag): State<Arc<AtomicBool>>) -> &'static str {
+    flag.store(false, Ordering::SeqCst);
+    "demo check will pass from its next run (within 1s)\n"
+}
