@@ -1,0 +1,105 @@
+//! A plain hyper 1 server behind `HealthLayer`, without any framework.
+//!
+//! ```text
+//! cargo run --example hyper
+//! ```
+//!
+//! Serves on 127.0.0.1:3001 (`PORT` overrides the port). The application is
+//! a `tower::service_fn`; the layer wraps it, and hyper-util's
+//! `TowerToHyperService` adapts the result for hyper's connection builder
+//! (HTTP/1.1 and HTTP/2 via `hyper_util::server::conn::auto`).
+
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+    service::TowerToHyperService,
+};
+use tower::{Layer, service_fn};
+use tower_health::{CheckOptions, CheckResult, HealthChecks};
+
+/// The application: every path that is not a health path lands here.
+async fn app(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, body) = match request.uri().path() {
+        "/" => (StatusCode::OK, "hello from plain hyper\n".to_owned()),
+        path => (StatusCode::NOT_FOUND, format!("no route for {path}\n")),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    Ok(response)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_health=info".into()),
+        )
+        .init();
+
+    let port: u16 = match std::env::var("PORT") {
+        Ok(port) => port
+            .parse()
+            .map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
+        Err(_) => 3001,
+    };
+
+    let health = HealthChecks::builder()
+        .version(env!("CARGO_PKG_VERSION"))
+        .check_with(
+            "upstream",
+            || async { CheckResult::healthy() }, // e.g. a TCP connect to a dependency
+            CheckOptions::new()
+                .interval(Duration::from_secs(5))
+                .timeout(Duration::from_secs(1)),
+        )
+        .build()?;
+
+    // `Health<S>` needs `S: Clone`; `service_fn` over a fn item is.
+    let service = health.layer().layer(service_fn(app));
+
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    println!("tower-health hyper example listening on {base}");
+    println!("try:");
+    for path in [
+        "/",
+        "/health",
+        "/health?detailed=true",
+        "/health/upstream",
+        "/livez",
+        "/readyz?verbose",
+        "/startupz",
+    ] {
+        println!("  curl -i '{base}{path}'");
+    }
+    println!("  curl -i -H 'Accept: application/health+json' {base}/health");
+    println!("  curl -i -X POST {base}/readyz   # 405, Allow: GET, HEAD");
+    println!("Ctrl-C stops the server.");
+
+    let shutdown = tokio::signal::ctrl_c();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(service.clone());
+        tokio::spawn(async move {
+            let served = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(error) = served {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    println!("bye");
+    Ok(())
+}
