@@ -65,8 +65,13 @@ pub(crate) struct HeartbeatSlot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Beat {
     /// Beat in time; `Instant` is when its deadline runs out.
-    Alive { last: Instant, due: Instant },
-    Missed { last: Instant },
+    Alive {
+        last: Instant,
+        due: Instant,
+    },
+    Missed {
+        last: Instant,
+    },
     Dropped,
 }
 

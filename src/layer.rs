@@ -116,7 +116,8 @@ impl Config {
         }
         let health = self.paths[Probe::Health.index()].as_deref()?;
         let name = path.strip_prefix(health)?.strip_prefix('/')?;
-        (!name.is_empty() && !name.contains('/')).then_some(Route::Component(path.len() - name.len()))
+        (!name.is_empty() && !name.contains('/'))
+            .then_some(Route::Component(path.len() - name.len()))
     }
 
     pub(crate) fn code(&self, status: ProbeStatus) -> StatusCode {

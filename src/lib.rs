@@ -95,6 +95,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod check;
+pub mod checks;
 pub mod details;
 pub mod heartbeat;
 pub mod registry;
@@ -106,6 +107,8 @@ mod render;
 mod runner;
 mod service;
 mod snapshot;
+#[cfg(test)]
+mod test_util;
 
 pub use crate::{
     body::ResponseBody,

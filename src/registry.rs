@@ -45,12 +45,12 @@ use std::{
 use tokio::sync::watch;
 
 use crate::{
+    Status,
     check::{Check, DynCheck},
     heartbeat::Heartbeat,
     layer::HealthLayer,
     runner::{self, InFlightFilter, Owner, Shared},
     snapshot::ProbeStatus,
-    Status,
 };
 
 /// The probes a check belongs to.
@@ -232,8 +232,7 @@ impl CheckOptions {
     }
 
     pub(crate) fn effective_max_age(&self) -> Duration {
-        self.max_age
-            .unwrap_or(self.interval * 2 + self.timeout)
+        self.max_age.unwrap_or(self.interval * 2 + self.timeout)
     }
 
     pub(crate) fn effective_slow_threshold(&self) -> Duration {
@@ -247,9 +246,7 @@ impl CheckOptions {
 pub enum Error {
     /// A check or heartbeat name that cannot appear in a URL path or a
     /// health+json key.
-    #[error(
-        "invalid check name {0:?}: use 1 to 64 ASCII letters, digits, '-', '_' or '.'"
-    )]
+    #[error("invalid check name {0:?}: use 1 to 64 ASCII letters, digits, '-', '_' or '.'")]
     InvalidName(String),
     /// Two checks or heartbeats with one name.
     #[error("a check or heartbeat named {0:?} is already registered")]
@@ -535,7 +532,11 @@ impl HealthHandle {
     /// # Errors
     ///
     /// A bad or taken name, or [`Error::ShutDown`].
-    pub fn heartbeat(&self, name: impl Into<String>, deadline: Duration) -> Result<Heartbeat, Error> {
+    pub fn heartbeat(
+        &self,
+        name: impl Into<String>,
+        deadline: Duration,
+    ) -> Result<Heartbeat, Error> {
         Shared::heartbeat(self.shared(), name.into(), deadline)
     }
 

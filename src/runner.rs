@@ -34,7 +34,9 @@ use crate::{
     Status,
     check::DynCheck,
     heartbeat::{Beat, Heartbeat, HeartbeatSlot},
-    registry::{CheckOptions, Error, HealthChecksBuilder, Overview, Probes, Registration, validate_name},
+    registry::{
+        CheckOptions, Error, HealthChecksBuilder, Overview, Probes, Registration, validate_name,
+    },
     snapshot::{Cached, CheckView, Component, Effective, Failure, Kind, Run, Snapshot},
 };
 
@@ -171,7 +173,9 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave `State` half-changed
         // in a way that matters more than stopping health reporting would.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn stop(&self) {
@@ -333,7 +337,11 @@ impl Shared {
             }
             if entry.next_due <= now {
                 entry.running = true;
-                tasks.spawn(run_once(entry.id, entry.check.clone(), entry.options.timeout));
+                tasks.spawn(run_once(
+                    entry.id,
+                    entry.check.clone(),
+                    entry.options.timeout,
+                ));
             } else {
                 next = Some(next.map_or(entry.next_due, |n| n.min(entry.next_due)));
             }
@@ -527,4 +535,429 @@ async fn run(shared: Arc<Shared>) {
     }
     tracing::debug!("health: refresher stopped");
     // Dropping `tasks` aborts runs still in flight.
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicBool, AtomicUsize, Ordering},
+        },
+        time::Duration,
+    };
+
+    use crate::{
+        CheckOptions, CheckResult, HealthChecks, ProbeStatus, Probes, Status,
+        test_util::{advance, app, get, settle},
+    };
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    /// A check whose result the test flips.
+    fn switch(
+        healthy: &Arc<AtomicBool>,
+    ) -> impl Fn() -> std::future::Ready<CheckResult> + Send + Sync + 'static {
+        let healthy = healthy.clone();
+        move || {
+            std::future::ready(if healthy.load(Ordering::SeqCst) {
+                CheckResult::healthy()
+            } else {
+                CheckResult::unhealthy("db at 10.0.0.5 refused user admin:hunter2")
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn before_first_result_readiness_and_startup_fail_liveness_passes() {
+        let health = HealthChecks::builder()
+            .check_with(
+                "slow",
+                || async {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    CheckResult::healthy()
+                },
+                CheckOptions::new(),
+            )
+            .build()
+            .unwrap();
+        let mut app = app(&health);
+        settle().await;
+        let ready = get(&mut app, "/readyz").await;
+        assert_eq!(ready.status, 503);
+        assert_eq!(ready.json()["status"], "starting");
+        assert_eq!(ready.json()["reason"], "waiting for: slow");
+        assert_eq!(get(&mut app, "/startupz").await.status, 503);
+        assert_eq!(get(&mut app, "/health").await.status, 503);
+        assert_eq!(get(&mut app, "/livez").await.status, 200);
+        let component = get(&mut app, "/health/slow").await;
+        assert_eq!(component.status, 503);
+        assert_eq!(component.json()["status"], "unknown");
+
+        advance(Duration::from_millis(600)).await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        assert_eq!(get(&mut app, "/startupz").await.status, 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failure_and_success_thresholds_damp_flapping() {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                switch(&healthy),
+                CheckOptions::new()
+                    .interval(secs(1))
+                    .failure_threshold(3)
+                    .success_threshold(2),
+            )
+            .build()
+            .unwrap();
+        let mut app = app(&health);
+        settle().await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+
+        healthy.store(false, Ordering::SeqCst);
+        // Runs at t=1s and t=2s fail: below the threshold of 3.
+        advance(Duration::from_millis(2100)).await;
+        let detail = get(&mut app, "/health/db").await.json();
+        assert_eq!(detail["consecutive_failures"], 2);
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        // The third failure flips it.
+        advance(secs(1)).await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 503);
+
+        healthy.store(true, Ordering::SeqCst);
+        advance(secs(1)).await;
+        let detail = get(&mut app, "/health/db").await.json();
+        assert_eq!(detail["consecutive_successes"], 1);
+        assert_eq!(detail["consecutive_failures"], 0);
+        assert_eq!(
+            get(&mut app, "/readyz").await.status,
+            503,
+            "one success is not enough"
+        );
+        advance(secs(1)).await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn non_critical_failure_degrades_and_codes_are_configurable() {
+        let healthy = Arc::new(AtomicBool::new(false));
+        let health = HealthChecks::builder()
+            .check_with(
+                "cache",
+                switch(&healthy),
+                CheckOptions::new().critical(false),
+            )
+            .build()
+            .unwrap();
+        let mut plain = app(&health);
+        settle().await;
+        let reply = get(&mut plain, "/health").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.json()["status"], "degraded");
+        assert_eq!(reply.json()["reason"], "degraded: cache");
+
+        let mut strict = crate::test_util::app_with(
+            health
+                .layer()
+                .status_code(ProbeStatus::Degraded, http::StatusCode::TOO_MANY_REQUESTS),
+        );
+        assert_eq!(get(&mut strict, "/readyz").await.status, 429);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dependency_failure_never_fails_liveness() {
+        let healthy = Arc::new(AtomicBool::new(false));
+        let health = HealthChecks::builder()
+            .check("db", switch(&healthy))
+            .check_with(
+                "loop",
+                || async { CheckResult::healthy() },
+                CheckOptions::new().probes(Probes::LIVENESS),
+            )
+            .build()
+            .unwrap();
+        let mut app = app(&health);
+        settle().await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 503);
+        let live = get(&mut app, "/livez?verbose").await;
+        assert_eq!(live.status, 200);
+        assert_eq!(live.body, "[+]loop ok\nlivez check passed\n");
+        assert_eq!(get(&mut app, "/healthz").await.status, 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stopped_refresher_turns_results_stale() {
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                || async { CheckResult::healthy() },
+                CheckOptions::new().interval(secs(5)).timeout(secs(1)),
+            )
+            .build()
+            .unwrap();
+        let mut app = app(&health);
+        settle().await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        // The refresher dies; the cached "healthy" must not live forever.
+        health.shutdown();
+        advance(secs(10)).await; // max_age = 2 × 5s + 1s = 11s
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        advance(secs(2)).await;
+        let reply = get(&mut app, "/readyz").await;
+        assert_eq!(reply.status, 503);
+        assert_eq!(reply.json()["reason"], "failing: db");
+        let detail = get(&mut app, "/health/db").await.json();
+        assert!(
+            detail["reason"].as_str().unwrap().starts_with("stale"),
+            "{detail}"
+        );
+        assert_eq!(
+            health.add_check(
+                "late",
+                || async { CheckResult::healthy() },
+                CheckOptions::new()
+            ),
+            Err(crate::Error::ShutDown)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn startup_latches_and_can_wait_for_mark_started() {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let health = HealthChecks::builder()
+            .require_mark_started()
+            .check_with(
+                "migrations",
+                switch(&healthy),
+                CheckOptions::new()
+                    .probes(Probes::STARTUP | Probes::READINESS)
+                    .interval(secs(1)),
+            )
+            .build()
+            .unwrap();
+        let mut app = app(&health);
+        settle().await;
+        let startup = get(&mut app, "/startupz").await;
+        assert_eq!(startup.status, 503);
+        assert_eq!(startup.json()["reason"], "waiting for: mark_started");
+        assert_eq!(get(&mut app, "/readyz").await.json()["status"], "starting");
+
+        health.mark_started();
+        assert_eq!(get(&mut app, "/startupz").await.status, 200);
+        healthy.store(false, Ordering::SeqCst);
+        advance(secs(2)).await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 503);
+        assert_eq!(
+            get(&mut app, "/startupz").await.status,
+            200,
+            "startup latches"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_decide_liveness() {
+        let health = HealthChecks::builder().build().unwrap();
+        let mut app = app(&health);
+        let beat = health.heartbeat("worker", secs(10)).unwrap();
+        settle().await;
+        assert_eq!(get(&mut app, "/livez").await.status, 200);
+
+        advance(secs(9)).await;
+        beat.beat();
+        advance(secs(9)).await;
+        assert_eq!(get(&mut app, "/livez").await.status, 200);
+        advance(secs(2)).await;
+        let live = get(&mut app, "/livez").await;
+        assert_eq!(live.status, 503);
+        assert_eq!(live.json()["reason"], "failing: worker");
+        let verbose = get(&mut app, "/livez?verbose").await.body;
+        assert!(
+            verbose.contains("[-]worker failed: missed heartbeat deadline of 10s"),
+            "{verbose}"
+        );
+
+        beat.beat();
+        settle().await;
+        assert_eq!(
+            get(&mut app, "/livez").await.status,
+            200,
+            "a late beat revives it"
+        );
+
+        drop(beat);
+        let live = get(&mut app, "/livez").await;
+        assert_eq!(live.status, 503, "dropping the handle fails at once");
+        let detail = get(&mut app, "/health/worker").await.json();
+        assert_eq!(detail["reason"], "heartbeat handle dropped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retired_heartbeat_is_removed() {
+        let health = HealthChecks::builder().build().unwrap();
+        let mut app = app(&health);
+        let beat = health.heartbeat("worker", secs(1)).unwrap();
+        assert!(
+            health.heartbeat("worker", secs(1)).is_err(),
+            "names are unique"
+        );
+        beat.retire();
+        advance(secs(5)).await;
+        assert_eq!(get(&mut app, "/livez").await.status, 200);
+        assert_eq!(get(&mut app, "/health/worker").await.status, 404);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_flips_readiness_only() {
+        let health = HealthChecks::builder()
+            .drain_delay(secs(3))
+            .build()
+            .unwrap();
+        let mut app = app(&health);
+        settle().await;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = tokio::spawn(health.graceful_shutdown(rx));
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        tx.send(()).unwrap();
+        settle().await;
+        let ready = get(&mut app, "/readyz").await;
+        assert_eq!(ready.status, 503);
+        assert_eq!(ready.json()["status"], "draining");
+        assert_eq!(get(&mut app, "/health").await.json()["status"], "draining");
+        assert_eq!(get(&mut app, "/livez").await.status, 200);
+        assert_eq!(get(&mut app, "/anything").await.body, "inner");
+        assert!(
+            !shutdown.is_finished(),
+            "still serving during the drain delay"
+        );
+        advance(secs(3)).await;
+        assert!(shutdown.is_finished());
+        assert!(health.is_draining());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checks_can_be_added_and_removed_while_running() {
+        let health = HealthChecks::builder().build().unwrap();
+        let mut app = app(&health);
+        settle().await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        let healthy = Arc::new(AtomicBool::new(false));
+        health
+            .add_check("db", switch(&healthy), CheckOptions::new())
+            .unwrap();
+        // Visible at once, before its first run.
+        assert_eq!(get(&mut app, "/health/db").await.status, 503);
+        settle().await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 503);
+        assert_eq!(
+            health.add_check("db", switch(&healthy), CheckOptions::new()),
+            Err(crate::Error::DuplicateName("db".into()))
+        );
+        assert!(health.remove_check("db"));
+        assert!(!health.remove_check("db"));
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        assert_eq!(get(&mut app, "/health/db").await.status, 404);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn invalid_names_are_rejected() {
+        for name in ["", "has space", "a/b", "x:y", &"n".repeat(65)] {
+            let err = HealthChecks::builder()
+                .check(name, || async { CheckResult::healthy() })
+                .build()
+                .unwrap_err();
+            assert_eq!(err, crate::Error::InvalidName(name.to_owned()));
+        }
+    }
+
+    #[test]
+    fn building_outside_a_runtime_is_an_error() {
+        let err = HealthChecks::builder().build().unwrap_err();
+        assert_eq!(err, crate::Error::NoRuntime);
+        assert!(err.to_string().contains("Tokio runtime"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn subscribers_see_transitions() {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                switch(&healthy),
+                CheckOptions::new().interval(secs(1)),
+            )
+            .build()
+            .unwrap();
+        let mut rx = health.subscribe();
+        settle().await;
+        assert_eq!(rx.borrow_and_update().readiness, ProbeStatus::Healthy);
+        healthy.store(false, Ordering::SeqCst);
+        tokio::time::timeout(secs(5), rx.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        let overview = rx.borrow_and_update().clone();
+        assert_eq!(overview.readiness, ProbeStatus::Unhealthy);
+        assert_eq!(overview.liveness, ProbeStatus::Healthy);
+        assert_eq!(
+            overview.components,
+            vec![(Arc::from("db"), Some(Status::Unhealthy))]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hung_and_panicking_checks_are_cut_and_others_go_on() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counter = runs.clone();
+        let health = HealthChecks::builder()
+            .check_with(
+                "hung",
+                || std::future::pending::<CheckResult>(),
+                CheckOptions::new().timeout(secs(2)),
+            )
+            .check_with(
+                "boom",
+                || async {
+                    if true {
+                        panic!("secret panic text");
+                    }
+                    CheckResult::healthy()
+                },
+                CheckOptions::new().critical(false),
+            )
+            .check_with(
+                "fine",
+                move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async { CheckResult::healthy() }
+                },
+                CheckOptions::new().interval(secs(1)),
+            )
+            .build()
+            .unwrap();
+        let mut app = app(&health);
+        advance(Duration::from_millis(1500)).await;
+        // The hung check holds nothing up.
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            get(&mut app, "/health/fine").await.json()["status"],
+            "healthy"
+        );
+        let boom = get(&mut app, "/health/boom").await.json();
+        assert_eq!(boom["reason"], "panicked");
+        assert!(!boom.to_string().contains("secret"));
+        advance(secs(1)).await;
+        let hung = get(&mut app, "/health/hung").await.json();
+        assert_eq!(hung["reason"], "timed out after 2s");
+        advance(secs(10)).await;
+        assert!(runs.load(Ordering::SeqCst) >= 12, "the refresher goes on");
+        assert_eq!(
+            get(&mut app, "/health/fine").await.json()["status"],
+            "healthy"
+        );
+    }
 }

@@ -204,7 +204,12 @@ const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
 
-fn respond(code: StatusCode, content_type: HeaderValue, body: Bytes, head: bool) -> Response<Full<Bytes>> {
+fn respond(
+    code: StatusCode,
+    content_type: HeaderValue,
+    body: Bytes,
+    head: bool,
+) -> Response<Full<Bytes>> {
     let length = body.len();
     let mut response = Response::new(Full::new(if head { Bytes::new() } else { body }));
     *response.status_mut() = code;
@@ -331,18 +336,398 @@ mod tests {
         let err = parse_query(Some("detailed=maybe")).unwrap_err();
         assert!(err.contains("detailed") && err.contains("maybe"), "{err}");
         // Malformed percent-encoding is decoded lossily, never an error.
-        assert_eq!(parse_query(Some("exclude=%ZZ%ff")).unwrap().exclude.len(), 1);
+        assert_eq!(
+            parse_query(Some("exclude=%ZZ%ff")).unwrap().exclude.len(),
+            1
+        );
     }
 
     #[test]
     fn accept_negotiation() {
         let mut headers = HeaderMap::new();
         assert!(!wants_health_json(&headers));
-        headers.insert(ACCEPT, HeaderValue::from_static("text/html, application/health+json;q=0.9"));
+        headers.insert(
+            ACCEPT,
+            HeaderValue::from_static("text/html, application/health+json;q=0.9"),
+        );
         assert!(wants_health_json(&headers));
-        headers.insert(ACCEPT, HeaderValue::from_static("application/health+json; q=0"));
+        headers.insert(
+            ACCEPT,
+            HeaderValue::from_static("application/health+json; q=0"),
+        );
         assert!(!wants_health_json(&headers));
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         assert!(!wants_health_json(&headers));
+    }
+}
+
+#[cfg(test)]
+mod http_tests {
+    use std::{
+        convert::Infallible,
+        sync::{
+            Arc,
+            atomic::{AtomicBool, Ordering},
+        },
+        time::Duration,
+    };
+
+    use bytes::Bytes;
+    use http::{Request, Response, StatusCode};
+    use http_body_util::{BodyExt, Full};
+    use tokio::sync::Semaphore;
+    use tower::{Service, ServiceExt};
+
+    use crate::{
+        BearerToken, CheckOptions, CheckResult, HealthChecks, HealthHandle, Probe, Probes,
+        test_util::{app, app_with, get, send, settle},
+    };
+
+    const SECRET: &str = "postgres://admin:hunter2@10.0.0.5/prod";
+
+    async fn failing_app() -> (HealthHandle, crate::Health<crate::test_util::Inner>) {
+        let health = HealthChecks::builder()
+            .version("9.9.9")
+            .check("db", || async { CheckResult::unhealthy(SECRET) })
+            .check_with(
+                "cache",
+                || async {
+                    CheckResult::degraded("evictions high").with_observation("hit_ratio", 0.5, None)
+                },
+                CheckOptions::new().probes(Probes::READINESS | Probes::LIVENESS),
+            )
+            .build()
+            .unwrap();
+        let app = app(&health);
+        settle().await;
+        (health, app)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn json_answers_and_headers() {
+        let (_health, mut app) = failing_app().await;
+        let reply = get(&mut app, "/health").await;
+        assert_eq!(reply.status, 503);
+        assert_eq!(
+            reply.body,
+            r#"{"status":"unhealthy","reason":"failing: db"}"#
+        );
+        assert_eq!(reply.headers["content-type"], "application/json");
+        assert_eq!(reply.headers["cache-control"], "no-store");
+        let ms: f64 = reply.headers["x-process-time-ms"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(ms >= 0.0);
+
+        let live = get(&mut app, "/livez").await;
+        assert_eq!(live.status, 200);
+        assert_eq!(
+            live.body,
+            r#"{"status":"degraded","reason":"degraded: cache"}"#
+        );
+
+        let passed = get(&mut app, "/somewhere/else").await;
+        assert_eq!(passed.body, "inner");
+        assert!(passed.headers.contains_key("x-process-time-ms"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn detailed_json_lists_components_uptime_and_version() {
+        let (_health, mut app) = failing_app().await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let body = get(&mut app, "/health?detailed=true").await.json();
+        assert_eq!(body["status"], "unhealthy");
+        assert_eq!(body["version"], "9.9.9");
+        assert!(body["uptime_seconds"].as_u64().unwrap() >= 3);
+        let db = &body["components"]["db"];
+        assert_eq!(db["status"], "unhealthy");
+        assert_eq!(db["reason"], "failed");
+        assert_eq!(db["critical"], true);
+        assert!(
+            db["duration_ms"].is_number()
+                && db["checked_at"].is_string()
+                && db["age_ms"].is_number()
+        );
+        assert_eq!(db["consecutive_failures"], 1);
+        let cache = &body["components"]["cache"];
+        assert_eq!(cache["status"], "degraded");
+        assert_eq!(cache["observed"]["hit_ratio"]["value"], 0.5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn error_texts_are_withheld_unless_revealed() {
+        let (health, mut public) = failing_app().await;
+        for uri in [
+            "/health",
+            "/health?detailed=true",
+            "/health?verbose",
+            "/readyz?verbose",
+            "/health/db",
+            "/health/cache",
+        ] {
+            for accept in ["*/*", "application/health+json"] {
+                let request = Request::get(uri)
+                    .header("accept", accept)
+                    .body(Full::default())
+                    .unwrap();
+                let reply = send(&mut public, request).await;
+                assert!(
+                    !reply.body.contains("hunter2"),
+                    "{uri} leaked: {}",
+                    reply.body
+                );
+                assert!(
+                    !reply.body.contains("evictions"),
+                    "{uri} leaked: {}",
+                    reply.body
+                );
+            }
+        }
+        let verbose = get(&mut public, "/readyz?verbose").await.body;
+        assert!(
+            verbose.contains("[-]db failed: reason withheld"),
+            "{verbose}"
+        );
+
+        let mut private = app_with(health.layer().reveal_details_if(BearerToken::new("t0ken")));
+        let authorized = |uri: &str| {
+            Request::get(uri)
+                .header("authorization", "Bearer t0ken")
+                .body(Full::default())
+                .unwrap()
+        };
+        let detail = send(&mut private, authorized("/health/db")).await.json();
+        assert_eq!(detail["error"], SECRET);
+        let verbose = send(&mut private, authorized("/readyz?verbose")).await.body;
+        assert!(
+            verbose.contains(&format!("[-]db failed: {SECRET}")),
+            "{verbose}"
+        );
+        let wrong = Request::get("/health/db")
+            .header("authorization", "Bearer nope")
+            .body(Full::default())
+            .unwrap();
+        assert!(!send(&mut private, wrong).await.body.contains("hunter2"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn health_json_format() {
+        let (_health, mut app) = failing_app().await;
+        let request = Request::get("/readyz")
+            .header("accept", "application/health+json")
+            .body(Full::default())
+            .unwrap();
+        let reply = send(&mut app, request).await;
+        assert_eq!(reply.status, 503);
+        assert_eq!(reply.headers["content-type"], "application/health+json");
+        let body = reply.json();
+        assert_eq!(body["status"], "fail");
+        assert_eq!(body["releaseId"], "9.9.9");
+        assert_eq!(body["output"], "failing: db");
+        let db = &body["checks"]["db:responseTime"][0];
+        assert_eq!(db["status"], "fail");
+        assert_eq!(db["observedUnit"], "ms");
+        assert!(db["observedValue"].is_number() && db["time"].is_string());
+        assert_eq!(body["checks"]["cache:hit_ratio"][0]["observedValue"], 0.5);
+        assert_eq!(body["checks"]["cache:hit_ratio"][0]["status"], "warn");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn verbose_and_exclude() {
+        let (_health, mut app) = failing_app().await;
+        let reply = get(&mut app, "/readyz?verbose").await;
+        assert_eq!(reply.status, 503);
+        assert_eq!(reply.headers["content-type"], "text/plain; charset=utf-8");
+        assert_eq!(
+            reply.body,
+            "[-]db failed: reason withheld\n[+]cache degraded\nreadyz check failed\n"
+        );
+        let excluded = get(&mut app, "/readyz?verbose&exclude=db&exclude=nope").await;
+        assert_eq!(excluded.status, 200);
+        assert_eq!(
+            excluded.body,
+            "[+]db excluded: ok\n[+]cache degraded\n\
+             warn: some health checks cannot be excluded: no matches for \"nope\"\n\
+             readyz check passed\n"
+        );
+        assert_eq!(get(&mut app, "/readyz?exclude=db").await.status, 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn methods_and_bad_queries() {
+        let (_health, mut app) = failing_app().await;
+        let head = send(
+            &mut app,
+            Request::head("/health").body(Full::default()).unwrap(),
+        )
+        .await;
+        assert_eq!(head.status, 503);
+        assert_eq!(head.body, "");
+        assert_eq!(
+            head.headers["content-length"],
+            r#"{"status":"unhealthy","reason":"failing: db"}"#
+                .len()
+                .to_string()
+        );
+
+        let post = send(
+            &mut app,
+            Request::post("/readyz").body(Full::default()).unwrap(),
+        )
+        .await;
+        assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(post.headers["allow"], "GET, HEAD");
+        assert_eq!(post.json()["status"], "error");
+
+        let bad = get(&mut app, "/health?verbose=loud").await;
+        assert_eq!(bad.status, 400);
+        assert!(bad.json()["error"].as_str().unwrap().contains("verbose"));
+        assert_eq!(get(&mut app, "/health?cachebuster=1").await.status, 503);
+
+        let missing = get(&mut app, "/health/nope").await;
+        assert_eq!(missing.status, 404);
+        assert_eq!(
+            missing.json()["error"],
+            "no check or heartbeat named \"nope\""
+        );
+        // Deeper paths and lookalikes are not health paths.
+        assert_eq!(get(&mut app, "/health/db/x").await.body, "inner");
+        assert_eq!(get(&mut app, "/healthcheck").await.body, "inner");
+        assert_eq!(get(&mut app, "/readyz/").await.body, "inner");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paths_aliases_and_header_are_configurable() {
+        let health = HealthChecks::builder().build().unwrap();
+        let layer = health
+            .layer()
+            .path(Probe::Health, "status")
+            .alias("/ready", Probe::Readiness)
+            .alias("/started", Probe::Startup)
+            .disable(Probe::Liveness)
+            .clear_aliases()
+            .alias("/live", Probe::Liveness)
+            .process_time_header(http::HeaderName::from_static("x-took"));
+        let mut app = app_with(layer);
+        settle().await;
+        assert_eq!(get(&mut app, "/status").await.status, 200);
+        assert_eq!(get(&mut app, "/health").await.body, "inner");
+        assert_eq!(get(&mut app, "/livez").await.body, "inner");
+        assert_eq!(get(&mut app, "/healthz").await.body, "inner");
+        assert_eq!(get(&mut app, "/live").await.status, 200);
+        assert_eq!(get(&mut app, "/ready").await.body, "inner", "cleared");
+        let reply = get(&mut app, "/readyz").await;
+        assert!(reply.headers.contains_key("x-took"));
+        assert!(!reply.headers.contains_key("x-process-time-ms"));
+
+        let mut quiet = app_with(health.layer().without_process_time_header());
+        let reply = get(&mut quiet, "/anything").await;
+        assert!(!reply.headers.contains_key("x-process-time-ms"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_flight_limit_reports_busy_and_counts_exactly() {
+        let health = HealthChecks::builder()
+            .max_in_flight(1)
+            .count_in_flight_if(|req| req.uri.path() == "/stream")
+            .build()
+            .unwrap();
+        let gate = Arc::new(Semaphore::new(0));
+        let held = gate.clone();
+        let inner = tower::service_fn(move |_req: Request<Full<Bytes>>| {
+            let held = held.clone();
+            async move {
+                let _permit = held.acquire().await.unwrap();
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"streamed"))))
+            }
+        });
+        let mut app = tower_layer::Layer::layer(&health.layer(), inner);
+        settle().await;
+        let readyz = || {
+            Request::get("/readyz")
+                .body(Full::<Bytes>::default())
+                .unwrap()
+        };
+        let status = |app: &mut _| {
+            let app: &mut crate::Health<_> = app;
+            let fut = app.call(readyz());
+            async move { fut.await.unwrap().status() }
+        };
+        assert_eq!(status(&mut app).await, 200);
+
+        // A request the predicate does not select does not count.
+        let other = app.call(Request::get("/other").body(Full::default()).unwrap());
+        assert_eq!(status(&mut app).await, 200);
+        drop(other);
+
+        // A selected request in flight: busy, and a dropped future releases it.
+        let pending = app.call(Request::get("/stream").body(Full::default()).unwrap());
+        let pending = tokio::spawn(pending);
+        settle().await;
+        let busy = app.call(readyz()).await.unwrap();
+        assert_eq!(busy.status(), 503);
+        let body = busy.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            &body[..],
+            br#"{"status":"busy","reason":"at the limit of 1 requests in flight"}"#
+        );
+        pending.abort();
+        settle().await;
+        assert_eq!(status(&mut app).await, 200, "cancelled request released");
+
+        // Completed response: counted until its body is consumed or dropped.
+        gate.add_permits(1);
+        let response = app
+            .call(Request::get("/stream").body(Full::default()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(status(&mut app).await, 503, "body not yet finished");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"streamed");
+        assert_eq!(status(&mut app).await, 200, "finished body released");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probes_answer_from_cache_without_running_checks() {
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = runs.clone();
+        let flag = Arc::new(AtomicBool::new(true));
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let ok = flag.load(Ordering::SeqCst);
+                    async move {
+                        if ok {
+                            CheckResult::healthy()
+                        } else {
+                            CheckResult::unhealthy("x")
+                        }
+                    }
+                },
+                CheckOptions::new().interval(Duration::from_secs(60)),
+            )
+            .build()
+            .unwrap();
+        let mut app = app(&health);
+        settle().await;
+        for _ in 0..200 {
+            for uri in [
+                "/readyz",
+                "/livez",
+                "/health?detailed=true",
+                "/health/db",
+                "/startupz?verbose",
+            ] {
+                let reply = get(&mut app, uri).await;
+                assert!(reply.status.is_success(), "{uri}");
+            }
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        // `ready()` on the layer never waits for anything.
+        assert!(app.ready().await.is_ok());
     }
 }

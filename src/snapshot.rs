@@ -18,10 +18,11 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::{
+    Status,
     check::Observation,
     heartbeat::{Beat, HeartbeatSlot},
     registry::{Overview, Probes},
-    render, Status,
+    render,
 };
 
 /// One of the endpoints the layer answers.
@@ -195,14 +196,12 @@ impl<'a> Reason<'a> {
             Reason::Reported(_) => Cow::Borrowed("failed"),
             Reason::TimedOut(d) => Cow::Owned(format!("timed out after {}", fmt_duration(*d))),
             Reason::Panicked(_) => Cow::Borrowed("panicked"),
-            Reason::Stale(age) => Cow::Owned(format!(
-                "stale: last result is {} old",
-                fmt_duration(*age)
-            )),
-            Reason::MissedBeat(d) => Cow::Owned(format!(
-                "missed heartbeat deadline of {}",
-                fmt_duration(*d)
-            )),
+            Reason::Stale(age) => {
+                Cow::Owned(format!("stale: last result is {} old", fmt_duration(*age)))
+            }
+            Reason::MissedBeat(d) => {
+                Cow::Owned(format!("missed heartbeat deadline of {}", fmt_duration(*d)))
+            }
             Reason::HandleDropped => Cow::Borrowed("heartbeat handle dropped"),
         }
     }
@@ -430,9 +429,8 @@ impl<'a> View<'a> {
         };
         // Kubernetes runs no liveness probe before startup succeeds: until
         // then only heartbeats decide liveness, never dependency checks.
-        let judged_now = !(probe == Probe::Liveness
-            && !self.snap.started
-            && matches!(c.kind, Kind::Check(_)));
+        let judged_now =
+            !(probe == Probe::Liveness && !self.snap.started && matches!(c.kind, Kind::Check(_)));
         in_probe && judged_now
     }
 

@@ -113,7 +113,11 @@ fn checks<'a>(
                 for o in run.map_or(&[][..], |r| &r.observations[..]) {
                     checks.insert(
                         format!("{}:{}", c.name, o.measurement()),
-                        [entry(Some(Cow::Borrowed(o.value())), o.unit(), time.clone())],
+                        [entry(
+                            Some(Cow::Borrowed(o.value())),
+                            o.unit(),
+                            time.clone(),
+                        )],
                     );
                 }
             }

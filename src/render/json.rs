@@ -76,8 +76,13 @@ pub(crate) fn probe(view: &View<'_>, probe: Probe, detailed: bool) -> Answer {
                 .map(|c| (&*c.name, component_body(view, c, false)))
                 .collect()
         }),
-        uptime_seconds: detailed.then(|| view.now.saturating_duration_since(view.snap.born).as_secs()),
-        version: if detailed { view.snap.version.as_deref() } else { None },
+        uptime_seconds: detailed
+            .then(|| view.now.saturating_duration_since(view.snap.born).as_secs()),
+        version: if detailed {
+            view.snap.version.as_deref()
+        } else {
+            None
+        },
     };
     Answer {
         status: verdict.status,
@@ -101,7 +106,11 @@ pub(crate) fn component(view: &View<'_>, c: &Component) -> Answer {
 fn component_body<'a>(view: &View<'a>, c: &'a Component, named: bool) -> ComponentBody<'a> {
     let judged = view.judge(c);
     let (status, reason, error) = match judged {
-        Judged::Pending => ("unknown", Some(Cow::Borrowed("awaiting first result")), None),
+        Judged::Pending => (
+            "unknown",
+            Some(Cow::Borrowed("awaiting first result")),
+            None,
+        ),
         Judged::Pass(status) => {
             let message = match &c.kind {
                 Kind::Check(check) if status != Status::Healthy => {
@@ -145,10 +154,13 @@ fn component_body<'a>(view: &View<'a>, c: &'a Component, named: bool) -> Compone
                     .observations
                     .iter()
                     .map(|o| {
-                        (o.measurement(), Observed {
-                            value: o.value(),
-                            unit: o.unit(),
-                        })
+                        (
+                            o.measurement(),
+                            Observed {
+                                value: o.value(),
+                                unit: o.unit(),
+                            },
+                        )
                     })
                     .collect();
             }

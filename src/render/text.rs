@@ -83,7 +83,11 @@ pub(crate) fn render(view: &View<'_>, probe: Probe, unmatched: &[&str]) -> Answe
             "warn: some health checks cannot be excluded: no matches for \"{name}\""
         );
     }
-    let outcome = if verdict.status.is_passing() { "passed" } else { "failed" };
+    let outcome = if verdict.status.is_passing() {
+        "passed"
+    } else {
+        "failed"
+    };
     let _ = writeln!(out, "{} check {outcome}", probe.name());
     Answer {
         status: verdict.status,

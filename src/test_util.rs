@@ -1,0 +1,65 @@
+//! Helpers shared by the unit tests.
+
+use std::{convert::Infallible, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tower::{Service, ServiceExt};
+
+use crate::{Health, HealthHandle, HealthLayer};
+
+pub(crate) type Inner =
+    tower::util::BoxCloneService<Request<Full<Bytes>>, Response<Full<Bytes>>, Infallible>;
+
+/// An inner service answering `inner` to everything.
+pub(crate) fn inner() -> Inner {
+    tower::util::BoxCloneService::new(tower::service_fn(|_req: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"inner"))))
+    }))
+}
+
+pub(crate) fn app(handle: &HealthHandle) -> Health<Inner> {
+    tower_layer::Layer::layer(&handle.layer(), inner())
+}
+
+pub(crate) fn app_with(layer: HealthLayer) -> Health<Inner> {
+    tower_layer::Layer::layer(&layer, inner())
+}
+
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: String,
+}
+
+impl Reply {
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+pub(crate) async fn send(app: &mut Health<Inner>, request: Request<Full<Bytes>>) -> Reply {
+    let response = app.ready().await.unwrap().call(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
+}
+
+pub(crate) async fn get(app: &mut Health<Inner>, uri: &str) -> Reply {
+    send(app, Request::get(uri).body(Full::default()).unwrap()).await
+}
+
+/// Lets the paused clock move on by `d`, running the refresher meanwhile.
+pub(crate) async fn advance(d: Duration) {
+    tokio::time::sleep(d).await;
+}
+
+/// Lets spawned tasks run without moving the clock much.
+pub(crate) async fn settle() {
+    advance(Duration::from_millis(1)).await;
+}
