@@ -126,10 +126,10 @@ impl HeartbeatSlot {
     fn beat(&self) {
         let nanos = self.base.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
         self.last_beat.store(nanos, Ordering::SeqCst);
-        if self.expired.swap(false, Ordering::SeqCst) {
-            if let Some(shared) = self.shared.upgrade() {
-                shared.republish();
-            }
+        if self.expired.swap(false, Ordering::SeqCst)
+            && let Some(shared) = self.shared.upgrade()
+        {
+            shared.republish();
         }
     }
 }

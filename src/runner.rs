@@ -916,7 +916,7 @@ mod tests {
         let health = HealthChecks::builder()
             .check_with(
                 "hung",
-                || std::future::pending::<CheckResult>(),
+                std::future::pending::<CheckResult>,
                 CheckOptions::new().timeout(secs(2)),
             )
             .check_with(
