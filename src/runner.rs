@@ -960,4 +960,72 @@ mod tests {
             "healthy"
         );
     }
+
+    /// Captures what `tracing` writes on this thread.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transitions_and_slow_runs_are_logged() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let healthy = Arc::new(AtomicBool::new(true));
+        let flag = healthy.clone();
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                move || {
+                    let ok = flag.load(Ordering::SeqCst);
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        if ok {
+                            CheckResult::healthy()
+                        } else {
+                            CheckResult::unhealthy("connection refused")
+                        }
+                    }
+                },
+                CheckOptions::new()
+                    .interval(secs(1))
+                    .slow_threshold(Duration::from_millis(200)),
+            )
+            .build()
+            .unwrap();
+        advance(Duration::from_millis(400)).await;
+        healthy.store(false, Ordering::SeqCst);
+        advance(secs(2)).await;
+        healthy.store(true, Ordering::SeqCst);
+        advance(secs(2)).await;
+        drop(health);
+
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(log.contains("health check slow") && log.contains("duration_ms"), "{log}");
+        let failing = log
+            .lines()
+            .find(|l| l.contains("health check failing"))
+            .unwrap_or_else(|| panic!("no failing event in {log}"));
+        assert!(failing.contains("WARN") && failing.contains("connection refused"), "{failing}");
+        let recovered = log
+            .lines()
+            .find(|l| l.contains("health check recovered"))
+            .unwrap_or_else(|| panic!("no recovery event in {log}"));
+        assert!(recovered.contains("INFO") && recovered.contains("db"), "{recovered}");
+    }
 }

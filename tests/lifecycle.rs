@@ -1,0 +1,315 @@
+//! End-to-end lifecycle paths over a real socket: startup, failure and
+//! recovery, heartbeat loss, load-aware readiness, graceful drain, and the
+//! axum example's SIGTERM handling.
+//!
+//! These run on the real clock because a real server is involved. Waiting
+//! for a state is polling with a generous cap that only guards against a
+//! hang; no test asserts how fast anything happened.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Router, routing::get};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use tokio::sync::{Notify, Semaphore};
+use tower_health::{CheckOptions, CheckResult, HealthChecks, HealthHandle, Probes};
+
+const HANG_GUARD: Duration = Duration::from_secs(20);
+
+struct Reply {
+    status: StatusCode,
+    body: String,
+}
+
+fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+async fn call(method: Method, addr: SocketAddr, path: &str) -> Reply {
+    let request = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .body(Full::default())
+        .unwrap();
+    let response = tokio::time::timeout(HANG_GUARD, client().request(request))
+        .await
+        .unwrap_or_else(|_| panic!("{path} hung"))
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+async fn get_path(addr: SocketAddr, path: &str) -> Reply {
+    call(Method::GET, addr, path).await
+}
+
+/// Polls `path` until it answers `status`; panics after the hang guard.
+async fn wait_for(addr: SocketAddr, path: &str, status: u16) -> Reply {
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    loop {
+        let reply = get_path(addr, path).await;
+        if reply.status == status {
+            return reply;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} never answered {status}; last {} {}",
+            reply.status,
+            reply.body
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    addr
+}
+
+fn app(health: &HealthHandle) -> Router {
+    Router::new()
+        .route("/", get(|| async { "app" }))
+        .layer(health.layer())
+}
+
+#[tokio::test]
+async fn startup_then_ready() {
+    let warm = Arc::new(Notify::new());
+    let gate = warm.clone();
+    let health = HealthChecks::builder()
+        .require_mark_started()
+        .check_with(
+            "warmup",
+            move || {
+                let gate = gate.clone();
+                async move {
+                    gate.notified().await;
+                    CheckResult::healthy()
+                }
+            },
+            CheckOptions::new()
+                .probes(Probes::STARTUP | Probes::READINESS)
+                .interval(Duration::from_millis(50))
+                .timeout(Duration::from_secs(30)),
+        )
+        .build()
+        .unwrap();
+    let addr = serve(app(&health)).await;
+
+    let startup = get_path(addr, "/startupz").await;
+    assert_eq!(startup.status, 503);
+    assert_eq!(
+        startup.body,
+        r#"{"status":"starting","reason":"waiting for: warmup, mark_started"}"#
+    );
+    assert_eq!(get_path(addr, "/readyz").await.status, 503);
+    assert_eq!(get_path(addr, "/livez").await.status, 200);
+    assert_eq!(get_path(addr, "/").await.body, "app");
+
+    warm.notify_one();
+    let startup = wait_for(addr, "/startupz?verbose", 503).await;
+    assert!(startup.body.contains("[-]mark_started failed"), "{}", startup.body);
+    health.mark_started();
+    assert_eq!(wait_for(addr, "/startupz", 200).await.body, r#"{"status":"healthy"}"#);
+    warm.notify_waiters();
+    wait_for(addr, "/readyz", 200).await;
+}
+
+#[tokio::test]
+async fn dependency_failure_and_recovery() {
+    let up = Arc::new(AtomicBool::new(true));
+    let flag = up.clone();
+    let health = HealthChecks::builder()
+        .check_with(
+            "db",
+            move || {
+                let ok = flag.load(Ordering::SeqCst);
+                async move {
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err("connection refused")
+                    }
+                }
+            },
+            CheckOptions::new().interval(Duration::from_millis(50)),
+        )
+        .build()
+        .unwrap();
+    let addr = serve(app(&health)).await;
+    wait_for(addr, "/readyz", 200).await;
+
+    up.store(false, Ordering::SeqCst);
+    let ready = wait_for(addr, "/readyz", 503).await;
+    assert_eq!(ready.body, r#"{"status":"unhealthy","reason":"failing: db"}"#);
+    assert_eq!(get_path(addr, "/livez").await.status, 200, "liveness ignores dependencies");
+    assert_eq!(get_path(addr, "/").await.body, "app");
+
+    up.store(true, Ordering::SeqCst);
+    wait_for(addr, "/readyz", 200).await;
+}
+
+#[tokio::test]
+async fn lost_heartbeat_fails_liveness() {
+    let health = HealthChecks::builder().build().unwrap();
+    let addr = serve(app(&health)).await;
+    let heartbeat = health
+        .heartbeat("consumer", Duration::from_millis(200))
+        .unwrap();
+    heartbeat.beat();
+    assert_eq!(get_path(addr, "/livez").await.status, 200);
+    // The consumer stalls: no beats.
+    let live = wait_for(addr, "/livez", 503).await;
+    assert_eq!(live.body, r#"{"status":"unhealthy","reason":"failing: consumer"}"#);
+    heartbeat.beat();
+    wait_for(addr, "/livez", 200).await;
+    drop(heartbeat);
+    wait_for(addr, "/livez", 503).await;
+}
+
+#[tokio::test]
+async fn busy_while_at_the_in_flight_limit() {
+    let health = HealthChecks::builder().max_in_flight(1).build().unwrap();
+    let gate = Arc::new(Semaphore::new(0));
+    let held = gate.clone();
+    let router = Router::new()
+        .route(
+            "/transcribe",
+            get(move || {
+                let held = held.clone();
+                async move {
+                    let _permit = held.acquire().await.unwrap();
+                    "done"
+                }
+            }),
+        )
+        .layer(health.layer());
+    let addr = serve(router).await;
+    wait_for(addr, "/readyz", 200).await;
+
+    let stream = tokio::spawn(async move { get_path(addr, "/transcribe").await });
+    let busy = wait_for(addr, "/readyz", 503).await;
+    assert_eq!(
+        busy.body,
+        r#"{"status":"busy","reason":"at the limit of 1 requests in flight"}"#
+    );
+    assert_eq!(get_path(addr, "/livez").await.status, 200);
+    gate.add_permits(1);
+    assert_eq!(stream.await.unwrap().body, "done");
+    wait_for(addr, "/readyz", 200).await;
+}
+
+#[tokio::test]
+async fn graceful_drain_keeps_serving_then_stops() {
+    let health = HealthChecks::builder()
+        .drain_delay(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(listener, app(&health))
+            .with_graceful_shutdown(health.graceful_shutdown(rx))
+            .into_future(),
+    );
+    wait_for(addr, "/readyz", 200).await;
+    tx.send(()).unwrap();
+    let ready = wait_for(addr, "/readyz", 503).await;
+    assert_eq!(ready.body, r#"{"status":"draining","reason":"shutting down"}"#);
+    // Still serving everything else while load balancers catch up.
+    assert_eq!(get_path(addr, "/livez").await.status, 200);
+    assert_eq!(get_path(addr, "/").await.body, "app");
+    tokio::time::timeout(HANG_GUARD, server)
+        .await
+        .expect("server did not stop after the drain delay")
+        .unwrap()
+        .unwrap();
+}
+
+/// `cargo test` builds the examples next to the test binaries.
+fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    profile_dir.join("examples").join(name)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn axum_example_drains_on_sigterm_and_exits_cleanly() {
+    let binary = example_binary("axum");
+    assert!(
+        binary.exists(),
+        "{} missing: run through `cargo test`, which builds the examples",
+        binary.display()
+    );
+    let port = free_port();
+    let mut child = tokio::process::Command::new(&binary)
+        .env("PORT", port.to_string())
+        .env("DRAIN_SECS", "1")
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+
+    // Wait for it to listen.
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "example never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_for(addr, "/readyz", 200).await;
+    assert!(get_path(addr, "/").await.body.contains("tower-health demo"));
+
+    assert_eq!(call(Method::POST, addr, "/demo/fail").await.status, 200);
+    let ready = wait_for(addr, "/readyz", 503).await;
+    assert_eq!(ready.body, r#"{"status":"unhealthy","reason":"failing: demo"}"#);
+    assert_eq!(get_path(addr, "/livez").await.status, 200);
+    assert_eq!(call(Method::POST, addr, "/demo/recover").await.status, 200);
+    wait_for(addr, "/readyz", 200).await;
+
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let ready = wait_for(addr, "/readyz", 503).await;
+    assert_eq!(ready.body, r#"{"status":"draining","reason":"shutting down"}"#);
+    assert!(get_path(addr, "/").await.body.contains("tower-health demo"));
+    let status = tokio::time::timeout(HANG_GUARD, child.wait())
+        .await
+        .expect("example did not exit after draining")
+        .unwrap();
+    assert!(status.success(), "example exited with {status}");
+}
