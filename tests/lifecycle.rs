@@ -245,11 +245,21 @@ async fn graceful_drain_keeps_serving_then_stops() {
         .unwrap();
 }
 
-/// `cargo test` builds the examples next to the test binaries.
+/// A plain `cargo test` builds the examples next to the test binaries;
+/// `cargo test --test lifecycle` does not, so build it then.
 fn example_binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
-    profile_dir.join("examples").join(name)
+    let binary = profile_dir.join("examples").join(name);
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let built = std::process::Command::new(cargo)
+            .args(["build", "--all-features", "--example", name])
+            .status()
+            .unwrap();
+        assert!(built.success(), "building example {name} failed");
+    }
+    binary
 }
 
 fn free_port() -> u16 {
