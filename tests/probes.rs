@@ -455,6 +455,63 @@ async fn a_hung_check_times_out_and_a_panicking_check_is_contained() {
     assert_eq!(json["error"], "check exploded on purpose", "{json}");
 }
 
+/// A closure check whose synchronous part panics, before it returns its
+/// future (`|| { let conn = pool.get().unwrap(); async move { .. } }`), is
+/// a panicking check like any other: reported unhealthy ("panicked") and
+/// retried on its schedule, while the other checks keep refreshing.
+#[tokio::test(start_paused = true)]
+async fn a_check_that_panics_before_returning_its_future_is_contained() {
+    let (ok_runs, sync_runs) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let every_second = CheckOptions::new()
+        .interval(Duration::from_secs(1))
+        .timeout(Duration::from_secs(1));
+    let calls = sync_runs.clone();
+    let start = Instant::now();
+    let health = HealthChecks::builder()
+        .check_with(
+            "sync-panic",
+            move || {
+                // Healthy on the first call, then the synchronous part panics.
+                if calls.fetch_add(1, Ordering::SeqCst) > 0 {
+                    panic!("panicked before returning a future");
+                }
+                std::future::ready(CheckResult::healthy())
+            },
+            every_second.clone(),
+        )
+        .check_with("ok", counting_check(&ok_runs), every_second)
+        .build()
+        .expect("valid checks");
+    let service = health.layer().layer(Echo::default());
+
+    // t = 0.5 s: the first run passed.
+    at(start, ms(500)).await;
+    let reply = call(&service, get_req("/health/sync-panic")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+
+    // t = 1.5 s: the second run panicked in the closure itself.
+    at(start, ms(1500)).await;
+    assert_eq!(count(&sync_runs), 2);
+    assert_eq!(count(&ok_runs), 2);
+    let reply = call(&service, get_req("/health/sync-panic")).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+    let json = reply.json();
+    assert_eq!(json["status"], "unhealthy", "{json}");
+    assert_eq!(json["reason"], "panicked", "{json}");
+
+    // t = 4.5 s: it was retried every second, like "ok".
+    at(start, ms(4500)).await;
+    assert_eq!(count(&ok_runs), 5);
+    assert_eq!(
+        count(&sync_runs),
+        5,
+        "a synchronous panic stopped the check's schedule"
+    );
+    let json = call(&service, get_req("/health/sync-panic")).await.json();
+    assert_eq!(json["reason"], "panicked", "{json}");
+    assert_eq!(json["consecutive_failures"], 4, "{json}");
+}
+
 // ----------------------------------------------- (d) nothing leaks -------
 
 /// Lets the runtime run every runnable task and fire every timer due in
