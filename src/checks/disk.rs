@@ -1,0 +1,274 @@
+//! Free space on the filesystem that holds a path (feature `disk`, Unix
+//! only).
+//!
+//! [`DiskSpaceCheck`] calls `statvfs(3)` (through `nix`'s safe wrapper) in a
+//! blocking task, so a hung network filesystem blocks a thread of Tokio's
+//! blocking pool, never the runtime, and the runner still cuts the run at
+//! its timeout. Free space is the space available to unprivileged users
+//! (`f_bavail`), which is what the application can write.
+//!
+//! Two thresholds, each in bytes, in percent of the filesystem's size, or
+//! both (either one crossing counts):
+//!
+//! | free space | status |
+//! |---|---|
+//! | at or above the degraded thresholds | healthy |
+//! | below a degraded threshold (default: 10 %) | degraded |
+//! | below an unhealthy threshold (default: 5 %) | unhealthy |
+//!
+//! Observations: `free_bytes` and `total_bytes` (unit `bytes`) and
+//! `free_percent` (unit `%`, two decimals).
+//!
+//! # Example
+//!
+//! ```
+//! # #[cfg(all(feature = "disk", unix))]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use tower_health::{CheckOptions, HealthChecks, checks::disk::DiskSpaceCheck};
+//!
+//! let health = HealthChecks::builder()
+//!     .check_with(
+//!         "data-disk",
+//!         DiskSpaceCheck::new("/")
+//!             .degraded_below_percent(15.0)
+//!             .unhealthy_below_bytes(512 * 1024 * 1024), // 512 MiB
+//!         CheckOptions::new().interval(Duration::from_secs(30)),
+//!     )
+//!     .build()?;
+//! # drop(health);
+//! # Ok(())
+//! # }
+//! # #[cfg(not(all(feature = "disk", unix)))]
+//! # fn main() {}
+//! ```
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use crate::{Check, CheckResult};
+
+/// A free-space threshold: bytes, percent of the filesystem's size, or
+/// both (either one crossing counts).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+struct Threshold {
+    bytes: Option<u64>,
+    percent: Option<f64>,
+}
+
+impl Threshold {
+    fn crossed(&self, free: u64, percent: Option<f64>) -> bool {
+        self.bytes.is_some_and(|min| free < min)
+            || matches!((self.percent, percent), (Some(min), Some(p)) if p < min)
+    }
+
+    fn describe(&self) -> String {
+        match (self.bytes, self.percent) {
+            (Some(b), Some(p)) => format!("{} or {p}%", human_bytes(b)),
+            (Some(b), None) => human_bytes(b),
+            (None, Some(p)) => format!("{p}%"),
+            (None, None) => "none".to_owned(),
+        }
+    }
+}
+
+/// Checks the free space of the filesystem holding a path. See the
+/// [module documentation](self).
+#[derive(Clone)]
+pub struct DiskSpaceCheck {
+    path: Arc<Path>,
+    degraded: Threshold,
+    unhealthy: Threshold,
+}
+
+impl DiskSpaceCheck {
+    /// A check on the filesystem that holds `path` (a directory or file
+    /// that exists), degraded below 10 % free and unhealthy below 5 %.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: Arc::from(path.into()),
+            degraded: Threshold {
+                bytes: None,
+                percent: Some(10.0),
+            },
+            unhealthy: Threshold {
+                bytes: None,
+                percent: Some(5.0),
+            },
+        }
+    }
+
+    /// Degraded when fewer than `bytes` are free.
+    #[must_use]
+    pub fn degraded_below_bytes(mut self, bytes: u64) -> Self {
+        self.degraded.bytes = Some(bytes);
+        self
+    }
+
+    /// Degraded when less than `percent` (0 to 100) of the filesystem is
+    /// free. Replaces the default of 10 %.
+    #[must_use]
+    pub fn degraded_below_percent(mut self, percent: f64) -> Self {
+        self.degraded.percent = Some(percent);
+        self
+    }
+
+    /// Unhealthy when fewer than `bytes` are free.
+    #[must_use]
+    pub fn unhealthy_below_bytes(mut self, bytes: u64) -> Self {
+        self.unhealthy.bytes = Some(bytes);
+        self
+    }
+
+    /// Unhealthy when less than `percent` (0 to 100) of the filesystem is
+    /// free. Replaces the default of 5 %.
+    #[must_use]
+    pub fn unhealthy_below_percent(mut self, percent: f64) -> Self {
+        self.unhealthy.percent = Some(percent);
+        self
+    }
+
+    /// Removes the thresholds given so far, defaults included; add the ones
+    /// you want after this. With no threshold the check only fails when the
+    /// path cannot be examined.
+    #[must_use]
+    pub fn without_thresholds(mut self) -> Self {
+        self.degraded = Threshold::default();
+        self.unhealthy = Threshold::default();
+        self
+    }
+
+    /// The path whose filesystem is checked.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl fmt::Debug for DiskSpaceCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DiskSpaceCheck")
+            .field("path", &self.path)
+            .field("degraded_below", &self.degraded.describe())
+            .field("unhealthy_below", &self.unhealthy.describe())
+            .finish()
+    }
+}
+
+/// Free and total bytes of one `statvfs` call.
+struct Space {
+    free: u64,
+    total: u64,
+}
+
+// `fsblkcnt_t` and `c_ulong` are `u64` on most targets but not all.
+#[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+fn stat(path: &Path) -> nix::Result<Space> {
+    let stat = nix::sys::statvfs::statvfs(path)?;
+    let fragment = stat.fragment_size() as u64;
+    Ok(Space {
+        free: (stat.blocks_available() as u64).saturating_mul(fragment),
+        total: (stat.blocks() as u64).saturating_mul(fragment),
+    })
+}
+
+impl Check for DiskSpaceCheck {
+    async fn check(&self) -> CheckResult {
+        let path = self.path.clone();
+        let space = match tokio::task::spawn_blocking(move || stat(&path)).await {
+            Ok(Ok(space)) => space,
+            Ok(Err(errno)) => {
+                return CheckResult::unhealthy(format!(
+                    "cannot read the free space of the filesystem holding {}: statvfs failed: \
+                     {errno}; check that the path exists and is readable by this process",
+                    self.path.display()
+                ));
+            }
+            Err(e) => {
+                return CheckResult::unhealthy(format!(
+                    "the blocking task reading the free space of {} failed: {e}",
+                    self.path.display()
+                ));
+            }
+        };
+        // Pseudo filesystems report a size of 0: no percentage then.
+        let percent = (space.total > 0)
+            .then(|| (space.free as f64 / space.total as f64 * 10_000.0).round() / 100.0);
+        let status = if self.unhealthy.crossed(space.free, percent) {
+            Some(("unhealthy", &self.unhealthy))
+        } else if self.degraded.crossed(space.free, percent) {
+            Some(("degraded", &self.degraded))
+        } else {
+            None
+        };
+        let mut result = match status {
+            None => CheckResult::healthy(),
+            Some((level, threshold)) => {
+                let message = format!(
+                    "{} free ({}) on the filesystem holding {}, below the {level} threshold \
+                     of {}; free space there (delete old files, rotate logs) or grow the volume",
+                    human_bytes(space.free),
+                    percent.map_or_else(|| "size unknown".to_owned(), |p| format!("{p}%")),
+                    self.path.display(),
+                    threshold.describe(),
+                );
+                if level == "unhealthy" {
+                    CheckResult::unhealthy(message)
+                } else {
+                    CheckResult::degraded(message)
+                }
+            }
+        };
+        result = result
+            .with_observation("free_bytes", space.free, Some("bytes"))
+            .with_observation("total_bytes", space.total, Some("bytes"));
+        if let Some(percent) = percent {
+            result = result.with_observation("free_percent", percent, Some("%"));
+        }
+        result
+    }
+}
+
+/// `512 B`, `3.2 GiB`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_in_bytes_and_percent() {
+        let t = Threshold {
+            bytes: Some(100),
+            percent: Some(5.0),
+        };
+        assert!(t.crossed(99, Some(50.0)));
+        assert!(t.crossed(1000, Some(4.99)));
+        assert!(!t.crossed(100, Some(5.0)));
+        assert!(!t.crossed(1000, None));
+        assert!(!Threshold::default().crossed(0, Some(0.0)));
+    }
+
+    #[test]
+    fn human_bytes_picks_a_unit() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+}

@@ -1,0 +1,332 @@
+//! A request to an upstream HTTP service through hyper-util's pooled
+//! [legacy client](hyper_util::client::legacy::Client) (feature
+//! `http-client`).
+//!
+//! [`HttpCheck`] sends a request (by default `GET`) to a URL and expects:
+//!
+//! - a status in a range (by default `200..=299`);
+//! - optionally, a substring in the body. Only the first
+//!   [`max_body_bytes`](HttpCheck::max_body_bytes) bytes (64 KiB by default)
+//!   are read, so a huge or endless body cannot exhaust memory or time.
+//!
+//! The client keeps connections alive between runs, so a run reuses the
+//! previous run's connection. [`HttpCheck::new`] builds a plain-HTTP client;
+//! for HTTPS, or to share the application's own client and its pool, pass a
+//! client to [`HttpCheck::with_client`] (for example one built on
+//! `hyper-rustls`'s connector).
+//!
+//! Observations: `status_code` and `body_bytes` (bytes of body read). The
+//! messages name the URL without its user info and query string, which can
+//! hold credentials.
+//!
+//! # Example
+//!
+//! ```
+//! # #[cfg(feature = "http-client")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use tower_health::{CheckOptions, HealthChecks, checks::http::HttpCheck};
+//!
+//! let health = HealthChecks::builder()
+//!     .check_with(
+//!         "payments-api",
+//!         HttpCheck::new("http://127.0.0.1:8081/health".parse()?)
+//!             .expect_status(200..=204)
+//!             .expect_body_contains("\"status\":\"healthy\""),
+//!         CheckOptions::new().interval(Duration::from_secs(10)),
+//!     )
+//!     .build()?;
+//! # drop(health);
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "http-client"))]
+//! # fn main() {}
+//! ```
+
+use std::{error::Error as StdError, fmt, ops::RangeInclusive};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, header::USER_AGENT};
+use http_body::Body;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::{
+    client::legacy::{
+        Client,
+        connect::{Connect, HttpConnector},
+    },
+    rt::{TokioExecutor, TokioTimer},
+};
+
+use crate::{Check, CheckResult};
+
+/// The default limit on the body bytes a run reads.
+const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Requests a URL and checks the status and, optionally, the body. See the
+/// [module documentation](self).
+#[derive(Clone)]
+pub struct HttpCheck<C = HttpConnector, B = Empty<Bytes>> {
+    client: Client<C, B>,
+    uri: Uri,
+    /// The URI without user info or query, for messages.
+    shown: String,
+    method: Method,
+    headers: HeaderMap,
+    status: RangeInclusive<u16>,
+    body_contains: Option<Vec<u8>>,
+    max_body_bytes: usize,
+}
+
+impl HttpCheck {
+    /// A check of `uri` with its own plain-HTTP client (`http://` only),
+    /// keeping idle connections for 90 seconds.
+    pub fn new(uri: Uri) -> Self {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .build_http();
+        Self::with_client(client, uri)
+    }
+}
+
+impl<C, B> HttpCheck<C, B>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+    B: Body + Default + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    /// A check of `uri` sending its requests through `client`: a clone of
+    /// the application's client shares its connection pool, and a client
+    /// with a TLS connector reaches `https://` URLs. Requests carry an empty
+    /// body (`B::default()`).
+    pub fn with_client(client: Client<C, B>, uri: Uri) -> Self {
+        Self {
+            client,
+            shown: shown(&uri),
+            uri,
+            method: Method::GET,
+            headers: HeaderMap::new(),
+            status: 200..=299,
+            body_contains: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+
+    /// The request method; `GET` by default (`HEAD` skips the body).
+    #[must_use]
+    pub fn method(mut self, method: Method) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// Adds a request header, for example an `Authorization` the upstream
+    /// requires. Header values never appear in messages.
+    #[must_use]
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+
+    /// The statuses that pass; `200..=299` by default.
+    #[must_use]
+    pub fn expect_status(mut self, range: RangeInclusive<u16>) -> Self {
+        self.status = range;
+        self
+    }
+
+    /// Requires `needle` within the first
+    /// [`max_body_bytes`](Self::max_body_bytes) bytes of the body.
+    #[must_use]
+    pub fn expect_body_contains(mut self, needle: impl Into<String>) -> Self {
+        self.body_contains = Some(needle.into().into_bytes());
+        self
+    }
+
+    /// How many body bytes a run reads at most; 64 KiB by default. Without
+    /// [`expect_body_contains`](Self::expect_body_contains) the body is still
+    /// read up to this limit, so that the connection can be reused.
+    #[must_use]
+    pub fn max_body_bytes(mut self, limit: usize) -> Self {
+        self.max_body_bytes = limit;
+        self
+    }
+
+    /// The URL this check requests.
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
+    async fn run(&self) -> CheckResult {
+        let mut request = Request::new(B::default());
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = self.headers.clone();
+        if !request.headers().contains_key(USER_AGENT) {
+            request.headers_mut().insert(
+                USER_AGENT,
+                HeaderValue::from_static(concat!("tower-health/", env!("CARGO_PKG_VERSION"))),
+            );
+        }
+        let response = match self.client.request(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                return CheckResult::unhealthy(format!(
+                    "{} {} failed: {}; check that the upstream is running and reachable from \
+                     this host",
+                    self.method,
+                    self.shown,
+                    error_chain(&e)
+                ));
+            }
+        };
+        let code = response.status().as_u16();
+        if !self.status.contains(&code) {
+            return CheckResult::unhealthy(format!(
+                "{} {} answered {}, expected {}..={}; look at the upstream's own health and logs",
+                self.method,
+                self.shown,
+                response.status(),
+                self.status.start(),
+                self.status.end()
+            ))
+            .with_observation("status_code", code, None);
+        }
+
+        // Read at most `max_body_bytes`, stopping early once the needle is found.
+        let mut body = response.into_body();
+        let mut seen: Vec<u8> = Vec::new();
+        let mut read = 0usize;
+        let mut found = self.body_contains.as_deref().is_some_and(<[u8]>::is_empty);
+        let mut complete = false;
+        while read < self.max_body_bytes && !found {
+            match body.frame().await {
+                None => {
+                    complete = true;
+                    break;
+                }
+                Some(Err(e)) => {
+                    return CheckResult::unhealthy(format!(
+                        "{} {} answered {code} but its body failed after {read} bytes: {}",
+                        self.method,
+                        self.shown,
+                        error_chain(&e)
+                    ))
+                    .with_observation("status_code", code, None)
+                    .with_observation(
+                        "body_bytes",
+                        read as u64,
+                        Some("bytes"),
+                    );
+                }
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    let take = data.len().min(self.max_body_bytes - read);
+                    read += take;
+                    if let Some(needle) = &self.body_contains {
+                        seen.extend_from_slice(&data[..take]);
+                        found = contains(&seen, needle);
+                    }
+                }
+            }
+        }
+        let result = match &self.body_contains {
+            Some(needle) if !found => CheckResult::unhealthy(format!(
+                "{} {} answered {code}, but {} did not contain {:?}; check that the URL points \
+                 at the right service and endpoint",
+                self.method,
+                self.shown,
+                if complete {
+                    format!("its {read}-byte body")
+                } else {
+                    format!("the first {read} bytes of its body")
+                },
+                String::from_utf8_lossy(needle)
+            )),
+            _ => CheckResult::healthy(),
+        };
+        result
+            .with_observation("status_code", code, None)
+            .with_observation("body_bytes", read as u64, Some("bytes"))
+    }
+}
+
+impl<C, B> fmt::Debug for HttpCheck<C, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpCheck")
+            .field("uri", &self.shown)
+            .field("method", &self.method)
+            .field("status", &self.status)
+            .field(
+                "body_contains",
+                &self.body_contains.as_deref().map(String::from_utf8_lossy),
+            )
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C, B> Check for HttpCheck<C, B>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+    B: Body + Default + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    fn check(&self) -> impl Future<Output = CheckResult> + Send + '_ {
+        self.run()
+    }
+}
+
+/// `scheme://host:port/path`: no user info, no query.
+fn shown(uri: &Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let host = uri.host().unwrap_or("");
+    let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    let query = if uri.query().is_some() { "?…" } else { "" };
+    format!("{scheme}://{host}{port}{}{query}", uri.path())
+}
+
+/// An error and its sources, `: `-separated (hyper's top-level errors are
+/// terse, e.g. "client error (Connect)").
+fn error_chain(e: &(dyn StdError + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_uri_drops_user_info_and_query() {
+        let uri: Uri = "https://user:secret@example.test:8443/health?token=abc"
+            .parse()
+            .unwrap();
+        let text = shown(&uri);
+        assert_eq!(text, "https://example.test:8443/health?…");
+        assert!(!text.contains("secret") && !text.contains("abc"));
+    }
+
+    #[test]
+    fn substring_search() {
+        assert!(contains(b"status: ok", b"ok"));
+        assert!(!contains(b"o", b"ok"));
+        assert!(contains(b"", b""));
+    }
+}

@@ -1,0 +1,123 @@
+//! `SELECT 1` on a [deadpool-postgres](https://docs.rs/deadpool-postgres)
+//! pool (feature `deadpool-postgres`), for applications on
+//! [tokio-postgres](https://docs.rs/tokio-postgres).
+//!
+//! # Why deadpool-postgres and not a bare `tokio_postgres::Client`
+//!
+//! A bare `tokio_postgres::Client` is one connection that never reconnects:
+//! a check on it would report the same broken connection forever after a
+//! database restart, and one connection shared by every request is not how
+//! a server uses PostgreSQL. Servers on tokio-postgres use a pool, and
+//! deadpool-postgres is the common one; it also exposes its
+//! [`Status`](deadpool_postgres::Status) (size, idle objects, waiters), so
+//! the check can report saturation. (For sqlx's `PgPool`, use
+//! [`SqlxCheck`](super::sqlx::SqlxCheck) with the `postgres` feature.)
+//!
+//! # What a run does
+//!
+//! 1. Reads the pool's status (observations `connections`,
+//!    `idle_connections`, `max_connections`, `waiting`).
+//! 2. If the pool is saturated (no idle client and at its maximum size), the
+//!    result is [`degraded`](crate::Status::Degraded) without queuing for a
+//!    client.
+//! 3. Otherwise it takes a client from the pool (recycled as the pool is
+//!    configured, or newly created and kept in the pool), runs `SELECT 1`
+//!    with the simple query protocol and returns the client.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # #[cfg(feature = "deadpool-postgres")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use deadpool_postgres::{Config, Runtime, tokio_postgres::NoTls};
+//! use tower_health::{HealthChecks, checks::postgres::DeadpoolPostgresCheck};
+//!
+//! let mut config = Config::new();
+//! config.url = Some("postgres://app@127.0.0.1:5432/app".into());
+//! let pool = config.create_pool(Some(Runtime::Tokio1), NoTls)?;
+//!
+//! let health = HealthChecks::builder()
+//!     .check("postgres", DeadpoolPostgresCheck::new(pool.clone()))
+//!     .build()?;
+//! # drop(health);
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "deadpool-postgres"))]
+//! # fn main() {}
+//! ```
+
+use deadpool_postgres::Pool;
+
+use super::PoolState;
+use crate::{Check, CheckResult};
+
+/// Checks a deadpool-postgres pool with `SELECT 1` and reports its
+/// saturation. See the [module documentation](self).
+#[derive(Clone)]
+pub struct DeadpoolPostgresCheck {
+    pool: Pool,
+}
+
+impl DeadpoolPostgresCheck {
+    /// A check on `pool`, a clone of the application's own pool (clones
+    /// share the connections).
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool this check uses.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+impl std::fmt::Debug for DeadpoolPostgresCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadpoolPostgresCheck")
+            .field("status", &self.pool.status())
+            .finish()
+    }
+}
+
+impl Check for DeadpoolPostgresCheck {
+    async fn check(&self) -> CheckResult {
+        let status = self.pool.status();
+        let state = PoolState {
+            size: status.size as u64,
+            idle: status.available as u64,
+            max: status.max_size as u64,
+        };
+        let observe = |result: CheckResult| {
+            state
+                .observe(result)
+                .with_observation("waiting", status.waiting as u64, None)
+        };
+        if self.pool.is_closed() {
+            return observe(CheckResult::unhealthy(
+                "PostgreSQL pool is closed (Pool::close was called): the application cannot \
+                 query the database until it creates a new pool",
+            ));
+        }
+        if state.saturated() {
+            return observe(state.saturated_result("PostgreSQL"));
+        }
+        let client = match self.pool.get().await {
+            Ok(client) => client,
+            Err(e) => {
+                return observe(CheckResult::unhealthy(format!(
+                    "PostgreSQL pool could not hand out a client: {e}; check that the server \
+                     is running and reachable from this host, and the pool's credentials and \
+                     database name"
+                )));
+            }
+        };
+        match client.simple_query("SELECT 1").await {
+            Ok(_) => observe(CheckResult::healthy()),
+            Err(e) => observe(CheckResult::unhealthy(format!(
+                "PostgreSQL answered `SELECT 1` with an error: {e}; the connection was \
+                 established, so look at the server's state and logs"
+            ))),
+        }
+    }
+}

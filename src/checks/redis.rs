@@ -1,0 +1,99 @@
+//! `PING` on the application's [redis](https://docs.rs/redis) connection
+//! (feature `redis`).
+//!
+//! [`RedisCheck`] takes any clonable async connection of the `redis` crate,
+//! in practice:
+//!
+//! - [`ConnectionManager`](::redis::aio::ConnectionManager): reconnects by
+//!   itself after the server comes back, so the check recovers with it;
+//! - [`MultiplexedConnection`](::redis::aio::MultiplexedConnection): never
+//!   reconnects; once its server went away the check keeps failing until the
+//!   application replaces the connection, which is exactly what the
+//!   application's own commands would see.
+//!
+//! Both are handles to one shared connection: each run clones the handle
+//! and sends `PING` over the same connection the application uses. The
+//! answer must be `PONG`; an error, or any other answer, is
+//! [`unhealthy`](crate::Status::Unhealthy). A server that never answers is
+//! cut by the runner at the check's timeout (or by the connection's own
+//! response timeout, whichever is shorter).
+//!
+//! # Example
+//!
+//! ```no_run
+//! # #[cfg(feature = "redis")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use redis::aio::ConnectionManager;
+//! use tower_health::{HealthChecks, checks::redis::RedisCheck};
+//!
+//! let client = redis::Client::open("redis://127.0.0.1:6379")?;
+//! let connection = ConnectionManager::new(client).await?;
+//!
+//! let health = HealthChecks::builder()
+//!     .check("redis", RedisCheck::new(connection.clone()))
+//!     .build()?;
+//! # drop(health);
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "redis"))]
+//! # fn main() {}
+//! ```
+
+use std::fmt;
+
+use ::redis::aio::ConnectionLike;
+
+use crate::{Check, CheckResult};
+
+/// Sends `PING` on a shared redis connection and expects `PONG`. See the
+/// [module documentation](self).
+#[derive(Clone)]
+pub struct RedisCheck<C> {
+    connection: C,
+}
+
+impl<C> RedisCheck<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    /// A check on `connection`, a clone of the application's
+    /// `ConnectionManager` or `MultiplexedConnection` (clones share the
+    /// connection).
+    pub fn new(connection: C) -> Self {
+        Self { connection }
+    }
+}
+
+impl<C> fmt::Debug for RedisCheck<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisCheck")
+            .field("connection", &std::any::type_name::<C>())
+            .finish()
+    }
+}
+
+impl<C> Check for RedisCheck<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    async fn check(&self) -> CheckResult {
+        let mut connection = self.connection.clone();
+        match ::redis::cmd("PING")
+            .query_async::<::redis::Value>(&mut connection)
+            .await
+        {
+            Ok(::redis::Value::SimpleString(s)) if s == "PONG" => CheckResult::healthy(),
+            Ok(::redis::Value::BulkString(b)) if b == b"PONG" => CheckResult::healthy(),
+            Ok(other) => CheckResult::unhealthy(format!(
+                "Redis answered PING with {other:?} instead of PONG; check that the address \
+                 points at a Redis server (not a proxy or another service)"
+            )),
+            Err(e) => CheckResult::unhealthy(format!(
+                "Redis PING failed: {e}; check that the server is running and reachable from \
+                 this host (a ConnectionManager reconnects by itself, a MultiplexedConnection \
+                 must be replaced by the application)"
+            )),
+        }
+    }
+}

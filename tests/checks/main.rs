@@ -1,0 +1,19 @@
+//! Tests of the built-in checks (`tower_health::checks`) against real
+//! services: PostgreSQL, MariaDB/MySQL and Redis at `DATABASE_URL`,
+//! `MYSQL_URL` and `REDIS_URL` (defaults on 127.0.0.1), a private
+//! `redis-server`, and HTTP and TCP servers started by the tests. Outages are
+//! made by cutting a TCP proxy or killing the server; nothing is mocked.
+//!
+//! An unreachable service skips the test (with a note on stderr), or fails
+//! it when `CI` is set: see `support::unavailable`.
+
+mod support;
+
+mod deadpool;
+mod disk;
+mod http;
+mod mysql;
+mod postgres;
+mod redis;
+mod sqlite;
+mod tcp;

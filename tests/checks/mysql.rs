@@ -1,0 +1,133 @@
+//! `SqlxCheck<MySql>` against a real MariaDB/MySQL.
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    MySqlPool,
+    mysql::{MySqlConnectOptions, MySqlPoolOptions},
+};
+use tower_health::{Check, Status, checks::sqlx::SqlxCheck};
+
+use crate::{
+    postgres::observed,
+    support::{self, Proxy, unavailable, within},
+};
+
+async fn options() -> Option<MySqlConnectOptions> {
+    let url = support::mysql_url();
+    let options = MySqlConnectOptions::from_str(&url).expect("MYSQL_URL must be a mysql URL");
+    let pool = MySqlPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(options.clone());
+    match within(
+        Duration::from_secs(5),
+        sqlx::raw_sql("SELECT 1").execute(&pool),
+    )
+    .await
+    {
+        Some(Ok(_)) => Some(options),
+        Some(Err(e)) => {
+            unavailable("MariaDB/MySQL (MYSQL_URL)", e);
+            None
+        }
+        None => {
+            unavailable("MariaDB/MySQL (MYSQL_URL)", "no answer within 5s");
+            None
+        }
+    }
+}
+
+async fn pool(options: MySqlConnectOptions, max: u32) -> MySqlPool {
+    MySqlPoolOptions::new()
+        .max_connections(max)
+        .connect_with(options)
+        .await
+        .expect("connect to MariaDB/MySQL")
+}
+
+#[tokio::test]
+async fn select_1_is_healthy_and_reuses_the_pool() {
+    let Some(options) = options().await else {
+        return;
+    };
+    let pool = pool(options, 3).await;
+    let check = SqlxCheck::new(pool.clone());
+    for _ in 0..3 {
+        support::settle(&pool, pool.size() as usize).await;
+        let result = check.check().await;
+        assert_eq!(result.status(), Status::Healthy, "{result:?}");
+        assert_eq!(observed(&result, "max_connections"), 3);
+    }
+    support::settle(&pool, pool.size() as usize).await;
+    assert_eq!(pool.size(), 1, "the check must reuse the pool's connection");
+}
+
+#[tokio::test]
+async fn saturated_pool_is_degraded() {
+    let Some(options) = options().await else {
+        return;
+    };
+    let pool = pool(options, 1).await;
+    let check = SqlxCheck::new(pool.clone());
+    let held = pool.acquire().await.unwrap();
+    let result = check.check().await;
+    assert_eq!(result.status(), Status::Degraded, "{result:?}");
+    assert_eq!(observed(&result, "connections"), 1);
+    assert_eq!(observed(&result, "idle_connections"), 0);
+    drop(held);
+    support::settle(&pool, 1).await;
+    assert_eq!(check.check().await.status(), Status::Healthy);
+}
+
+#[tokio::test]
+async fn unknown_database_is_unhealthy() {
+    let Some(options) = options().await else {
+        return;
+    };
+    let missing = MySqlPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(options.database("tower_health_no_such_database"));
+    let result = SqlxCheck::new(missing).check().await;
+    assert_eq!(result.status(), Status::Unhealthy);
+    assert!(
+        result
+            .message()
+            .unwrap()
+            .contains("tower_health_no_such_database"),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn outage_behind_a_proxy_refused_then_blackholed() {
+    let Some(options) = options().await else {
+        return;
+    };
+    let upstream = support::resolve(options.get_host(), options.get_port()).await;
+    let proxy = Proxy::start(upstream).await;
+    let pool = MySqlPoolOptions::new()
+        .max_connections(5)
+        .connect_lazy_with(options.host("127.0.0.1").port(proxy.addr.port()));
+    let (_health, app, runs) = support::app_with("mariadb", SqlxCheck::new(pool)).await;
+
+    support::outage(
+        &app,
+        &runs,
+        "mariadb",
+        "mariadb refused",
+        false,
+        async || proxy.down().await,
+        async || proxy.restore().await,
+    )
+    .await;
+    support::outage(
+        &app,
+        &runs,
+        "mariadb",
+        "mariadb blackhole",
+        true,
+        async || proxy.blackhole().await,
+        async || proxy.restore().await,
+    )
+    .await;
+}

@@ -1,0 +1,81 @@
+//! `RedisCheck` against a real Redis: the shared one at `REDIS_URL` and a
+//! private `redis-server` killed and restarted on the same port.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tower_health::{Check, Status, checks::redis::RedisCheck};
+
+use crate::support::{self, RedisServer, unavailable, within};
+
+async fn client() -> Option<redis::Client> {
+    let url = support::redis_url();
+    let client = redis::Client::open(url.as_str()).expect("REDIS_URL must be a redis URL");
+    match within(
+        Duration::from_secs(5),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    {
+        Some(Ok(_)) => Some(client),
+        Some(Err(e)) => {
+            unavailable("Redis (REDIS_URL)", e);
+            None
+        }
+        None => {
+            unavailable("Redis (REDIS_URL)", "no answer within 5s");
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn ping_on_a_connection_manager_and_a_multiplexed_connection() {
+    let Some(client) = client().await else { return };
+    let manager = ConnectionManager::new(client.clone()).await.unwrap();
+    let multiplexed = client.get_multiplexed_async_connection().await.unwrap();
+    for _ in 0..3 {
+        let result = RedisCheck::new(manager.clone()).check().await;
+        assert_eq!(result.status(), Status::Healthy, "{result:?}");
+        let result = RedisCheck::new(multiplexed.clone()).check().await;
+        assert_eq!(result.status(), Status::Healthy, "{result:?}");
+    }
+}
+
+#[tokio::test]
+async fn private_redis_killed_and_restarted_on_the_same_port() {
+    let port = support::free_port();
+    let Some(mut server) = RedisServer::start(port).await else {
+        return;
+    };
+    let client = redis::Client::open(server.url()).unwrap();
+    let config = ConnectionManagerConfig::new()
+        .set_max_delay(Duration::from_millis(200))
+        .set_connection_timeout(Some(Duration::from_secs(1)));
+    let manager = ConnectionManager::new_with_config(client.clone(), config)
+        .await
+        .unwrap();
+    // A MultiplexedConnection never reconnects: after the restart it stays broken.
+    let multiplexed = client.get_multiplexed_async_connection().await.unwrap();
+    let (_health, app, runs) = support::app_with("redis", RedisCheck::new(manager)).await;
+
+    let mut restarted = None;
+    support::outage(
+        &app,
+        &runs,
+        "redis",
+        "redis killed",
+        false,
+        async || server.kill(),
+        async || restarted = RedisServer::start(port).await,
+    )
+    .await;
+    assert!(restarted.is_some(), "redis-server restarted on port {port}");
+
+    let result = RedisCheck::new(multiplexed).check().await;
+    assert_eq!(
+        result.status(),
+        Status::Unhealthy,
+        "a MultiplexedConnection does not survive a restart: {result:?}"
+    );
+}
