@@ -745,3 +745,62 @@ async fn axum_layering_every_route_starts_no_extra_refreshers() {
     let json = call(&router, get_req("/health/db")).await.json();
     assert_eq!(json["consecutive_successes"], 10, "{json}");
 }
+
+/// Where the layer sits in axum decides which paths it sees: `route_layer`
+/// and a layer on a nested router wrap matched routes only, so unrouted
+/// health paths never reach them (axum's 404, no timing header). Only a
+/// `Router::layer` on the outermost router (or wrapping the whole router)
+/// answers the probes.
+#[tokio::test(start_paused = true)]
+async fn axum_placement_route_layer_and_nest() {
+    let health = HealthChecks::builder()
+        .check("db", || async { CheckResult::healthy() })
+        .build()
+        .expect("valid checks");
+    until("readiness", || {
+        health.subscribe().borrow().readiness == tower_health::ProbeStatus::Healthy
+    })
+    .await;
+
+    let route_layered: Router = Router::new()
+        .route("/a", get(|| async { "a" }))
+        .route_layer(health.layer());
+    let reply = call(&route_layered, get_req("/readyz")).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{reply:?}");
+    assert!(
+        reply
+            .headers
+            .get(tower_health::PROCESS_TIME_HEADER)
+            .is_none()
+    );
+    call(&route_layered, get_req("/a"))
+        .await
+        .assert_process_time();
+
+    let nested: Router = Router::new().route("/", get(|| async { "root" })).nest(
+        "/api",
+        Router::new()
+            .route("/x", get(|| async { "x" }))
+            .layer(health.layer()),
+    );
+    for path in ["/api/readyz", "/readyz", "/api/health/db"] {
+        let reply = call(&nested, get_req(path)).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}: {reply:?}");
+        assert!(
+            reply
+                .headers
+                .get(tower_health::PROCESS_TIME_HEADER)
+                .is_none()
+        );
+    }
+    // The nested layer does wrap the nested routes.
+    let reply = call(&nested, get_req("/api/x")).await;
+    assert_eq!(reply.text(), "x");
+    reply.assert_process_time();
+
+    // The same routes with the layer outermost: answered.
+    let outer: Router = nested.layer(health.layer());
+    let reply = call(&outer, get_req("/readyz")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.text(), r#"{"status":"healthy"}"#);
+}
