@@ -8,6 +8,9 @@
 //! makes the `demo` check fail, `POST /demo/recover` heals it. On Ctrl-C or
 //! SIGTERM readiness reports `draining` for `DRAIN_SECS` seconds (default 5)
 //! while every route still answers, then the server exits with status 0.
+//!
+//! With `DATABASE_URL` (PostgreSQL) and/or `REDIS_URL` set, it also runs the
+//! built-in `postgres` and `redis` checks (`tower_health::checks`).
 
 use std::{
     sync::{
@@ -35,7 +38,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
 
     let port: u16 = match std::env::var("PORT") {
-        Ok(port) => port.parse().map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
+        Ok(port) => port
+            .parse()
+            .map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
         Err(_) => 3000,
     };
     let drain_secs: u64 = match std::env::var("DRAIN_SECS") {
@@ -85,6 +90,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .probes(Probes::LIVENESS | Probes::READINESS)
                 .interval(Duration::from_secs(2)),
         );
+    // Real dependencies, when DATABASE_URL / REDIS_URL are set.
+    let builder = add_dependency_checks(builder)?;
     let health = builder.build()?;
 
     // An internal worker proves it is alive with a heartbeat.
@@ -123,7 +130,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  curl -i -H 'Accept: application/health+json' {base}/health");
     println!("  curl -i -X POST {base}/demo/fail     # then /readyz answers 503");
     println!("  curl -i -X POST {base}/demo/recover  # and 200 again");
-    println!("Ctrl-C drains for {drain_secs}s (readiness 503, every route still served), then exits.");
+    println!(
+        "Ctrl-C drains for {drain_secs}s (readiness 503, every route still served), then exits."
+    );
 
     axum::serve(listener, app)
         .with_graceful_shutdown(health.graceful_shutdown(shutdown_signal()))
@@ -176,4 +185,34 @@ async fn fail(State(flag): State<Arc<AtomicBool>>) -> &'static str {
 async fn recover(State(flag): State<Arc<AtomicBool>>) -> &'static str {
     flag.store(false, Ordering::SeqCst);
     "demo check will pass from its next run (within 1s)\n"
+}
+
+/// Adds the built-in `postgres` (sqlx `PgPool`, `SELECT 1`) and `redis`
+/// (`ConnectionManager`, `PING`) checks when `DATABASE_URL` / `REDIS_URL`
+/// are set. Both connect lazily, so the server starts even while a
+/// dependency is down: readiness says so until it is up. In a real service
+/// the application's own queries would use these same pool and connection.
+fn add_dependency_checks(
+    mut builder: tower_health::HealthChecksBuilder,
+) -> Result<tower_health::HealthChecksBuilder, Box<dyn std::error::Error>> {
+    use tower_health::checks::{redis::RedisCheck, sqlx::SqlxCheck};
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(5)
+            // Under the check's 2 s timeout, so an unreachable server shows
+            // sqlx's error instead of "timed out".
+            .acquire_timeout(Duration::from_secs(1))
+            .connect_lazy(&url)?;
+        builder = builder.check("postgres", SqlxCheck::new(pool));
+        println!("checking PostgreSQL (DATABASE_URL) as `postgres`");
+    }
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)));
+        let connection = redis::aio::ConnectionManager::new_lazy_with_config(client, config)?;
+        builder = builder.check("redis", RedisCheck::new(connection));
+        println!("checking Redis (REDIS_URL) as `redis`");
+    }
+    Ok(builder)
 }
