@@ -438,7 +438,10 @@ struct Finished {
 /// One run: cut at `timeout`, panics caught.
 async fn run_once(id: u64, check: Arc<dyn DynCheck>, timeout: Duration) -> Finished {
     let started = Instant::now();
-    let outcome = tokio::time::timeout(timeout, CatchUnwind(check.run())).await;
+    // `run()` itself executes user code (a closure check calls the closure
+    // there), so it is called inside the guarded future, not before it.
+    let guarded = CatchUnwind(Box::pin(async move { check.run().await }));
+    let outcome = tokio::time::timeout(timeout, guarded).await;
     let at = Instant::now();
     let (status, failure, message, observations) = match outcome {
         Ok(Ok(result)) => {
@@ -518,8 +521,9 @@ async fn run(shared: Arc<Shared>) {
         };
         tokio::select! {
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                // Runs are never aborted while the task lives, and panics
-                // are caught inside them, so a join error cannot happen.
+                // Runs are never aborted while the task lives and every panic
+                // is caught inside them (the check is only ever called inside
+                // `CatchUnwind`), so a join error cannot happen here.
                 if let Ok(finished) = joined {
                     shared.record(finished);
                 }

@@ -247,7 +247,8 @@ fn answer<B>(layer: &HealthLayer, route: Route, request: Request<B>) -> Response
     let config = &layer.config;
     let shared = &layer.owner.shared;
     let snapshot = shared.snapshot.load();
-    let format = if query.verbose {
+    // A single component has no text form: `?verbose` applies to probes.
+    let format = if query.verbose && matches!(route, Route::Probe(_)) {
         Format::Text
     } else if wants_health_json(&parts.headers) {
         Format::HealthJson
@@ -313,10 +314,6 @@ fn answer<B>(layer: &HealthLayer, route: Route, request: Request<B>) -> Response
                 Format::Json | Format::Text => json::component(&view, component),
             }
         }
-    };
-    let content_type = match (route, format) {
-        (Route::Component(_), Format::Text) => JSON,
-        _ => content_type,
     };
     respond(config.code(answer.status), content_type, answer.body, head)
 }
