@@ -95,3 +95,26 @@ where
         }
     }
 }
+
+#[cfg(feature = "axum")]
+impl<B> ResponseBody<B>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    /// An `axum::body::Body` without boxing a passed-through axum body when
+    /// nothing needs to ride along with it.
+    pub(crate) fn into_axum(self) -> axum::body::Body {
+        match self {
+            Self {
+                kind: Kind::Inner { body },
+                guard: None,
+            } => axum::body::Body::new(body),
+            Self {
+                kind: Kind::Full { body },
+                guard: None,
+            } => axum::body::Body::new(body),
+            counted => axum::body::Body::new(counted),
+        }
+    }
+}

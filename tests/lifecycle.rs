@@ -226,8 +226,11 @@ async fn graceful_drain_keeps_serving_then_stops() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    // The recommended placement: the whole router wrapped, probes answered
+    // before any routing, served by `axum::serve` as it is.
+    let router = Router::new().route("/", get(|| async { "app" }));
     let server = tokio::spawn(
-        axum::serve(listener, app(&health))
+        axum::serve(listener, health.layer().wrap_axum(router))
             .with_graceful_shutdown(health.graceful_shutdown(rx))
             .into_future(),
     );
