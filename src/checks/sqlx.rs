@@ -24,6 +24,12 @@
 //! [`unhealthy`](crate::Status::Unhealthy). A server that accepts the
 //! connection but never answers is cut by the runner at the check's timeout.
 //!
+//! sqlx retries a refused connection until the pool's `acquire_timeout`
+//! (30 s by default), so with the defaults an unreachable server shows as
+//! "timed out" (the runner's cut) rather than with sqlx's error text. To get
+//! the error text, give the pool an `acquire_timeout` shorter than the
+//! check's [`timeout`](crate::CheckOptions::timeout).
+//!
 //! # Example
 //!
 //! ```no_run

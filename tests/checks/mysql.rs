@@ -16,16 +16,16 @@ use crate::{
 async fn options() -> Option<MySqlConnectOptions> {
     let url = support::mysql_url();
     let options = MySqlConnectOptions::from_str(&url).expect("MYSQL_URL must be a mysql URL");
-    let pool = MySqlPoolOptions::new()
-        .max_connections(1)
-        .connect_lazy_with(options.clone());
     match within(
         Duration::from_secs(5),
-        sqlx::raw_sql("SELECT 1").execute(&pool),
+        <sqlx::MySqlConnection as sqlx::Connection>::connect_with(&options),
     )
     .await
     {
-        Some(Ok(_)) => Some(options),
+        Some(Ok(connection)) => {
+            let _ = sqlx::Connection::close(connection).await;
+            Some(options)
+        }
         Some(Err(e)) => {
             unavailable("MariaDB/MySQL (MYSQL_URL)", e);
             None

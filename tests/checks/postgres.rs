@@ -14,16 +14,16 @@ use crate::support::{self, Proxy, unavailable, within};
 pub(crate) async fn options() -> Option<PgConnectOptions> {
     let url = support::database_url();
     let options = PgConnectOptions::from_str(&url).expect("DATABASE_URL must be a postgres URL");
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_lazy_with(options.clone());
     match within(
         Duration::from_secs(5),
-        sqlx::raw_sql("SELECT 1").execute(&pool),
+        <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
     )
     .await
     {
-        Some(Ok(_)) => Some(options),
+        Some(Ok(connection)) => {
+            let _ = sqlx::Connection::close(connection).await;
+            Some(options)
+        }
         Some(Err(e)) => {
             unavailable("PostgreSQL (DATABASE_URL)", e);
             None

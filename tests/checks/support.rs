@@ -47,7 +47,11 @@ pub fn unavailable(service: &str, why: impl Display) {
     if ci() {
         panic!("{service} is unreachable and CI is set, so this test fails: {why}");
     }
-    eprintln!(
+    // Straight to stderr, past the test harness's output capture, so the skip
+    // shows in a normal `cargo test` run.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
         "SKIPPED: {service} is unreachable ({why}); start it or point the URL variable at it \
          (with CI=true this is a failure)"
     );
