@@ -104,13 +104,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    let app = Router::new()
+    let router = Router::new()
         .route("/", get(index))
         .route("/demo/fail", post(fail))
         .route("/demo/recover", post(recover))
-        .with_state(demo_failing)
-        // Outermost: probes are answered before routing.
-        .layer(health.layer());
+        .with_state(demo_failing);
+    // Wrap the whole router (feature `axum`): probes are answered before any
+    // routing. `router.layer(health.layer())` works too.
+    let app = health.layer().wrap_axum(router);
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let base = format!("http://{}", listener.local_addr()?);
