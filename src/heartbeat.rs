@@ -110,6 +110,11 @@ impl HeartbeatSlot {
         }
     }
 
+    /// Missed its deadline, and not yet published as missed.
+    pub(crate) fn newly_missed(&self, now: Instant) -> bool {
+        matches!(self.at(now), Beat::Missed { .. }) && !self.expired.load(Ordering::SeqCst)
+    }
+
     /// Called by the runner when it publishes: remembers a missed deadline
     /// so the next `beat` wakes the runner. Returns the state to publish.
     pub(crate) fn observe(&self, now: Instant) -> Beat {

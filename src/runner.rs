@@ -529,10 +529,13 @@ async fn run(shared: Arc<Shared>) {
                 }
             }
             () = sleep => {
-                // A heartbeat deadline or a check came due: publish so a
-                // missed heartbeat shows, then start what is due.
+                // A check came due (started at the top of the loop) or a
+                // heartbeat deadline passed, which must be published.
                 let mut state = shared.lock();
-                shared.publish(&mut state);
+                let now = Instant::now();
+                if state.heartbeats.iter().any(|h| h.newly_missed(now)) {
+                    shared.publish(&mut state);
+                }
             }
             () = shared.wake.notified() => {}
         }
