@@ -1,0 +1,1476 @@
+//! HTTP benchmarks of `HealthLayer` over loopback, driven by `wrk`.
+//!
+//! ```text
+//! bash benches/run.sh          # the documented way: builds, runs everything
+//! cargo bench --bench http     # this part alone
+//! ```
+//!
+//! One binary, three roles:
+//!
+//! - no arguments (or cargo's `--bench`): the orchestrator. It starts the
+//!   servers below (this same executable, pinned to one core with
+//!   `taskset`), drives them with `wrk` pinned to another core, reads the
+//!   servers' CPU time and RSS from `/proc`, and writes a Markdown report.
+//! - `serve MODE`: one server on `127.0.0.1:0` (the port is printed).
+//! - `proxy HOST:PORT`: a TCP proxy to PostgreSQL that turns into a black
+//!   hole (accepts, never answers) when told so on stdin.
+//!
+//! Servers and the proxy are controlled over stdin (`stats`, `blackhole`)
+//! and exit when stdin closes, so they cannot outlive the orchestrator.
+//!
+//! | mode | server |
+//! |---|---|
+//! | `hello` (A) | hyper hello-world |
+//! | `health` (B) | the same behind `HealthLayer`, a PostgreSQL check every 5 s |
+//! | `pg` (C) | hand-written `/readyz`: `SELECT 1` per request on a pool of 8 connections, 2 s timeout |
+//! | `axum` (D0) | an axum app, `GET /api/items/{id}` answers JSON |
+//! | `axum-health` (D1) | the same app behind `HealthLayer`, a PostgreSQL check every 5 s |
+//!
+//! Settings (environment): `BENCH_ROUNDS` (6), `BENCH_SECS` per round (5),
+//! `BENCH_CONNECTIONS` (32), `BENCH_STORM_SECS` (30), `BENCH_C_STORM_SECS`
+//! (10), `BENCH_PROBES` for the memory test (1000000), `BENCH_OUTAGE_SECS`
+//! (10), `BENCH_SERVER_CPU` (0), `BENCH_CLIENT_CPU` (1), `DATABASE_URL`
+//! (`postgres://postgres@127.0.0.1:5432/test`), `BENCH_REPORT` (report
+//! path, default `target/bench-report/http.md`).
+//!
+//! Nothing here asserts a timing: the figures are reported, never gated.
+
+use std::{
+    convert::Infallible,
+    error::Error,
+    fmt::Write as _,
+    io::{self, BufRead, Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{Json, Router, extract::Path as UrlPath, routing::get, serve::ListenerExt};
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header::CONTENT_TYPE};
+use http_body_util::Full;
+use hyper::{body::Incoming, server::conn::http1};
+use hyper_util::{rt::TokioIo, service::TowerToHyperService};
+use sqlx::{Connection as _, PgConnection, PgPool, postgres::PgPoolOptions};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{
+        TcpListener,
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+    },
+};
+use tower::{Layer as _, Service, service_fn};
+use tower_health::{Check as _, CheckOptions, HealthChecks, HealthHandle, checks::sqlx::SqlxCheck};
+
+type BoxError = Box<dyn Error + Send + Sync>;
+
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// The interval of the PostgreSQL check behind the layer.
+const CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// The hand-written handler's timeout, equal to the layer's default check
+/// timeout.
+const HANDLER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pool size of the hand-written handler (C).
+const POOL_SIZE: u32 = 8;
+
+/// Queries this server process has sent to PostgreSQL (checks and
+/// handlers alike), reported on `stats`.
+static QUERIES: AtomicU64 = AtomicU64::new(0);
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("serve") => serve(args.get(1).map(String::as_str).unwrap_or("")),
+        Some("proxy") => proxy(args.get(1).map(String::as_str).unwrap_or("")),
+        _ => orchestrate(),
+    };
+    if let Err(error) = result {
+        eprintln!("benches/http: {error}");
+        std::process::exit(1);
+    }
+}
+
+fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned())
+}
+
+// ---------------------------------------------------------------------------
+// Servers
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Hello,
+    Health,
+    Pg,
+    Axum,
+    AxumHealth,
+}
+
+impl Mode {
+    const ALL: [Mode; 5] = [
+        Mode::Hello,
+        Mode::Health,
+        Mode::Pg,
+        Mode::Axum,
+        Mode::AxumHealth,
+    ];
+
+    fn arg(self) -> &'static str {
+        match self {
+            Mode::Hello => "hello",
+            Mode::Health => "health",
+            Mode::Pg => "pg",
+            Mode::Axum => "axum",
+            Mode::AxumHealth => "axum-health",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Mode::Hello => "A  hyper hello-world",
+            Mode::Health => "B  HealthLayer /readyz (cached)",
+            Mode::Pg => "C  SELECT 1 per request (pool of 8)",
+            Mode::Axum => "D0 axum route, no layer",
+            Mode::AxumHealth => "D1 axum route, with HealthLayer",
+        }
+    }
+
+    fn short(self) -> &'static str {
+        match self {
+            Mode::Hello => "A",
+            Mode::Health => "B",
+            Mode::Pg => "C",
+            Mode::Axum => "D0",
+            Mode::AxumHealth => "D1",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Mode::Hello | Mode::Health | Mode::Pg => "/readyz",
+            Mode::Axum | Mode::AxumHealth => "/api/items/42",
+        }
+    }
+
+    fn has_layer(self) -> bool {
+        matches!(self, Mode::Health | Mode::AxumHealth)
+    }
+
+    fn parse(arg: &str) -> Result<Self, BoxError> {
+        Mode::ALL
+            .into_iter()
+            .find(|mode| mode.arg() == arg)
+            .ok_or_else(|| format!("unknown server mode {arg:?}").into())
+    }
+}
+
+fn serve(mode: &str) -> Result<(), BoxError> {
+    let mode = Mode::parse(mode)?;
+    let url = database_url();
+    control_from_stdin(None);
+    // One thread does everything: the server is pinned to one core.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        match mode {
+            Mode::Hello => {
+                announce(addr);
+                serve_hyper(listener, service_fn(hello)).await
+            }
+            Mode::Health => {
+                let health = health_checks(&url).await?;
+                announce(addr);
+                serve_hyper(listener, health.layer().layer(service_fn(hello))).await
+            }
+            Mode::Pg => {
+                let pool = pg_pool(&url, POOL_SIZE).await?;
+                announce(addr);
+                let service = service_fn(move |_request: Request<Incoming>| {
+                    hand_written_readyz(pool.clone())
+                });
+                serve_hyper(listener, service).await
+            }
+            Mode::Axum => {
+                announce(addr);
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, app()).await?;
+                Ok(())
+            }
+            Mode::AxumHealth => {
+                let health = health_checks(&url).await?;
+                announce(addr);
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, app().layer(health.layer())).await?;
+                Ok(())
+            }
+        }
+    })
+}
+
+fn announce(addr: SocketAddr) {
+    println!("listening {addr}");
+}
+
+/// Reads commands from stdin; exits the process when stdin closes.
+fn control_from_stdin(blackhole: Option<Arc<AtomicBool>>) {
+    std::thread::spawn(move || {
+        for line in io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            match line.trim() {
+                "stats" => println!("stats queries={}", QUERIES.load(Ordering::Relaxed)),
+                "blackhole" => {
+                    if let Some(flag) = &blackhole {
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                    println!("blackhole on");
+                }
+                _ => {}
+            }
+        }
+        std::process::exit(0);
+    });
+}
+
+async fn serve_hyper<S, B>(listener: TcpListener, service: S) -> Result<(), BoxError>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        let service = TowerToHyperService::new(service.clone());
+        tokio::spawn(async move {
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn hello(_request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let mut response = Response::new(Full::new(Bytes::from_static(b"Hello, World!")));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    Ok(response)
+}
+
+/// The usual hand-written readiness handler: a query per request, cut at a
+/// timeout.
+async fn hand_written_readyz(pool: PgPool) -> Result<Response<Full<Bytes>>, Infallible> {
+    QUERIES.fetch_add(1, Ordering::Relaxed);
+    let query = sqlx::query("SELECT 1").execute(&pool);
+    let ok = matches!(
+        tokio::time::timeout(HANDLER_TIMEOUT, query).await,
+        Ok(Ok(_))
+    );
+    let (status, body): (StatusCode, &'static [u8]) = if ok {
+        (StatusCode::OK, br#"{"status":"healthy"}"#)
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            br#"{"status":"unhealthy"}"#,
+        )
+    };
+    let mut response = Response::new(Full::new(Bytes::from_static(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}
+
+async fn pg_pool(url: &str, size: u32) -> Result<PgPool, BoxError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(size)
+        .min_connections(size)
+        // No extra round trip per acquire: the fastest ordinary setting.
+        .test_before_acquire(false)
+        .connect(url)
+        .await?;
+    Ok(pool)
+}
+
+/// `HealthLayer`'s checks for B and D1: the crate's built-in sqlx check
+/// (`SELECT 1` on the pool) every 5 s, default 2 s timeout, counted.
+async fn health_checks(url: &str) -> Result<HealthHandle, BoxError> {
+    let check = SqlxCheck::new(pg_pool(url, 2).await?);
+    let health = HealthChecks::builder()
+        .check_with(
+            "postgres",
+            move || {
+                let check = check.clone();
+                async move {
+                    QUERIES.fetch_add(1, Ordering::Relaxed);
+                    check.check().await
+                }
+            },
+            CheckOptions::new().interval(CHECK_INTERVAL),
+        )
+        .build()?;
+    Ok(health)
+}
+
+#[derive(serde::Serialize)]
+struct Item {
+    id: u64,
+    name: &'static str,
+    in_stock: bool,
+}
+
+fn app() -> Router {
+    Router::new().route(
+        "/api/items/{id}",
+        get(|UrlPath(id): UrlPath<u64>| async move {
+            Json(Item {
+                id,
+                name: "widget",
+                in_stock: true,
+            })
+        }),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Black-hole proxy
+// ---------------------------------------------------------------------------
+
+fn proxy(upstream: &str) -> Result<(), BoxError> {
+    let upstream: SocketAddr = upstream.parse()?;
+    let blackhole = Arc::new(AtomicBool::new(false));
+    control_from_stdin(Some(blackhole.clone()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        announce(listener.local_addr()?);
+        loop {
+            let (client, _) = listener.accept().await?;
+            let blackhole = blackhole.clone();
+            tokio::spawn(async move {
+                if blackhole.load(Ordering::SeqCst) {
+                    // Accept, never answer; keep the socket open.
+                    std::future::pending::<()>().await;
+                    drop(client);
+                    return;
+                }
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::join!(
+                    pipe(
+                        client_read,
+                        server_write,
+                        &blackhole,
+                        Some(Frontend::default())
+                    ),
+                    pipe(server_read, client_write, &blackhole, None)
+                );
+            });
+        }
+    })
+}
+
+/// Copies bytes until the black hole opens; then swallows them and never
+/// returns, keeping both sockets open. Client-to-server bytes go through a
+/// protocol reader that counts the queries PostgreSQL receives.
+async fn pipe(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    blackhole: &AtomicBool,
+    mut frontend: Option<Frontend>,
+) {
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if blackhole.load(Ordering::SeqCst) {
+            let _held = (from, to);
+            std::future::pending::<()>().await;
+            return;
+        }
+        if let Some(frontend) = &mut frontend {
+            frontend.feed(&buf[..n]);
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads the frontend side of the PostgreSQL wire protocol (v3) and counts
+/// the statements sent for execution: simple `Query` ('Q') and extended
+/// `Execute` ('E') messages. Counted in [`QUERIES`] of the proxy process.
+#[derive(Debug)]
+struct Frontend {
+    /// Still in the untyped start-up phase (SSLRequest, StartupMessage).
+    startup: bool,
+    /// Bytes of the current message body left to skip.
+    skip: usize,
+    head: Vec<u8>,
+    /// Not plain protocol (TLS, say): stop reading.
+    lost: bool,
+}
+
+impl Default for Frontend {
+    fn default() -> Self {
+        Self {
+            startup: true,
+            skip: 0,
+            head: Vec::with_capacity(8),
+            lost: false,
+        }
+    }
+}
+
+impl Frontend {
+    fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && !self.lost {
+            if self.skip > 0 {
+                let n = self.skip.min(data.len());
+                self.skip -= n;
+                data = &data[n..];
+                continue;
+            }
+            let need = if self.startup { 8 } else { 5 };
+            let take = (need - self.head.len()).min(data.len());
+            self.head.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.head.len() < need {
+                break;
+            }
+            let word = |at: usize| {
+                u32::from_be_bytes([
+                    self.head[at],
+                    self.head[at + 1],
+                    self.head[at + 2],
+                    self.head[at + 3],
+                ]) as usize
+            };
+            if self.startup {
+                let (len, code) = (word(0), word(4));
+                // SSLRequest and GSSENCRequest come before the StartupMessage.
+                if code != 80_877_103 && code != 80_877_104 {
+                    self.startup = false;
+                }
+                self.lost = !(8..1 << 20).contains(&len);
+                self.skip = len.saturating_sub(8);
+            } else {
+                let (kind, len) = (self.head[0], word(1));
+                if kind == b'Q' || kind == b'E' {
+                    QUERIES.fetch_add(1, Ordering::Relaxed);
+                }
+                self.lost = !(4..1 << 30).contains(&len);
+                self.skip = len.saturating_sub(4);
+            }
+            self.head.clear();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Orchestrator
+// ---------------------------------------------------------------------------
+
+struct Settings {
+    rounds: usize,
+    secs: u64,
+    connections: u32,
+    storm_secs: u64,
+    c_storm_secs: u64,
+    probes: u64,
+    outage_secs: u64,
+    server_cpu: usize,
+    client_cpu: usize,
+    url: String,
+    report: PathBuf,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T, BoxError> {
+    match std::env::var(name) {
+        Ok(value) => value
+            .parse()
+            .map_err(|_| format!("{name}={value:?} is not a valid value").into()),
+        Err(_) => Ok(default),
+    }
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+impl Settings {
+    fn from_env() -> Result<Self, BoxError> {
+        let settings = Self {
+            rounds: env_or("BENCH_ROUNDS", 6)?,
+            secs: env_or("BENCH_SECS", 5)?,
+            connections: env_or("BENCH_CONNECTIONS", 32)?,
+            storm_secs: env_or("BENCH_STORM_SECS", 30)?,
+            c_storm_secs: env_or("BENCH_C_STORM_SECS", 10)?,
+            probes: env_or("BENCH_PROBES", 1_000_000)?,
+            outage_secs: env_or("BENCH_OUTAGE_SECS", 10)?,
+            server_cpu: env_or("BENCH_SERVER_CPU", 0)?,
+            client_cpu: env_or("BENCH_CLIENT_CPU", 1)?,
+            url: database_url(),
+            report: std::env::var_os("BENCH_REPORT")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| target_dir().join("bench-report").join("http.md")),
+        };
+        if settings.rounds == 0 || settings.secs == 0 || settings.connections == 0 {
+            return Err("BENCH_ROUNDS, BENCH_SECS and BENCH_CONNECTIONS must be at least 1".into());
+        }
+        Ok(settings)
+    }
+}
+
+fn have(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+fn orchestrate() -> Result<(), BoxError> {
+    let settings = Settings::from_env()?;
+    if !have("wrk") {
+        println!("benches/http: skipped, `wrk` is not installed (bash benches/run.sh installs it)");
+        return Ok(());
+    }
+    if !have("taskset") {
+        println!("benches/http: skipped, `taskset` (util-linux) is not installed");
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut db = match runtime.block_on(PgConnection::connect(&settings.url)) {
+        Ok(db) => Db { runtime, conn: db },
+        Err(error) => {
+            println!("benches/http: skipped, PostgreSQL at DATABASE_URL is not reachable: {error}");
+            return Ok(());
+        }
+    };
+    let bench = Bench::new(settings)?;
+    let started = Instant::now();
+    let mut report = String::new();
+    criterion_section(&mut report);
+    bench.machine(&mut report, &mut db)?;
+    bench.rounds(&mut report)?;
+    bench.storm(&mut report, &mut db)?;
+    bench.memory(&mut report)?;
+    bench.outage(&mut report)?;
+    let _ = writeln!(
+        report,
+        "\nHTTP suite wall time: {:.0} s; load average at the end: {}",
+        started.elapsed().as_secs_f64(),
+        loadavg()
+    );
+    println!("{report}");
+    if let Some(dir) = bench.settings.report.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&bench.settings.report, &report)?;
+    println!("report written to {}", bench.settings.report.display());
+    Ok(())
+}
+
+struct Db {
+    runtime: tokio::runtime::Runtime,
+    conn: PgConnection,
+}
+
+impl Db {
+    fn scalar_i64(&mut self, sql: &str) -> Result<i64, BoxError> {
+        let conn = &mut self.conn;
+        let value: i64 = self
+            .runtime
+            .block_on(sqlx::query_scalar(sql).fetch_one(conn))?;
+        Ok(value)
+    }
+
+    fn scalar_string(&mut self, sql: &str) -> Result<String, BoxError> {
+        let conn = &mut self.conn;
+        let value: String = self
+            .runtime
+            .block_on(sqlx::query_scalar(sql).fetch_one(conn))?;
+        Ok(value)
+    }
+
+    /// Transactions committed or rolled back in this database, as
+    /// PostgreSQL's statistics report them (every `SELECT 1` outside a
+    /// transaction block is one).
+    fn transactions(&mut self) -> Result<i64, BoxError> {
+        self.scalar_i64(
+            "SELECT (xact_commit + xact_rollback)::int8 FROM pg_stat_database \
+             WHERE datname = current_database()",
+        )
+    }
+}
+
+/// One server (or proxy) process, pinned, controlled over stdin.
+struct Server {
+    mode: &'static str,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(cpu: usize, args: &[&str], url: &str, name: &'static str) -> Result<Self, BoxError> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new("taskset")
+            .arg("-c")
+            .arg(cpu.to_string())
+            .arg(exe)
+            .args(args)
+            .env("DATABASE_URL", url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = Self {
+            mode: name,
+            child,
+            stdin,
+            lines,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let line = server.expect_line("listening ", Duration::from_secs(30))?;
+        server.addr = line.parse()?;
+        Ok(server)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn expect_line(&mut self, prefix: &str, timeout: Duration) -> Result<String, BoxError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return Ok(rest.to_owned());
+                    }
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "{}: no {prefix:?} line within {timeout:?} (did it fail to start?)",
+                        self.mode
+                    )
+                    .into());
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, command: &str) -> Result<(), BoxError> {
+        let stdin = self.stdin.as_mut().ok_or("stdin closed")?;
+        writeln!(stdin, "{command}")?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    fn queries(&mut self) -> Result<u64, BoxError> {
+        self.command("stats")?;
+        let line = self.expect_line("stats queries=", Duration::from_secs(5))?;
+        Ok(line.parse()?)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Until `path` answers 200 (the layer's first check has run).
+    fn wait_ok(&self, path: &str) -> Result<(), BoxError> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok((status, _)) = http_get(self.addr, path)
+                && status == 200
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{}: {path} did not answer 200 within 30 s", self.mode).into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Closing stdin makes the process exit; kill it if it does not.
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 GET with `Connection: close`: status and raw headers.
+fn http_get(addr: SocketAddr, path: &str) -> io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("not an HTTP response: {response:?}")))?;
+    let head = response.split("\r\n\r\n").next().unwrap_or("").to_owned();
+    Ok((status, head))
+}
+
+/// One `wrk` run's summary, from the Lua `done` hook.
+#[derive(Debug, Clone, Copy, Default)]
+struct Wrk {
+    requests: u64,
+    duration_us: u64,
+    non_2xx: u64,
+    socket_errors: u64,
+    timeouts: u64,
+    p50_us: f64,
+    p99_us: f64,
+    max_us: f64,
+}
+
+impl Wrk {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / (self.duration_us as f64 / 1e6)
+    }
+}
+
+const WRK_LUA: &str = r#"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRK requests=%d duration_us=%d non2xx=%d socket=%d timeouts=%d p50=%.1f p99=%.1f max=%.1f\n",
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write, e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+"#;
+
+/// A round's measurement: the client's view and the server's CPU.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    wrk: Wrk,
+    cpu_us: f64,
+}
+
+impl Sample {
+    fn cpu_us_per_request(&self) -> f64 {
+        self.cpu_us / self.wrk.requests.max(1) as f64
+    }
+}
+
+struct Bench {
+    settings: Settings,
+    lua: PathBuf,
+    clk_tck: f64,
+}
+
+impl Bench {
+    fn new(settings: Settings) -> Result<Self, BoxError> {
+        let dir = target_dir().join("bench-report");
+        std::fs::create_dir_all(&dir)?;
+        let lua = dir.join("wrk_report.lua");
+        std::fs::write(&lua, WRK_LUA)?;
+        let clk_tck = Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0);
+        Ok(Self {
+            settings,
+            lua,
+            clk_tck,
+        })
+    }
+
+    fn start(&self, mode: Mode, url: &str) -> Result<Server, BoxError> {
+        let server = Server::start(
+            self.settings.server_cpu,
+            &["serve", mode.arg()],
+            url,
+            mode.short(),
+        )?;
+        server.wait_ok(mode.path())?;
+        Ok(server)
+    }
+
+    /// Runs wrk against `url` for `secs`, pinned to the client core.
+    fn wrk(&self, url: &str, secs: u64, connections: u32) -> Result<Wrk, BoxError> {
+        let output = Command::new("taskset")
+            .arg("-c")
+            .arg(self.settings.client_cpu.to_string())
+            .arg("wrk")
+            .args(["-t1", &format!("-c{connections}"), &format!("-d{secs}s")])
+            .args(["--timeout", "10s", "-s"])
+            .arg(&self.lua)
+            .arg(url)
+            .output()?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let line = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("WRK "))
+            .ok_or_else(|| {
+                format!(
+                    "wrk gave no summary for {url}: {stdout}{}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            })?;
+        let mut wrk = Wrk::default();
+        for field in line.split_whitespace() {
+            let (key, value) = field.split_once('=').ok_or("bad wrk summary")?;
+            match key {
+                "requests" => wrk.requests = value.parse()?,
+                "duration_us" => wrk.duration_us = value.parse()?,
+                "non2xx" => wrk.non_2xx = value.parse()?,
+                "socket" => wrk.socket_errors = value.parse()?,
+                "timeouts" => wrk.timeouts = value.parse()?,
+                "p50" => wrk.p50_us = value.parse()?,
+                "p99" => wrk.p99_us = value.parse()?,
+                "max" => wrk.max_us = value.parse()?,
+                _ => {}
+            }
+        }
+        Ok(wrk)
+    }
+
+    /// Server CPU time (user + system, all threads) in microseconds.
+    fn cpu_us(&self, pid: u32) -> Result<f64, BoxError> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let rest = stat.rsplit_once(')').ok_or("bad /proc/PID/stat")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // Fields 14 and 15 of stat(5); `rest` starts at field 3.
+        let utime: f64 = fields.get(11).ok_or("no utime")?.parse()?;
+        let stime: f64 = fields.get(12).ok_or("no stime")?.parse()?;
+        Ok((utime + stime) * 1e6 / self.clk_tck)
+    }
+
+    fn measure(&self, server: &Server, secs: u64, connections: u32) -> Result<Sample, BoxError> {
+        let before = self.cpu_us(server.pid())?;
+        let wrk = self.wrk(&server.url(server_path(server)), secs, connections)?;
+        let after = self.cpu_us(server.pid())?;
+        Ok(Sample {
+            wrk,
+            cpu_us: after - before,
+        })
+    }
+
+    fn machine(&self, report: &mut String, db: &mut Db) -> Result<(), BoxError> {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let mem = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .next()
+                    .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
+            })
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or("unknown".into(), |kb| {
+                format!("{:.1} GiB", kb / 1024.0 / 1024.0)
+            });
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let wrk_version = Command::new("wrk")
+            .arg("-v")
+            .output()
+            .ok()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .unwrap_or_default();
+        let pg = db
+            .scalar_string("SELECT split_part(version(), ' on ', 1)")
+            .unwrap_or_default();
+        let s = &self.settings;
+        let _ = writeln!(report, "## HTTP suite\n");
+        let _ = writeln!(
+            report,
+            "- machine: {cpu}, {cores} cores, {mem}, Linux {kernel}; {pg}; {wrk_version}"
+        );
+        let _ = writeln!(
+            report,
+            "- servers pinned to CPU {} (one current-thread Tokio runtime each), wrk pinned to CPU {} \
+             (`wrk -t1 -c{} --timeout 10s`); PostgreSQL not pinned",
+            s.server_cpu, s.client_cpu, s.connections
+        );
+        let _ = writeln!(
+            report,
+            "- {} interleaved rounds of {} s per server; load average at the start: {}",
+            s.rounds,
+            s.secs,
+            loadavg()
+        );
+        Ok(())
+    }
+
+    fn rounds(&self, report: &mut String) -> Result<(), BoxError> {
+        let s = &self.settings;
+        let mut servers = Vec::new();
+        for mode in Mode::ALL {
+            servers.push((mode, self.start(mode, &s.url)?));
+        }
+        // What each server answers, checked once.
+        let mut sanity = String::new();
+        for (mode, server) in &servers {
+            let (status, head) = http_get(server.addr, mode.path())?;
+            let header = head.to_ascii_lowercase().contains("x-process-time-ms:");
+            if status != 200 || header != mode.has_layer() {
+                return Err(format!(
+                    "{}: GET {} answered {status}, x-process-time-ms present: {header}",
+                    mode.short(),
+                    mode.path()
+                )
+                .into());
+            }
+            let _ = write!(sanity, "{} `{}` {status}; ", mode.short(), mode.path());
+        }
+        // Warm-up: connections, pools, allocator.
+        for (_, server) in &servers {
+            self.measure(server, 1, s.connections)?;
+        }
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); servers.len()];
+        for round in 0..s.rounds {
+            // A B C D0 D1, with D0 and D1 swapping places every other round.
+            let mut order: Vec<usize> = (0..servers.len()).collect();
+            if round % 2 == 1 {
+                order.swap(3, 4);
+            }
+            for index in order {
+                let sample = self.measure(&servers[index].1, s.secs, s.connections)?;
+                eprintln!(
+                    "round {} {:<3} {:>9.0} req/s  p50 {:>7.0} us  p99 {:>7.0} us  cpu {:>6.2} us/req  non-2xx {}",
+                    round + 1,
+                    servers[index].0.short(),
+                    sample.wrk.rps(),
+                    sample.wrk.p50_us,
+                    sample.wrk.p99_us,
+                    sample.cpu_us_per_request(),
+                    sample.wrk.non_2xx
+                );
+                samples[index].push(sample);
+            }
+        }
+        let mut queries = Vec::new();
+        for (_, server) in &mut servers {
+            queries.push(server.queries()?);
+        }
+        drop(servers);
+
+        let _ = writeln!(report, "- sanity: {sanity}\n");
+        let _ = writeln!(
+            report,
+            "### Throughput, latency and server CPU (medians over rounds)\n"
+        );
+        let _ = writeln!(
+            report,
+            "| server | path | req/s | p50 | p99 | server CPU per request | errors / non-2xx | PostgreSQL queries sent |"
+        );
+        let _ = writeln!(report, "|---|---|---:|---:|---:|---:|---:|---:|");
+        let total_requests: Vec<u64> = samples
+            .iter()
+            .map(|v| v.iter().map(|x| x.wrk.requests).sum())
+            .collect();
+        for (i, mode) in Mode::ALL.into_iter().enumerate() {
+            let v = &samples[i];
+            let errors: u64 = v.iter().map(|x| x.wrk.socket_errors + x.wrk.timeouts).sum();
+            let non_2xx: u64 = v.iter().map(|x| x.wrk.non_2xx).sum();
+            let _ = writeln!(
+                report,
+                "| {} | `{}` | {:.0} | {} | {} | {:.2} µs | {errors} / {non_2xx} | {} for {} requests |",
+                mode.label(),
+                mode.path(),
+                median(v.iter().map(|x| x.wrk.rps())),
+                micros(median(v.iter().map(|x| x.wrk.p50_us))),
+                micros(median(v.iter().map(|x| x.wrk.p99_us))),
+                median(v.iter().map(Sample::cpu_us_per_request)),
+                queries[i],
+                total_requests[i],
+            );
+        }
+        let ratio = |a: usize, b: usize, f: &dyn Fn(&Sample) -> f64| {
+            median(samples[a].iter().zip(&samples[b]).map(|(x, y)| f(x) / f(y)))
+        };
+        let rps = |x: &Sample| x.wrk.rps();
+        let cpu = |x: &Sample| x.cpu_us_per_request();
+        let p99 = |x: &Sample| x.wrk.p99_us;
+        let (a, b, c, d0, d1) = (0, 1, 2, 3, 4);
+        let _ = writeln!(report, "\n### Ratios (median of per-round ratios)\n");
+        let _ = writeln!(
+            report,
+            "| comparison | throughput | server CPU per request | p99 latency | goal |"
+        );
+        let _ = writeln!(report, "|---|---:|---:|---:|---|");
+        let _ = writeln!(
+            report,
+            "| B / A (cached `/readyz` vs hello-world) | {:.3} | {:.3} | {:.3} | throughput ≥ 0.95, CPU ≤ 1.05: {} |",
+            ratio(b, a, &rps),
+            ratio(b, a, &cpu),
+            ratio(b, a, &p99),
+            met(ratio(b, a, &rps) >= 0.95 && ratio(b, a, &cpu) <= 1.05)
+        );
+        let _ = writeln!(
+            report,
+            "| D1 / D0 (axum route with / without layer) | {:.3} | {:.3} | {:.3} | throughput ≥ 0.98, CPU ≤ 1/0.98 = 1.020: {} |",
+            ratio(d1, d0, &rps),
+            ratio(d1, d0, &cpu),
+            ratio(d1, d0, &p99),
+            met(ratio(d1, d0, &rps) >= 0.98 && ratio(d1, d0, &cpu) <= 1.0 / 0.98)
+        );
+        let _ = writeln!(
+            report,
+            "| B / C (cached `/readyz` vs `SELECT 1` per request) | {:.1} | {:.3} | {:.3} | as measured |",
+            ratio(b, c, &rps),
+            ratio(b, c, &cpu),
+            ratio(b, c, &p99),
+        );
+        let _ = writeln!(
+            report,
+            "\nPer-round ratios B/A throughput: {}; CPU: {}. D1/D0 throughput: {}; CPU: {}.",
+            list(
+                samples[b]
+                    .iter()
+                    .zip(&samples[a])
+                    .map(|(x, y)| rps(x) / rps(y))
+            ),
+            list(
+                samples[b]
+                    .iter()
+                    .zip(&samples[a])
+                    .map(|(x, y)| cpu(x) / cpu(y))
+            ),
+            list(
+                samples[d1]
+                    .iter()
+                    .zip(&samples[d0])
+                    .map(|(x, y)| rps(x) / rps(y))
+            ),
+            list(
+                samples[d1]
+                    .iter()
+                    .zip(&samples[d0])
+                    .map(|(x, y)| cpu(x) / cpu(y))
+            ),
+        );
+        Ok(())
+    }
+
+    fn storm(&self, report: &mut String, db: &mut Db) -> Result<(), BoxError> {
+        let s = &self.settings;
+        let database = db.scalar_string("SELECT current_database()::text")?;
+        let _ = writeln!(report, "\n### Probe storm: `/readyz` as fast as wrk can\n");
+        let _ = writeln!(
+            report,
+            "| server | storm | probes answered | queries PostgreSQL received during the storm (wire count) | same, server's own count | over the server's life: wire count / `pg_stat_database` transactions in `{database}` | expected during the storm |",
+        );
+        let _ = writeln!(report, "|---|---:|---:|---:|---:|---:|---|");
+        // Prepares the statement, so each later read is one transaction.
+        db.transactions()?;
+        let upstream = upstream_addr(&s.url)?;
+        for (mode, secs) in [(Mode::Health, s.storm_secs), (Mode::Pg, s.c_storm_secs)] {
+            if secs == 0 {
+                continue;
+            }
+            let x0 = db.transactions()?;
+            let mut counter = Server::start(
+                s.client_cpu,
+                &["proxy", &upstream.to_string()],
+                &s.url,
+                "proxy",
+            )?;
+            let mut server = self.start(mode, &replace_host_port(&s.url, counter.addr)?)?;
+            let (q0, w0) = (server.queries()?, counter.queries()?);
+            let wrk = self.wrk(&server.url("/readyz"), secs, s.connections)?;
+            let (q1, w1) = (server.queries()?, counter.queries()?);
+            // The server exits, its connections close, and each backend
+            // flushes its statistics as it exits.
+            drop(server);
+            std::thread::sleep(Duration::from_secs(1));
+            let w_life = counter.queries()?;
+            drop(counter);
+            let x1 = db.transactions()?;
+            let expected = match mode {
+                Mode::Health => format!(
+                    "{secs} s / {} s = {:.0} (±1)",
+                    CHECK_INTERVAL.as_secs(),
+                    secs as f64 / CHECK_INTERVAL.as_secs_f64()
+                ),
+                _ => "one per probe".to_owned(),
+            };
+            let _ = writeln!(
+                report,
+                "| {} | {secs} s | {} ({:.0}/s) | **{}** | {} | {w_life} / {} | {expected} |",
+                mode.label(),
+                wrk.requests,
+                wrk.rps(),
+                w1 - w0,
+                q1 - q0,
+                // Less the reading query x0 itself.
+                x1 - x0 - 1,
+            );
+        }
+        let _ = writeln!(
+            report,
+            "\nCounted three ways. **Wire count**: the server reaches PostgreSQL through a \
+             pass-through TCP proxy (this binary's `proxy` mode) that reads the frontend protocol \
+             and counts `Query` and `Execute` messages, i.e. what PostgreSQL received from this \
+             server (the proxy adds a hop, so C's storm rate here is not comparable with the \
+             rounds). **Server's own count**: a counter next to each `SELECT 1`. \
+             **`pg_stat_database`**: `xact_commit + xact_rollback` read before the server starts \
+             and 1 s after it exits (backends flush their statistics when they exit); it covers \
+             the server's whole life and counts every client of the database, so other users of \
+             this PostgreSQL during the window show up there. pg_stat_statements is not loaded on \
+             this server."
+        );
+        Ok(())
+    }
+
+    fn memory(&self, report: &mut String) -> Result<(), BoxError> {
+        let s = &self.settings;
+        if s.probes == 0 {
+            return Ok(());
+        }
+        let server = self.start(Mode::Health, &s.url)?;
+        let url = server.url("/readyz");
+        let rss_start = rss_kib(server.pid())?;
+        let warm = self.wrk(&url, 2, s.connections)?;
+        let rss_warm = rss_kib(server.pid())?;
+        let mut probes = 0u64;
+        let mut runs = 0;
+        // Chunks sized from the warm-up rate, at most 10 of them.
+        while probes < s.probes && runs < 10 {
+            let left = (s.probes - probes) as f64;
+            let secs = ((left / warm.rps().max(1000.0)) * 1.05)
+                .ceil()
+                .clamp(1.0, 60.0) as u64;
+            probes += self.wrk(&url, secs, s.connections)?.requests;
+            runs += 1;
+        }
+        let rss_end = rss_kib(server.pid())?;
+        let _ = writeln!(
+            report,
+            "\n### Memory: server RSS (VmRSS) around {probes} probes\n"
+        );
+        let _ = writeln!(
+            report,
+            "| after start | after 2 s warm-up ({} probes) | after {probes} more probes | growth over the {probes} probes | goal |",
+            warm.requests
+        );
+        let _ = writeln!(report, "|---:|---:|---:|---:|---|");
+        let growth = rss_end as i64 - rss_warm as i64;
+        let _ = writeln!(
+            report,
+            "| {rss_start} KiB | {rss_warm} KiB | {rss_end} KiB | {growth:+} KiB | flat within 1 MiB: {} |",
+            met(growth.abs() <= 1024)
+        );
+        Ok(())
+    }
+
+    fn outage(&self, report: &mut String) -> Result<(), BoxError> {
+        let s = &self.settings;
+        if s.outage_secs == 0 {
+            return Ok(());
+        }
+        let upstream = upstream_addr(&s.url)?;
+        let mut proxy = Server::start(
+            s.client_cpu,
+            &["proxy", &upstream.to_string()],
+            &s.url,
+            "proxy",
+        )?;
+        let via_proxy = replace_host_port(&s.url, proxy.addr)?;
+        let b = self.start(Mode::Health, &via_proxy)?;
+        let c = self.start(Mode::Pg, &via_proxy)?;
+        // Both pools open through the proxy while it still forwards.
+        self.wrk(&b.url("/readyz"), 1, s.connections)?;
+        self.wrk(&c.url("/readyz"), 1, s.connections)?;
+        proxy.command("blackhole")?;
+        proxy.expect_line("blackhole on", Duration::from_secs(5))?;
+        let outage_start = Instant::now();
+        // A few probers, then a storm (s.connections), for each server.
+        let loads = [4, s.connections];
+        let mut rows = Vec::new();
+        for (mode, server) in [(Mode::Health, &b), (Mode::Pg, &c)] {
+            for connections in loads {
+                let from = outage_start.elapsed().as_secs();
+                let wrk = self.wrk(&server.url("/readyz"), s.outage_secs, connections)?;
+                let (status, _) = http_get(server.addr, "/readyz")?;
+                rows.push((mode, connections, from, wrk, status));
+            }
+        }
+        drop((b, c, proxy));
+        let _ = writeln!(
+            report,
+            "\n### Dependency outage: PostgreSQL behind a black-hole proxy (accepts, never answers)\n"
+        );
+        let _ = writeln!(
+            report,
+            "Both servers reach PostgreSQL through the proxy; it turns into a black hole at t = 0. \
+             Each line is one {} s wrk run, one after the other.\n",
+            s.outage_secs
+        );
+        let _ = writeln!(
+            report,
+            "| server | wrk connections | window | requests | p50 | p99 | max | non-2xx | status after | goal |"
+        );
+        let _ = writeln!(report, "|---|---:|---|---:|---:|---:|---:|---:|---:|---|");
+        for (mode, connections, from, wrk, status) in &rows {
+            let goal = match mode {
+                Mode::Health => format!("p99 < 1 ms: {}", met(wrk.p99_us < 1000.0)),
+                _ => format!("as measured ({} s timeout)", HANDLER_TIMEOUT.as_secs()),
+            };
+            let _ = writeln!(
+                report,
+                "| {} | {connections} | t = {from}–{} s | {} | {} | {} | {} | {} | {status} | {goal} |",
+                mode.label(),
+                from + s.outage_secs,
+                wrk.requests,
+                micros(wrk.p50_us),
+                micros(wrk.p99_us),
+                micros(wrk.max_us),
+                wrk.non_2xx,
+            );
+        }
+        let p99 = |mode: Mode, connections: u32| {
+            rows.iter()
+                .find(|r| r.0 == mode && r.1 == connections)
+                .map_or(f64::NAN, |r| r.3.p99_us)
+        };
+        let _ = writeln!(
+            report,
+            "\np99 ratio C / B during the outage: {:.0}× with 4 connections, {:.0}× with {}.",
+            p99(Mode::Pg, 4) / p99(Mode::Health, 4),
+            p99(Mode::Pg, s.connections) / p99(Mode::Health, s.connections),
+            s.connections
+        );
+        Ok(())
+    }
+}
+
+fn server_path(server: &Server) -> &'static str {
+    Mode::ALL
+        .into_iter()
+        .find(|mode| mode.short() == server.mode)
+        .map_or("/readyz", Mode::path)
+}
+
+fn rss_kib(pid: u32) -> Result<u64, BoxError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .ok_or("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).ok_or("bad VmRSS")?.parse()?)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// `host:port` of a `postgres://user@host:port/db` URL.
+fn upstream_addr(url: &str) -> Result<SocketAddr, BoxError> {
+    let after_scheme = url.split_once("://").ok_or("DATABASE_URL has no scheme")?.1;
+    let authority = after_scheme.split('/').next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let host_port = if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:5432")
+    };
+    let host_port = host_port.replace("localhost", "127.0.0.1");
+    Ok(host_port.parse()?)
+}
+
+fn replace_host_port(url: &str, addr: SocketAddr) -> Result<String, BoxError> {
+    let (scheme, rest) = url.split_once("://").ok_or("DATABASE_URL has no scheme")?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let user = authority
+        .rsplit_once('@')
+        .map(|(user, _)| format!("{user}@"));
+    Ok(format!(
+        "{scheme}://{}{addr}/{path}",
+        user.unwrap_or_default()
+    ))
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    }
+}
+
+fn list(values: impl Iterator<Item = f64>) -> String {
+    values
+        .map(|v| format!("{v:.3}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn micros(us: f64) -> String {
+    if us >= 10_000.0 {
+        format!("{:.0} ms", us / 1000.0)
+    } else if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "**met**" } else { "**not met**" }
+}
+
+/// The criterion figures of `benches/overhead.rs`, if it ran before.
+fn criterion_section(report: &mut String) {
+    let home = std::env::var_os("CRITERION_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("criterion"));
+    let estimate = |id: &str| -> Option<(f64, f64, f64)> {
+        let path = home
+            .join("overhead")
+            .join(id)
+            .join("new")
+            .join("estimates.json");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+        // Criterion's headline figure: the slope for linear sampling, else the mean.
+        let e = if json["slope"].is_object() {
+            &json["slope"]
+        } else {
+            &json["mean"]
+        };
+        Some((
+            e["point_estimate"].as_f64()?,
+            e["confidence_interval"]["lower_bound"].as_f64()?,
+            e["confidence_interval"]["upper_bound"].as_f64()?,
+        ))
+    };
+    let Some(bare) = estimate("bare") else {
+        let _ = writeln!(
+            report,
+            "## In-process overhead\n\nNo criterion results in {} (run `cargo bench --bench overhead` first).\n",
+            home.display()
+        );
+        return;
+    };
+    let _ = writeln!(
+        report,
+        "## In-process overhead (criterion, `benches/overhead.rs`)\n"
+    );
+    let _ = writeln!(
+        report,
+        "| arm | ns per call | 95% CI | ratio to bare | added ns | goal |"
+    );
+    let _ = writeln!(report, "|---|---:|---:|---:|---:|---|");
+    for (id, what) in [
+        ("bare", "bare `service_fn` (small JSON, content-type)"),
+        ("pass_through", "behind HealthLayer, non-health path"),
+        (
+            "pass_through_no_header",
+            "same, `without_process_time_header()`",
+        ),
+        ("readyz_hit", "`GET /readyz` answered from cache"),
+        (
+            "readyz_hit_no_header",
+            "same, `without_process_time_header()`",
+        ),
+    ] {
+        let Some((ns, lo, hi)) = estimate(id) else {
+            continue;
+        };
+        let goal = match id {
+            "pass_through" => format!("adds < 100 ns: {}", met(ns - bare.0 < 100.0)),
+            "readyz_hit" => format!("≤ bare: {}", met(ns <= bare.0)),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            report,
+            "| {what} (`{id}`) | {ns:.1} | {lo:.1} – {hi:.1} | {:.2} | {:+.1} | {goal} |",
+            ns / bare.0,
+            ns - bare.0
+        );
+    }
+    let _ = writeln!(report);
+}
