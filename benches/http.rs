@@ -24,12 +24,13 @@
 //! | `health` (B) | the same behind `HealthLayer`, a PostgreSQL check every 5 s |
 //! | `pg` (C) | hand-written `/readyz`: `SELECT 1` per request on a pool of 8 connections, 2 s timeout |
 //! | `axum` (D0) | an axum app, `GET /api/items/{id}` answers JSON |
-//! | `axum-health` (D1) | the same app behind `HealthLayer`, a PostgreSQL check every 5 s |
+//! | `axum-health` (D1) | the same app behind `HealthLayer` (`wrap_axum`), a PostgreSQL check every 5 s |
+//! | `axum-router-layer` (D2) | the same with `Router::layer(health.layer())` |
 //!
 //! Settings (environment): `BENCH_ROUNDS` (6), `BENCH_SECS` per round (5),
 //! `BENCH_CONNECTIONS` (32), `BENCH_STORM_SECS` (30), `BENCH_C_STORM_SECS`
 //! (10), `BENCH_PROBES` for the memory test (1000000), `BENCH_OUTAGE_SECS`
-//! (10), `BENCH_SERVER_CPU` (0), `BENCH_CLIENT_CPU` (1), `DATABASE_URL`
+//! (8), `BENCH_SERVER_CPU` (0), `BENCH_CLIENT_CPU` (1), `DATABASE_URL`
 //! (`postgres://postgres@127.0.0.1:5432/test`), `BENCH_REPORT` (report
 //! path, default `target/bench-report/http.md`).
 //!
@@ -111,15 +112,17 @@ enum Mode {
     Pg,
     Axum,
     AxumHealth,
+    AxumRouterLayer,
 }
 
 impl Mode {
-    const ALL: [Mode; 5] = [
+    const ALL: [Mode; 6] = [
         Mode::Hello,
         Mode::Health,
         Mode::Pg,
         Mode::Axum,
         Mode::AxumHealth,
+        Mode::AxumRouterLayer,
     ];
 
     fn arg(self) -> &'static str {
@@ -129,6 +132,7 @@ impl Mode {
             Mode::Pg => "pg",
             Mode::Axum => "axum",
             Mode::AxumHealth => "axum-health",
+            Mode::AxumRouterLayer => "axum-router-layer",
         }
     }
 
@@ -138,7 +142,8 @@ impl Mode {
             Mode::Health => "B  HealthLayer /readyz (cached)",
             Mode::Pg => "C  SELECT 1 per request (pool of 8)",
             Mode::Axum => "D0 axum route, no layer",
-            Mode::AxumHealth => "D1 axum route, with HealthLayer",
+            Mode::AxumHealth => "D1 axum route, `health.layer().wrap_axum(router)`",
+            Mode::AxumRouterLayer => "D2 axum route, `router.layer(health.layer())`",
         }
     }
 
@@ -149,18 +154,22 @@ impl Mode {
             Mode::Pg => "C",
             Mode::Axum => "D0",
             Mode::AxumHealth => "D1",
+            Mode::AxumRouterLayer => "D2",
         }
     }
 
     fn path(self) -> &'static str {
         match self {
             Mode::Hello | Mode::Health | Mode::Pg => "/readyz",
-            Mode::Axum | Mode::AxumHealth => "/api/items/42",
+            Mode::Axum | Mode::AxumHealth | Mode::AxumRouterLayer => "/api/items/42",
         }
     }
 
     fn has_layer(self) -> bool {
-        matches!(self, Mode::Health | Mode::AxumHealth)
+        matches!(
+            self,
+            Mode::Health | Mode::AxumHealth | Mode::AxumRouterLayer
+        )
     }
 
     fn parse(arg: &str) -> Result<Self, BoxError> {
@@ -214,6 +223,17 @@ fn serve(mode: &str) -> Result<(), BoxError> {
                 let listener = listener.tap_io(|tcp| {
                     let _ = tcp.set_nodelay(true);
                 });
+                // The README's way: the layer in front of the whole router.
+                axum::serve(listener, health.layer().wrap_axum(app())).await?;
+                Ok(())
+            }
+            Mode::AxumRouterLayer => {
+                let health = health_checks(&url).await?;
+                announce(addr);
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                // The other way the README shows: axum wraps each route.
                 axum::serve(listener, app().layer(health.layer())).await?;
                 Ok(())
             }
@@ -534,7 +554,7 @@ impl Settings {
             storm_secs: env_or("BENCH_STORM_SECS", 30)?,
             c_storm_secs: env_or("BENCH_C_STORM_SECS", 10)?,
             probes: env_or("BENCH_PROBES", 1_000_000)?,
-            outage_secs: env_or("BENCH_OUTAGE_SECS", 10)?,
+            outage_secs: env_or("BENCH_OUTAGE_SECS", 8)?,
             server_cpu: env_or("BENCH_SERVER_CPU", 0)?,
             client_cpu: env_or("BENCH_CLIENT_CPU", 1)?,
             url: database_url(),
@@ -1001,13 +1021,15 @@ impl Bench {
         for (_, server) in &servers {
             self.measure(server, 1, s.connections)?;
         }
+        let mut queries_before = Vec::new();
+        for (_, server) in &mut servers {
+            queries_before.push(server.queries()?);
+        }
         let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); servers.len()];
         for round in 0..s.rounds {
-            // A B C D0 D1, with D0 and D1 swapping places every other round.
+            // A B C, then D0 D1 D2 rotated by one place each round.
             let mut order: Vec<usize> = (0..servers.len()).collect();
-            if round % 2 == 1 {
-                order.swap(3, 4);
-            }
+            order[3..].rotate_left(round % 3);
             for index in order {
                 let sample = self.measure(&servers[index].1, s.secs, s.connections)?;
                 eprintln!(
@@ -1024,8 +1046,8 @@ impl Bench {
             }
         }
         let mut queries = Vec::new();
-        for (_, server) in &mut servers {
-            queries.push(server.queries()?);
+        for ((_, server), before) in servers.iter_mut().zip(&queries_before) {
+            queries.push(server.queries()? - before);
         }
         drop(servers);
 
@@ -1066,7 +1088,7 @@ impl Bench {
         let rps = |x: &Sample| x.wrk.rps();
         let cpu = |x: &Sample| x.cpu_us_per_request();
         let p99 = |x: &Sample| x.wrk.p99_us;
-        let (a, b, c, d0, d1) = (0, 1, 2, 3, 4);
+        let (a, b, c, d0, d1, d2) = (0, 1, 2, 3, 4, 5);
         let _ = writeln!(report, "\n### Ratios (median of per-round ratios)\n");
         let _ = writeln!(
             report,
@@ -1091,6 +1113,14 @@ impl Bench {
         );
         let _ = writeln!(
             report,
+            "| D2 / D0 (same, `Router::layer`) | {:.3} | {:.3} | {:.3} | same goal: {} |",
+            ratio(d2, d0, &rps),
+            ratio(d2, d0, &cpu),
+            ratio(d2, d0, &p99),
+            met(ratio(d2, d0, &rps) >= 0.98 && ratio(d2, d0, &cpu) <= 1.0 / 0.98)
+        );
+        let _ = writeln!(
+            report,
             "| B / C (cached `/readyz` vs `SELECT 1` per request) | {:.1} | {:.3} | {:.3} | as measured |",
             ratio(b, c, &rps),
             ratio(b, c, &cpu),
@@ -1098,7 +1128,7 @@ impl Bench {
         );
         let _ = writeln!(
             report,
-            "\nPer-round ratios B/A throughput: {}; CPU: {}. D1/D0 throughput: {}; CPU: {}.",
+            "\nPer-round ratios B/A throughput: {}; CPU: {}. D1/D0 throughput: {}; CPU: {}. D2/D0 throughput: {}; CPU: {}.",
             list(
                 samples[b]
                     .iter()
@@ -1119,6 +1149,18 @@ impl Bench {
             ),
             list(
                 samples[d1]
+                    .iter()
+                    .zip(&samples[d0])
+                    .map(|(x, y)| cpu(x) / cpu(y))
+            ),
+            list(
+                samples[d2]
+                    .iter()
+                    .zip(&samples[d0])
+                    .map(|(x, y)| rps(x) / rps(y))
+            ),
+            list(
+                samples[d2]
                     .iter()
                     .zip(&samples[d0])
                     .map(|(x, y)| cpu(x) / cpu(y))
@@ -1251,34 +1293,37 @@ impl Bench {
             "proxy",
         )?;
         let via_proxy = replace_host_port(&s.url, proxy.addr)?;
+        let a = self.start(Mode::Hello, &via_proxy)?;
         let b = self.start(Mode::Health, &via_proxy)?;
         let c = self.start(Mode::Pg, &via_proxy)?;
-        // Both pools open through the proxy while it still forwards.
-        self.wrk(&b.url("/readyz"), 1, s.connections)?;
-        self.wrk(&c.url("/readyz"), 1, s.connections)?;
+        // Warm-up; both pools open through the proxy while it still forwards.
+        for server in [&a, &b, &c] {
+            self.wrk(&server.url("/readyz"), 1, s.connections)?;
+        }
         proxy.command("blackhole")?;
         proxy.expect_line("blackhole on", Duration::from_secs(5))?;
         let outage_start = Instant::now();
-        // A few probers, then a storm (s.connections), for each server.
-        let loads = [4, s.connections];
+        // A few probers, then a storm (s.connections), for each server; A,
+        // which never touches PostgreSQL, as the floor this machine gives.
         let mut rows = Vec::new();
-        for (mode, server) in [(Mode::Health, &b), (Mode::Pg, &c)] {
-            for connections in loads {
+        for (mode, server) in [(Mode::Health, &b), (Mode::Hello, &a), (Mode::Pg, &c)] {
+            for connections in [4, s.connections] {
                 let from = outage_start.elapsed().as_secs();
                 let wrk = self.wrk(&server.url("/readyz"), s.outage_secs, connections)?;
                 let (status, _) = http_get(server.addr, "/readyz")?;
                 rows.push((mode, connections, from, wrk, status));
             }
         }
-        drop((b, c, proxy));
+        drop((a, b, c, proxy));
         let _ = writeln!(
             report,
             "\n### Dependency outage: PostgreSQL behind a black-hole proxy (accepts, never answers)\n"
         );
         let _ = writeln!(
             report,
-            "Both servers reach PostgreSQL through the proxy; it turns into a black hole at t = 0. \
-             Each line is one {} s wrk run, one after the other.\n",
+            "The servers reach PostgreSQL through the proxy; it turns into a black hole at t = 0. \
+             Each line is one {} s wrk run, one after the other. A (hello-world, no dependency) \
+             is the control: the latency floor of this machine at that moment.\n",
             s.outage_secs
         );
         let _ = writeln!(
@@ -1289,6 +1334,7 @@ impl Bench {
         for (mode, connections, from, wrk, status) in &rows {
             let goal = match mode {
                 Mode::Health => format!("p99 < 1 ms: {}", met(wrk.p99_us < 1000.0)),
+                Mode::Hello => "control".to_owned(),
                 _ => format!("as measured ({} s timeout)", HANDLER_TIMEOUT.as_secs()),
             };
             let _ = writeln!(
@@ -1310,10 +1356,13 @@ impl Bench {
         };
         let _ = writeln!(
             report,
-            "\np99 ratio C / B during the outage: {:.0}× with 4 connections, {:.0}× with {}.",
+            "\np99 during the outage, C / B: {:.0}× with 4 connections, {:.0}× with {}; \
+             B / A (control): {:.2} and {:.2}.",
             p99(Mode::Pg, 4) / p99(Mode::Health, 4),
             p99(Mode::Pg, s.connections) / p99(Mode::Health, s.connections),
-            s.connections
+            s.connections,
+            p99(Mode::Health, 4) / p99(Mode::Hello, 4),
+            p99(Mode::Health, s.connections) / p99(Mode::Hello, s.connections),
         );
         Ok(())
     }
