@@ -45,12 +45,15 @@ use tower_service::Service;
 use crate::{Health, HealthLayer, ResponseFuture};
 
 impl HealthLayer {
-    /// Wraps a whole axum application (a `Router`, or any service answering
-    /// `axum::response::Response`) so it can be passed to `axum::serve`.
+    /// Wraps a whole axum `Router` so it can be passed to `axum::serve`.
     /// See the [module docs](crate::axum).
-    pub fn wrap_axum<S>(&self, service: S) -> AxumHealth<S> {
+    ///
+    /// The router is finalised with `with_state(())` once, here, as
+    /// `axum::serve` does for a bare router, so no per-request work is
+    /// added by the wrapping.
+    pub fn wrap_axum(&self, router: axum::Router) -> AxumHealth<axum::Router> {
         AxumHealth {
-            inner: self.layer(service),
+            inner: self.layer(router.with_state(())),
         }
     }
 }
@@ -64,7 +67,9 @@ pub struct AxumHealth<S> {
 
 impl<S: fmt::Debug> fmt::Debug for AxumHealth<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AxumHealth").field("inner", &self.inner).finish()
+        f.debug_struct("AxumHealth")
+            .field("inner", &self.inner)
+            .finish()
     }
 }
 
@@ -161,7 +166,11 @@ mod tests {
 
         let ready = app
             .clone()
-            .oneshot(http::Request::get("/readyz").body(axum::body::Body::empty()).unwrap())
+            .oneshot(
+                http::Request::get("/readyz")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(ready.status(), 200);
@@ -169,7 +178,11 @@ mod tests {
         assert_eq!(&body[..], br#"{"status":"healthy"}"#);
 
         let home = app
-            .oneshot(http::Request::get("/").body(axum::body::Body::empty()).unwrap())
+            .oneshot(
+                http::Request::get("/")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert!(home.headers().contains_key("x-process-time-ms"));

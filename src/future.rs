@@ -22,7 +22,8 @@ pin_project! {
     {
         #[pin]
         state: State<S, ReqBody>,
-        start: Instant,
+        // Set exactly when `header` is.
+        start: Option<Instant>,
         header: Option<HeaderName>,
         guard: Option<InFlightGuard>,
     }
@@ -35,7 +36,9 @@ pin_project! {
         S: Service<Request<ReqBody>>,
     {
         Answered { response: Option<Response<Full<Bytes>>> },
-        Ready { service: S, request: Option<Request<ReqBody>> },
+        // The inner service was not ready when the request came: drive it to
+        // readiness first. Boxed, so the common states keep the future small.
+        Waiting { pending: Option<Box<(S, Request<ReqBody>)>> },
         Called { #[pin] future: S::Future },
     }
 }
@@ -46,7 +49,7 @@ where
 {
     pub(crate) fn answered(
         response: Response<Full<Bytes>>,
-        start: Instant,
+        start: Option<Instant>,
         header: Option<HeaderName>,
     ) -> Self {
         Self {
@@ -59,17 +62,32 @@ where
         }
     }
 
-    pub(crate) fn forward(
-        service: S,
-        request: Request<ReqBody>,
-        start: Instant,
+    /// The inner service was ready and has been called.
+    pub(crate) fn called(
+        future: S::Future,
+        start: Option<Instant>,
         header: Option<HeaderName>,
         guard: Option<InFlightGuard>,
     ) -> Self {
         Self {
-            state: State::Ready {
-                service,
-                request: Some(request),
+            state: State::Called { future },
+            start,
+            header,
+            guard,
+        }
+    }
+
+    /// The inner service must be driven to readiness before the call.
+    pub(crate) fn waiting(
+        service: S,
+        request: Request<ReqBody>,
+        start: Option<Instant>,
+        header: Option<HeaderName>,
+        guard: Option<InFlightGuard>,
+    ) -> Self {
+        Self {
+            state: State::Waiting {
+                pending: Some(Box::new((service, request))),
             },
             start,
             header,
@@ -103,11 +121,12 @@ where
                         .expect("ResponseFuture polled after completion");
                     break response.map(ResponseBody::full);
                 }
-                StateProj::Ready { service, request } => {
-                    ready!(service.poll_ready(cx))?;
-                    let request = request
-                        .take()
+                StateProj::Waiting { pending } => {
+                    let (service, _) = &mut **pending
+                        .as_mut()
                         .expect("ResponseFuture polled after completion");
+                    ready!(service.poll_ready(cx))?;
+                    let (mut service, request) = *pending.take().expect("checked above");
                     let future = service.call(request);
                     this.state.set(State::Called { future });
                 }
@@ -118,19 +137,44 @@ where
                 }
             }
         };
-        if let Some(name) = this.header.take() {
+        if let (Some(name), Some(start)) = (this.header.take(), this.start) {
             response
                 .headers_mut()
-                .insert(name, process_time(this.start.elapsed()));
+                .insert(name, process_time(start.elapsed()));
         }
         Poll::Ready(Ok(response))
     }
 }
 
+/// `0.000` to `0.999`, built at compile time: most responses take under a
+/// millisecond, and their header value then needs no formatting and no
+/// allocation.
+static SUB_MILLISECOND: [[u8; 5]; 1000] = {
+    let mut table = [[0u8; 5]; 1000];
+    let mut i = 0;
+    while i < 1000 {
+        table[i] = [
+            b'0',
+            b'.',
+            b'0' + (i / 100) as u8,
+            b'0' + (i / 10 % 10) as u8,
+            b'0' + (i % 10) as u8,
+        ];
+        i += 1;
+    }
+    table
+};
+
 /// Milliseconds with three decimals, e.g. `0.042`, written without going
 /// through `fmt`.
 pub(crate) fn process_time(elapsed: std::time::Duration) -> HeaderValue {
     let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    if let Some(Ok(text)) = SUB_MILLISECOND
+        .get(micros as usize)
+        .map(|bytes| std::str::from_utf8(bytes))
+    {
+        return HeaderValue::from_static(text);
+    }
     let (whole, frac) = (micros / 1000, micros % 1000);
     let mut buf = [0u8; 24];
     let mut i = buf.len();

@@ -25,27 +25,37 @@ use crate::{
 ///
 /// # Readiness and the tower contract
 ///
-/// `Health` is always ready: its `poll_ready` returns `Ready(Ok(()))`
-/// without asking the inner service. A probe must be answered even when the
-/// inner service is saturated (behind a full `ConcurrencyLimit`, say), and
-/// `poll_ready` cannot know whether the next request is a probe.
+/// `Health` is always ready: its `poll_ready` never returns `Pending`. A
+/// probe must be answered even when the inner service is saturated (behind
+/// a full `ConcurrencyLimit`, say), and `poll_ready` cannot know whether the
+/// next request is a probe.
 ///
-/// The contract still holds for the inner service: a passed-through request
-/// takes the inner service out of `self` (leaving a clone in its place, as
-/// tower's docs recommend) and its [`ResponseFuture`] first drives that
-/// service's `poll_ready` to completion and only then calls it. Backpressure
-/// therefore shows as a pending response future rather than a pending
-/// `poll_ready`, which is how axum and hyper-util drive services anyway.
-/// This is why the inner service must be `Clone`.
-#[derive(Clone)]
+/// The contract still holds for the inner service. `poll_ready` asks the
+/// inner service once without waiting: if it is ready, the next
+/// passed-through request calls it directly, as any middleware would. If it
+/// was not ready, the request takes the inner service out of `self`
+/// (leaving a clone in its place, as tower's docs recommend) and its
+/// [`ResponseFuture`] first drives that service's `poll_ready` to completion
+/// and only then calls it. Backpressure therefore shows as a pending
+/// response future rather than a pending `poll_ready`, which is how axum and
+/// hyper-util drive services anyway. This is why the inner service must be
+/// `Clone`. An error from the inner service's `poll_ready` is returned from
+/// `Health::poll_ready` as it is.
 pub struct Health<S> {
     inner: S,
     layer: HealthLayer,
+    /// `inner.poll_ready` returned `Ready(Ok)` and `inner` was not called
+    /// since.
+    inner_ready: bool,
 }
 
 impl<S> Health<S> {
     pub(crate) fn new(inner: S, layer: HealthLayer) -> Self {
-        Self { inner, layer }
+        Self {
+            inner,
+            layer,
+            inner_ready: false,
+        }
     }
 
     /// The wrapped service.
@@ -61,6 +71,13 @@ impl<S> Health<S> {
     /// Unwraps the inner service.
     pub fn into_inner(self) -> S {
         self.inner
+    }
+}
+
+impl<S: Clone> Clone for Health<S> {
+    fn clone(&self) -> Self {
+        // A clone of a ready service is not ready itself.
+        Self::new(self.inner.clone(), self.layer.clone())
     }
 }
 
@@ -81,22 +98,34 @@ where
     type Error = S::Error;
     type Future = ResponseFuture<S, ReqBody>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Ask the inner service once, so a ready one can be called directly,
+        // but never wait for it: the next request may be a probe.
+        if !self.inner_ready
+            && let Poll::Ready(result) = self.inner.poll_ready(cx)
+        {
+            result?;
+            self.inner_ready = true;
+        }
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let start = std::time::Instant::now();
         let config = &self.layer.config;
         let header = config.process_time_header.clone();
+        let start = header.as_ref().map(|_| std::time::Instant::now());
         if let Some(route) = config.route(request.uri().path()) {
             let response = answer(&self.layer, route, request);
             return ResponseFuture::answered(response, start, header);
         }
         let (guard, request) = InFlightGuard::enter(&self.layer.owner.shared, request);
+        if std::mem::take(&mut self.inner_ready) {
+            let future = self.inner.call(request);
+            return ResponseFuture::called(future, start, header, guard);
+        }
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::forward(inner, request, start, header, guard)
+        ResponseFuture::waiting(inner, request, start, header, guard)
     }
 }
 
@@ -726,5 +755,45 @@ mod http_tests {
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         // `ready()` on the layer never waits for anything.
         assert!(app.ready().await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clone_of_a_ready_service_is_not_ready() {
+        let health = HealthChecks::builder().build().unwrap();
+        let inner = tower::limit::ConcurrencyLimit::new(crate::test_util::inner(), 1);
+        let mut first = tower_layer::Layer::layer(&health.layer(), inner);
+        // `first` now holds the only permit.
+        first.ready().await.unwrap();
+        let mut second = first.clone();
+        let request = || {
+            Request::get("/work")
+                .body(Full::<Bytes>::default())
+                .unwrap()
+        };
+        // The clone must wait for a permit, not call its inner service
+        // without one (tower's ConcurrencyLimit would panic).
+        let mut waiting = tokio::spawn(second.call(request()));
+        settle().await;
+        assert!(!waiting.is_finished());
+        // Probes are still answered by the clone meanwhile.
+        let probe = second
+            .call(Request::get("/livez").body(Full::default()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(probe.status(), 200);
+        let direct = first.call(request()).await.unwrap();
+        assert_eq!(
+            direct.into_body().collect().await.unwrap().to_bytes(),
+            "inner"
+        );
+        let waited = tokio::time::timeout(Duration::from_secs(5), &mut waiting)
+            .await
+            .expect("the clone got the permit back")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            waited.into_body().collect().await.unwrap().to_bytes(),
+            "inner"
+        );
     }
 }
