@@ -1,6 +1,7 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::LazyLock,
     task::{Context, Poll, ready},
     time::Instant,
 };
@@ -165,16 +166,27 @@ static SUB_MILLISECOND: [[u8; 5]; 1000] = {
     table
 };
 
+/// [`SUB_MILLISECOND`] as header values, validated once: cloning one is a
+/// copy of a static reference.
+static SUB_MILLISECOND_VALUES: LazyLock<Box<[HeaderValue]>> = LazyLock::new(|| {
+    SUB_MILLISECOND
+        .iter()
+        .map(|bytes| {
+            HeaderValue::from_static(std::str::from_utf8(bytes).expect("ASCII digits and a dot"))
+        })
+        .collect()
+});
+
 /// Milliseconds with three decimals, e.g. `0.042`, written without going
 /// through `fmt`.
 pub(crate) fn process_time(elapsed: std::time::Duration) -> HeaderValue {
-    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-    if let Some(Ok(text)) = SUB_MILLISECOND
-        .get(micros as usize)
-        .map(|bytes| std::str::from_utf8(bytes))
-    {
-        return HeaderValue::from_static(text);
+    if elapsed.as_secs() == 0 {
+        let micros = elapsed.subsec_micros() as usize;
+        if let Some(value) = SUB_MILLISECOND_VALUES.get(micros) {
+            return value.clone();
+        }
     }
+    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     let (whole, frac) = (micros / 1000, micros % 1000);
     let mut buf = [0u8; 24];
     let mut i = buf.len();

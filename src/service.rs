@@ -118,7 +118,12 @@ where
             let response = answer(&self.layer, route, request);
             return ResponseFuture::answered(response, start, header);
         }
-        let (guard, request) = InFlightGuard::enter(&self.layer.owner.shared, request);
+        let shared = &self.layer.owner.shared;
+        let (guard, request) = if shared.in_flight_limit.is_none() {
+            (None, request)
+        } else {
+            InFlightGuard::enter(shared, request)
+        };
         if std::mem::take(&mut self.inner_ready) {
             let future = self.inner.call(request);
             return ResponseFuture::called(future, start, header, guard);
@@ -135,10 +140,9 @@ pub(crate) struct InFlightGuard {
 }
 
 impl InFlightGuard {
+    /// Counts `request` if the filter (if any) selects it. Only called when
+    /// a limit is configured.
     fn enter<B>(shared: &Arc<Shared>, request: Request<B>) -> (Option<Self>, Request<B>) {
-        if shared.in_flight_limit.is_none() {
-            return (None, request);
-        }
         let request = match &shared.in_flight_filter {
             None => request,
             Some(filter) => {
