@@ -1023,16 +1023,25 @@ mod tests {
         drop(health);
 
         let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-        assert!(log.contains("health check slow") && log.contains("duration_ms"), "{log}");
+        assert!(
+            log.contains("health check slow") && log.contains("duration_ms"),
+            "{log}"
+        );
         let failing = log
             .lines()
             .find(|l| l.contains("health check failing"))
             .unwrap_or_else(|| panic!("no failing event in {log}"));
-        assert!(failing.contains("WARN") && failing.contains("connection refused"), "{failing}");
+        assert!(
+            failing.contains("WARN") && failing.contains("connection refused"),
+            "{failing}"
+        );
         let recovered = log
             .lines()
             .find(|l| l.contains("health check recovered"))
             .unwrap_or_else(|| panic!("no recovery event in {log}"));
-        assert!(recovered.contains("INFO") && recovered.contains("db"), "{recovered}");
+        assert!(
+            recovered.contains("INFO") && recovered.contains("db"),
+            "{recovered}"
+        );
     }
 }

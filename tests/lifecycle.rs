@@ -126,9 +126,16 @@ async fn startup_then_ready() {
 
     warm.notify_one();
     let startup = wait_for(addr, "/startupz?verbose", 503).await;
-    assert!(startup.body.contains("[-]mark_started failed"), "{}", startup.body);
+    assert!(
+        startup.body.contains("[-]mark_started failed"),
+        "{}",
+        startup.body
+    );
     health.mark_started();
-    assert_eq!(wait_for(addr, "/startupz", 200).await.body, r#"{"status":"healthy"}"#);
+    assert_eq!(
+        wait_for(addr, "/startupz", 200).await.body,
+        r#"{"status":"healthy"}"#
+    );
     warm.notify_waiters();
     wait_for(addr, "/readyz", 200).await;
 }
@@ -159,8 +166,15 @@ async fn dependency_failure_and_recovery() {
 
     up.store(false, Ordering::SeqCst);
     let ready = wait_for(addr, "/readyz", 503).await;
-    assert_eq!(ready.body, r#"{"status":"unhealthy","reason":"failing: db"}"#);
-    assert_eq!(get_path(addr, "/livez").await.status, 200, "liveness ignores dependencies");
+    assert_eq!(
+        ready.body,
+        r#"{"status":"unhealthy","reason":"failing: db"}"#
+    );
+    assert_eq!(
+        get_path(addr, "/livez").await.status,
+        200,
+        "liveness ignores dependencies"
+    );
     assert_eq!(get_path(addr, "/").await.body, "app");
 
     up.store(true, Ordering::SeqCst);
@@ -178,7 +192,10 @@ async fn lost_heartbeat_fails_liveness() {
     assert_eq!(get_path(addr, "/livez").await.status, 200);
     // The consumer stalls: no beats.
     let live = wait_for(addr, "/livez", 503).await;
-    assert_eq!(live.body, r#"{"status":"unhealthy","reason":"failing: consumer"}"#);
+    assert_eq!(
+        live.body,
+        r#"{"status":"unhealthy","reason":"failing: consumer"}"#
+    );
     heartbeat.beat();
     wait_for(addr, "/livez", 200).await;
     drop(heartbeat);
@@ -237,7 +254,10 @@ async fn graceful_drain_keeps_serving_then_stops() {
     wait_for(addr, "/readyz", 200).await;
     tx.send(()).unwrap();
     let ready = wait_for(addr, "/readyz", 503).await;
-    assert_eq!(ready.body, r#"{"status":"draining","reason":"shutting down"}"#);
+    assert_eq!(
+        ready.body,
+        r#"{"status":"draining","reason":"shutting down"}"#
+    );
     // Still serving everything else while load balancers catch up.
     assert_eq!(get_path(addr, "/livez").await.status, 200);
     assert_eq!(get_path(addr, "/").await.body, "app");
@@ -298,7 +318,10 @@ async fn axum_example_drains_on_sigterm_and_exits_cleanly() {
     // Wait for it to listen.
     let deadline = tokio::time::Instant::now() + HANG_GUARD;
     while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "example never listened");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "example never listened"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     wait_for(addr, "/readyz", 200).await;
@@ -306,7 +329,10 @@ async fn axum_example_drains_on_sigterm_and_exits_cleanly() {
 
     assert_eq!(call(Method::POST, addr, "/demo/fail").await.status, 200);
     let ready = wait_for(addr, "/readyz", 503).await;
-    assert_eq!(ready.body, r#"{"status":"unhealthy","reason":"failing: demo"}"#);
+    assert_eq!(
+        ready.body,
+        r#"{"status":"unhealthy","reason":"failing: demo"}"#
+    );
     assert_eq!(get_path(addr, "/livez").await.status, 200);
     assert_eq!(call(Method::POST, addr, "/demo/recover").await.status, 200);
     wait_for(addr, "/readyz", 200).await;
@@ -318,7 +344,10 @@ async fn axum_example_drains_on_sigterm_and_exits_cleanly() {
         .unwrap();
     assert!(killed.success());
     let ready = wait_for(addr, "/readyz", 503).await;
-    assert_eq!(ready.body, r#"{"status":"draining","reason":"shutting down"}"#);
+    assert_eq!(
+        ready.body,
+        r#"{"status":"draining","reason":"shutting down"}"#
+    );
     assert!(get_path(addr, "/").await.body.contains("tower-health demo"));
     let status = tokio::time::timeout(HANG_GUARD, child.wait())
         .await
