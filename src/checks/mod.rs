@@ -9,10 +9,10 @@
 //!
 //! | check | feature | what one run does | observations (besides `responseTime`) |
 //! |---|---|---|---|
-//! | [`SqlxCheck`](sqlx::SqlxCheck) for `PgPool` | `postgres` | `SELECT 1` on a connection of the application's pool | `connections`, `idle_connections`, `max_connections` |
+//! | [`SqlxCheck`](sqlx::SqlxCheck) for `PgPool` | `postgres` | `SELECT 1` on a connection of the application's pool, waiting for one if none is free; `degraded` if the pool was saturated | `connections`, `idle_connections`, `max_connections` |
 //! | [`SqlxCheck`](sqlx::SqlxCheck) for `MySqlPool` | `mysql` | `SELECT 1`, as above (MySQL and MariaDB) | as above |
 //! | [`SqlxCheck`](sqlx::SqlxCheck) for `SqlitePool` | `sqlite` | `SELECT 1`, as above | as above |
-//! | [`DeadpoolPostgresCheck`](postgres::DeadpoolPostgresCheck) | `deadpool-postgres` | `SELECT 1` on a client of the application's deadpool pool | `connections`, `idle_connections`, `max_connections`, `waiting` |
+//! | [`DeadpoolPostgresCheck`](postgres::DeadpoolPostgresCheck) | `deadpool-postgres` | `SELECT 1` on a client of the application's deadpool pool, waiting for one if none is free; `degraded` if the pool was saturated | `connections`, `idle_connections`, `max_connections`, `waiting` |
 //! | [`RedisCheck`](redis::RedisCheck) | `redis` | `PING` on the application's `ConnectionManager` or `MultiplexedConnection`, expecting `PONG` | none |
 //! | [`HttpCheck`](http::HttpCheck) | `http-client` | a request to an upstream URL through a pooled hyper-util client; status in a range, optionally a substring in the first bytes of the body | `status_code`, `body_bytes` |
 //! | [`TcpCheck`](tcp::TcpCheck) | `tcp` | opens (and closes) a TCP connection to `host:port` | none |
@@ -31,10 +31,26 @@
 //!   serve traffic, and a probe storm must not become a connection storm.
 //!   [`TcpCheck`](tcp::TcpCheck) is the exception by design: connecting is
 //!   what it checks.
-//! - **Saturation is `degraded`, not `unhealthy`.** A pool with every
-//!   connection in use and none idle is busy, not broken; the check reports
-//!   it as degraded (readiness stays 200) without waiting in the pool's
-//!   queue, and shows the pool's numbers as observations.
+//! - **A pool check always queries.** Every run of a pool check waits for a
+//!   connection like any request would and runs `SELECT 1` on it, so a
+//!   server that no longer answers is reported, whatever the pool's state.
+//!   The runner's [`timeout`](crate::CheckOptions::timeout) bounds the wait:
+//!   a run that gets no connection in time is unhealthy, "timed out".
+//! - **Saturation is `degraded`, not `unhealthy`.** If the pool had every
+//!   connection in use and none idle when the run started, and `SELECT 1`
+//!   then succeeded (after waiting for a connection), the pool is busy, not
+//!   broken: the check reports degraded (readiness stays 200) and shows the
+//!   pool's numbers as observations.
+//!
+//!   The trade-off: a pool that stays saturated for longer than the check's
+//!   timeout fails readiness. That is what it should do when the
+//!   connections are stuck on a dead or unresponsive server (an outage must
+//!   take the instance out of rotation, even though the pool looks merely
+//!   full); it also happens when every connection is held longer than the
+//!   timeout by the application itself. To ride out short bursts of
+//!   saturation, give the check a
+//!   [`failure_threshold`](crate::CheckOptions::failure_threshold) above 1,
+//!   or a longer timeout.
 //! - **Messages are actionable and private.** A failing check's message
 //!   says what failed and what to look at. Messages are shown only to
 //!   requests the layer's [details predicate](crate::details) unlocks, and
@@ -119,7 +135,7 @@ struct PoolState {
 ))]
 impl PoolState {
     /// No idle connection and the pool at its maximum size: a new request
-    /// for a connection has to wait.
+    /// for a connection has to wait for one to be released.
     fn saturated(self) -> bool {
         self.idle == 0 && self.size >= self.max
     }
@@ -131,11 +147,13 @@ impl PoolState {
             .with_observation("max_connections", self.max, None)
     }
 
+    /// The result of a run that found the pool saturated (`self` is the
+    /// state when it started) and whose `SELECT 1` then succeeded.
     fn saturated_result(self, what: &str) -> crate::CheckResult {
         self.observe(crate::CheckResult::degraded(format!(
-            "{what} pool saturated: all {} connections in use, none idle, so requests wait \
-             for a connection (the server was not queried this run); raise the pool's maximum \
-             size or look for slow queries and connections held too long",
+            "{what} pool saturated: all {} connections were in use, none idle, and `SELECT 1` \
+             succeeded only after waiting for a connection, as requests do; raise the pool's \
+             maximum size or look for slow queries and connections held too long",
             self.max
         )))
     }

@@ -17,12 +17,23 @@
 //!
 //! 1. Reads the pool's status (observations `connections`,
 //!    `idle_connections`, `max_connections`, `waiting`).
-//! 2. If the pool is saturated (no idle client and at its maximum size), the
-//!    result is [`degraded`](crate::Status::Degraded) without queuing for a
-//!    client.
-//! 3. Otherwise it takes a client from the pool (recycled as the pool is
-//!    configured, or newly created and kept in the pool), runs `SELECT 1`
-//!    with the simple query protocol and returns the client.
+//! 2. Takes a client from the pool (recycled as the pool is configured,
+//!    newly created and kept in the pool, or, when the pool is saturated,
+//!    the first one returned, after queuing for it like any request), runs
+//!    `SELECT 1` with the simple query protocol and returns the client.
+//! 3. `SELECT 1` succeeded: [`healthy`](crate::Status::Healthy), or
+//!    [`degraded`](crate::Status::Degraded) if the pool was saturated (no
+//!    idle client and at its maximum size) when the run started.
+//!
+//! A closed pool, an error creating a client or a failing query is
+//! [`unhealthy`](crate::Status::Unhealthy). Waiting for a client is bounded
+//! by the pool's own wait timeout if it has one, and always by the runner,
+//! which cuts the run at the check's timeout: unhealthy, "timed out". So a
+//! pool whose clients are all stuck on a dead server fails the check even
+//! though it looks merely saturated, and so does a pool that stays
+//! saturated by the application for longer than the timeout; see the
+//! [trade-off](super#principles) and
+//! [`failure_threshold`](crate::CheckOptions::failure_threshold).
 //!
 //! # Example
 //!
@@ -52,8 +63,8 @@ use deadpool_postgres::Pool;
 use super::PoolState;
 use crate::{Check, CheckResult};
 
-/// Checks a deadpool-postgres pool with `SELECT 1` and reports its
-/// saturation. See the [module documentation](self).
+/// Checks a deadpool-postgres pool with `SELECT 1` (queuing for a client if
+/// needed) and reports its saturation. See the [module documentation](self).
 #[derive(Clone)]
 pub struct DeadpoolPostgresCheck {
     pool: Pool,
@@ -99,9 +110,9 @@ impl Check for DeadpoolPostgresCheck {
                  query the database until it creates a new pool",
             ));
         }
-        if state.saturated() {
-            return observe(state.saturated_result("PostgreSQL"));
-        }
+        // A saturated pool is queried all the same (see `SqlxCheck`): the
+        // runner's timeout bounds the wait for a client.
+        let saturated = state.saturated();
         let client = match self.pool.get().await {
             Ok(client) => client,
             Err(e) => {
@@ -113,6 +124,7 @@ impl Check for DeadpoolPostgresCheck {
             }
         };
         match client.simple_query("SELECT 1").await {
+            Ok(_) if saturated => observe(state.saturated_result("PostgreSQL")),
             Ok(_) => observe(CheckResult::healthy()),
             Err(e) => observe(CheckResult::unhealthy(format!(
                 "PostgreSQL answered `SELECT 1` with an error: {e}; the connection was \

@@ -12,17 +12,25 @@
 //!
 //! 1. Reads the pool's size, idle count and maximum size (reported as the
 //!    observations `connections`, `idle_connections`, `max_connections`).
-//! 2. If the pool is saturated (no idle connection and at its maximum size)
-//!    the result is [`degraded`](crate::Status::Degraded), without waiting in
-//!    the pool's queue: the pool is busy, which is not a reason to take the
-//!    instance out of rotation.
-//! 3. Otherwise it runs `SELECT 1` on the pool, exactly as the application's
-//!    own queries do: on an idle connection, or on a new one that then stays
-//!    in the pool.
+//! 2. Runs `SELECT 1` on the pool, exactly as the application's own queries
+//!    do: on an idle connection, on a new one that then stays in the pool,
+//!    or, when the pool is saturated (no idle connection and at its maximum
+//!    size), on the first connection released, after queuing for it like
+//!    any request.
+//! 3. `SELECT 1` succeeded: [`healthy`](crate::Status::Healthy), or
+//!    [`degraded`](crate::Status::Degraded) if the pool was saturated when
+//!    the run started. A busy pool is not a reason to take the instance out
+//!    of rotation.
 //!
 //! A closed pool ([`Pool::close`]), a connection error or a failing query is
 //! [`unhealthy`](crate::Status::Unhealthy). A server that accepts the
-//! connection but never answers is cut by the runner at the check's timeout.
+//! connection but never answers, and a pool that hands out no connection in
+//! time, are cut by the runner at the check's timeout: unhealthy, "timed
+//! out". In particular a pool whose connections are all stuck on a dead
+//! server looks saturated but fails the check, and so does a pool that stays
+//! saturated by the application for longer than the timeout; see the
+//! [trade-off](super#principles) and
+//! [`failure_threshold`](crate::CheckOptions::failure_threshold).
 //!
 //! sqlx retries a refused connection until the pool's `acquire_timeout`
 //! (30 s by default), so with the defaults an unreachable server shows as
@@ -69,7 +77,8 @@ use super::PoolState;
 #[allow(unused_imports)] // used by the per-database impls, each behind a feature
 use crate::{Check, CheckResult};
 
-/// Checks an sqlx pool with `SELECT 1` and reports its saturation.
+/// Checks an sqlx pool with `SELECT 1` (queuing for a connection if
+/// needed) and reports its saturation.
 ///
 /// Implements [`Check`] for `SqlxCheck<Postgres>` (feature `postgres`),
 /// `SqlxCheck<MySql>` (feature `mysql`) and `SqlxCheck<Sqlite>` (feature
@@ -133,12 +142,15 @@ macro_rules! impl_check {
                          query the database until it creates a new pool"
                     )));
                 }
-                if state.saturated() {
-                    return state.saturated_result($what);
-                }
+                // A saturated pool is queried all the same: skipping the query
+                // would report a pool full of connections stuck on a dead
+                // server as merely busy. The runner's timeout bounds the wait.
+                let saturated = state.saturated();
                 // `&Pool` as the executor acquires a connection (an idle one,
-                // or a new one that then stays in the pool) and returns it.
+                // a new one that then stays in the pool, or the first one
+                // released) and returns it.
                 match ::sqlx::raw_sql("SELECT 1").execute(&self.pool).await {
+                    Ok(_) if saturated => state.saturated_result($what),
                     Ok(_) => state.observe(CheckResult::healthy()),
                     Err(e @ ::sqlx::Error::PoolTimedOut) => {
                         state.observe(CheckResult::unhealthy(format!(

@@ -1,7 +1,11 @@
 //! `DeadpoolPostgresCheck` against a real PostgreSQL.
 
 use deadpool_postgres::{Config, PoolConfig, Runtime, tokio_postgres::NoTls};
-use tower_health::{Check, Status, checks::postgres::DeadpoolPostgresCheck};
+use std::time::{Duration, Instant};
+
+use tower_health::{
+    Check, CheckOptions, HealthChecks, Status, checks::postgres::DeadpoolPostgresCheck,
+};
 
 use crate::{
     postgres::observed,
@@ -35,19 +39,74 @@ async fn deadpool_select_1_saturation_and_reuse() {
         "the check must reuse the pool's client"
     );
 
+    // Saturated: the run queues for a client, and is degraded once one is
+    // returned and `SELECT 1` succeeds.
     let a = pool.get().await.unwrap();
     let b = pool.get().await.unwrap();
-    let result = check.check().await;
+    let result = support::run_while_saturated(&check, || drop(a)).await;
     assert_eq!(result.status(), Status::Degraded, "{result:?}");
+    assert!(
+        result.message().unwrap().contains("saturated"),
+        "{result:?}"
+    );
     assert_eq!(observed(&result, "connections"), 2);
     assert_eq!(observed(&result, "idle_connections"), 0);
     assert_eq!(observed(&result, "max_connections"), 2);
     assert_eq!(observed(&result, "waiting"), 0);
-    drop((a, b));
+    drop(b);
     assert_eq!(check.check().await.status(), Status::Healthy);
 
     pool.close();
     assert_eq!(check.check().await.status(), Status::Unhealthy);
+}
+
+/// The benchmark's bug, with deadpool: every client held for good used to
+/// read as "saturated", so `degraded` (200) without a query. Now each run
+/// queues, is cut at its timeout, and readiness stays 503 run after run.
+#[tokio::test]
+async fn deadpool_pool_stuck_for_good_keeps_readiness_503() {
+    if crate::postgres::options().await.is_none() {
+        return;
+    }
+    let pool = pool(&support::database_url(), 2);
+    let _held = (pool.get().await.unwrap(), pool.get().await.unwrap());
+    let runs = support::Runs::default();
+    let since = Instant::now();
+    let health = HealthChecks::builder()
+        .check_with(
+            "postgres",
+            support::Recorded::new(DeadpoolPostgresCheck::new(pool.clone()), &runs),
+            CheckOptions::new()
+                .interval(Duration::from_millis(200))
+                .timeout(Duration::from_millis(300)),
+        )
+        .build()
+        .unwrap();
+    let app = support::serve(&health).await;
+    let first = runs.first_after(since).await;
+    assert_eq!(
+        first.status, None,
+        "the first run must be cut at its timeout"
+    );
+    let (status, body) = app.get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body,
+        r#"{"status":"unhealthy","reason":"failing: postgres"}"#
+    );
+    let (status, body) = app.get("/health/postgres").await;
+    let component: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 503, "{component}");
+    assert_eq!(component["reason"], "timed out after 300ms", "{component}");
+    support::hold_503(&app, &runs, "deadpool stuck", since, 6).await;
+    assert!(
+        runs.snapshot()
+            .iter()
+            .all(|r| r.ended.is_none() || r.status.is_none()),
+        "every run must have been cut at its timeout: {:?}",
+        runs.snapshot()
+    );
+    app.assert_alive().await;
 }
 
 #[tokio::test]
@@ -71,6 +130,7 @@ async fn deadpool_outage_behind_a_proxy() {
         "postgres",
         "deadpool refused",
         false,
+        3,
         async || proxy.down().await,
         async || proxy.restore().await,
     )
@@ -81,6 +141,7 @@ async fn deadpool_outage_behind_a_proxy() {
         "postgres",
         "deadpool blackhole",
         true,
+        3,
         async || proxy.blackhole().await,
         async || proxy.restore().await,
     )

@@ -147,6 +147,7 @@ async fn upstream_outage_refused_then_blackholed() {
         "upstream",
         "http refused",
         false,
+        3,
         async || proxy.down().await,
         async || proxy.restore().await,
     )
@@ -157,6 +158,7 @@ async fn upstream_outage_refused_then_blackholed() {
         "upstream",
         "http blackhole",
         true,
+        3,
         async || proxy.blackhole().await,
         async || proxy.restore().await,
     )

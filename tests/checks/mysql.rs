@@ -62,19 +62,25 @@ async fn select_1_is_healthy_and_reuses_the_pool() {
     assert_eq!(pool.size(), 1, "the check must reuse the pool's connection");
 }
 
+/// A saturated pool is queried all the same: the run waits for the held
+/// connection, then reports `degraded`; with a free connection, healthy.
 #[tokio::test]
-async fn saturated_pool_is_degraded() {
+async fn saturated_pool_waits_for_a_connection_then_is_degraded() {
     let Some(options) = options().await else {
         return;
     };
     let pool = pool(options, 1).await;
     let check = SqlxCheck::new(pool.clone());
     let held = pool.acquire().await.unwrap();
-    let result = check.check().await;
+    let result = support::run_while_saturated(&check, || drop(held)).await;
     assert_eq!(result.status(), Status::Degraded, "{result:?}");
+    assert!(
+        result.message().unwrap().contains("saturated"),
+        "{result:?}"
+    );
     assert_eq!(observed(&result, "connections"), 1);
     assert_eq!(observed(&result, "idle_connections"), 0);
-    drop(held);
+    assert_eq!(observed(&result, "max_connections"), 1);
     support::settle(&pool, 1).await;
     assert_eq!(check.check().await.status(), Status::Healthy);
 }
@@ -116,6 +122,7 @@ async fn outage_behind_a_proxy_refused_then_blackholed() {
         "mariadb",
         "mariadb refused",
         false,
+        3,
         async || proxy.down().await,
         async || proxy.restore().await,
     )
@@ -126,6 +133,7 @@ async fn outage_behind_a_proxy_refused_then_blackholed() {
         "mariadb",
         "mariadb blackhole",
         true,
+        3,
         async || proxy.blackhole().await,
         async || proxy.restore().await,
     )

@@ -1,12 +1,15 @@
 //! `SqlxCheck<Postgres>` against a real PostgreSQL.
 
-use std::{str::FromStr, time::Duration};
+use std::{
+    str::FromStr,
+    time::{Duration, Instant},
+};
 
 use sqlx::{
     PgPool,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
-use tower_health::{Check, Status, checks::sqlx::SqlxCheck};
+use tower_health::{Check, CheckOptions, HealthChecks, Status, checks::sqlx::SqlxCheck};
 
 use crate::support::{self, Proxy, unavailable, within};
 
@@ -74,8 +77,11 @@ async fn select_1_is_healthy_and_reports_the_pool() {
     assert_eq!(pool.size(), 1, "the check must reuse the pool's connection");
 }
 
+/// A saturated pool is queried all the same: the run queues for a
+/// connection, and once it gets one and `SELECT 1` succeeds it reports
+/// `degraded` with the pool's numbers as they were when the run started.
 #[tokio::test]
-async fn saturated_pool_is_degraded_then_healthy() {
+async fn saturated_pool_waits_for_a_connection_then_is_degraded_then_healthy() {
     let Some(options) = options().await else {
         return;
     };
@@ -83,20 +89,122 @@ async fn saturated_pool_is_degraded_then_healthy() {
     let check = SqlxCheck::new(pool.clone());
     let first = pool.acquire().await.unwrap();
     let second = pool.acquire().await.unwrap();
-    let result = check.check().await;
+    let result = support::run_while_saturated(&check, || drop(first)).await;
     assert_eq!(result.status(), Status::Degraded, "{result:?}");
+    let message = result.message().unwrap();
+    assert!(message.contains("saturated"), "{message}");
     assert!(
-        result.message().unwrap().contains("saturated"),
-        "{result:?}"
+        message.contains("all 2 connections were in use")
+            && message.contains("only after waiting for a connection"),
+        "{message}"
     );
     assert_eq!(observed(&result, "connections"), 2);
     assert_eq!(observed(&result, "idle_connections"), 0);
     assert_eq!(observed(&result, "max_connections"), 2);
-    drop(first);
+    drop(second);
     support::settle(&pool, 1).await;
     let result = check.check().await;
     assert_eq!(result.status(), Status::Healthy, "{result:?}");
-    drop(second);
+}
+
+/// GET `path` through `app` (in-process, no socket): status and body.
+async fn oneshot(app: &axum::Router, path: &str) -> (u16, String) {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let request = http::Request::get(path)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = within(support::CAP, app.clone().oneshot(request))
+        .await
+        .unwrap_or_else(|| panic!("GET {path} took over {:?}", support::CAP))
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The benchmark's bug: a pool whose every connection is stuck (here held
+/// by the test for good) used to be reported as saturated, so `degraded`
+/// without any query, and readiness went back to 200 during an outage.
+/// Now each run queues for a connection, the runner cuts it at its timeout,
+/// and readiness stays 503 run after run.
+#[tokio::test]
+async fn pool_stuck_for_good_keeps_readiness_503() {
+    let Some(options) = options().await else {
+        return;
+    };
+    let pool = pool(options, 2).await;
+    let _held = (pool.acquire().await.unwrap(), pool.acquire().await.unwrap());
+    assert_eq!(
+        (pool.size(), pool.num_idle()),
+        (2, 0),
+        "the pool is saturated"
+    );
+    let health = HealthChecks::builder()
+        .check_with(
+            "postgres",
+            SqlxCheck::new(pool.clone()),
+            CheckOptions::new()
+                .interval(Duration::from_millis(200))
+                .timeout(Duration::from_millis(300)),
+        )
+        .build()
+        .unwrap();
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "hello" }))
+        .layer(health.layer());
+
+    // Capped polling until the first run has been cut at its timeout.
+    let start = Instant::now();
+    loop {
+        let (status, body) = oneshot(&app, "/health/postgres").await;
+        let component: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if component["consecutive_failures"].as_u64() >= Some(1) {
+            assert_eq!(status, 503, "{component}");
+            assert_eq!(component["status"], "unhealthy", "{component}");
+            assert_eq!(component["reason"], "timed out after 300ms", "{component}");
+            break;
+        }
+        assert_ne!(
+            component["status"], "degraded",
+            "a stuck pool must not be reported as degraded: {component}"
+        );
+        assert!(
+            start.elapsed() < support::CAP,
+            "no run ended within {:?}: {component}",
+            support::CAP
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    // Several more runs, each cut at its timeout: readiness never flips.
+    let mut polls = 0_u32;
+    loop {
+        let (status, body) = oneshot(&app, "/readyz").await;
+        polls += 1;
+        assert_eq!(
+            status, 503,
+            "readiness must stay 503 (poll {polls}): {body}"
+        );
+        assert_eq!(
+            body,
+            r#"{"status":"unhealthy","reason":"failing: postgres"}"#
+        );
+        let (_, body) = oneshot(&app, "/health/postgres").await;
+        let component: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(component["status"], "unhealthy", "{component}");
+        assert_eq!(component["reason"], "timed out after 300ms", "{component}");
+        if component["consecutive_failures"].as_u64() >= Some(6) {
+            break;
+        }
+        assert!(
+            start.elapsed() < support::CAP,
+            "fewer than 6 runs within {:?}: {component}",
+            support::CAP
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(oneshot(&app, "/").await, (200, "hello".to_owned()));
 }
 
 #[tokio::test]
@@ -146,17 +254,21 @@ async fn outage_behind_a_proxy_refused_then_blackholed() {
     };
     let upstream = support::resolve(options.get_host(), options.get_port()).await;
     let proxy = Proxy::start(upstream).await;
+    // A small pool, and no ping before handing out an idle connection (as
+    // in the benchmark that found the bug), so that in the stalled phase
+    // below the pool fills with connections that never come back.
     let pool = PgPoolOptions::new()
-        .max_connections(5)
+        .max_connections(2)
+        .test_before_acquire(false)
         .connect_lazy_with(options.host("127.0.0.1").port(proxy.addr.port()));
-    let (_health, app, runs) = support::app_with("postgres", SqlxCheck::new(pool)).await;
+    let (_health, app, runs) = support::app_with("postgres", SqlxCheck::new(pool.clone())).await;
 
     app.wait_for("/readyz", 200).await;
     let details = app.details().await;
     let postgres = &details["components"]["postgres"];
     assert_eq!(postgres["status"], "healthy", "{details}");
     assert_eq!(
-        postgres["observed"]["max_connections"]["value"], 5,
+        postgres["observed"]["max_connections"]["value"], 2,
         "{details}"
     );
     let (_, health_json) = app
@@ -174,6 +286,7 @@ async fn outage_behind_a_proxy_refused_then_blackholed() {
         "postgres",
         "postgres refused",
         false,
+        3,
         async || proxy.down().await,
         async || proxy.restore().await,
     )
@@ -184,7 +297,33 @@ async fn outage_behind_a_proxy_refused_then_blackholed() {
         "postgres",
         "postgres blackhole",
         true,
+        3,
         async || proxy.blackhole().await,
+        async || proxy.restore().await,
+    )
+    .await;
+
+    // The benchmark's outage: the server stops answering on the open
+    // connections too. Both pooled connections are open when it starts;
+    // each run cut at its timeout leaves one stuck (sqlx pings it before
+    // taking it back, and the ping never returns), so after two runs the
+    // pool is full of stuck connections: the old check then reported
+    // "saturated", degraded, and readiness went back to 200. Held for
+    // many runs past that point, readiness must stay 503.
+    app.wait_for("/readyz", 200).await;
+    {
+        let (a, b) = (pool.acquire().await.unwrap(), pool.acquire().await.unwrap());
+        drop((a, b));
+    }
+    support::settle(&pool, 2).await;
+    support::outage(
+        &app,
+        &runs,
+        "postgres",
+        "postgres stalled",
+        true,
+        10,
+        async || proxy.stall().await,
         async || proxy.restore().await,
     )
     .await;

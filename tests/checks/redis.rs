@@ -66,6 +66,7 @@ async fn private_redis_killed_and_restarted_on_the_same_port() {
         "redis",
         "redis killed",
         false,
+        3,
         async || server.kill(),
         async || restarted = RedisServer::start(port).await,
     )

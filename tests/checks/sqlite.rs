@@ -3,10 +3,10 @@
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use tower_health::{Check, Status, checks::sqlx::SqlxCheck};
 
-use crate::postgres::observed;
+use crate::{postgres::observed, support};
 
 #[tokio::test]
-async fn sqlite_pool_is_healthy_degraded_when_saturated_and_unhealthy_when_closed() {
+async fn sqlite_pool_is_healthy_waits_and_is_degraded_when_saturated_and_unhealthy_when_closed() {
     let dir = std::env::temp_dir().join(format!("tower-health-sqlite-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let options = SqliteConnectOptions::new()
@@ -23,9 +23,20 @@ async fn sqlite_pool_is_healthy_degraded_when_saturated_and_unhealthy_when_close
     assert_eq!(result.status(), Status::Healthy, "{result:?}");
     assert_eq!(observed(&result, "max_connections"), 1);
 
+    // Saturated: the run waits for the held connection, then is degraded.
     let held = pool.acquire().await.unwrap();
-    assert_eq!(check.check().await.status(), Status::Degraded);
-    drop(held);
+    let result = support::run_while_saturated(&check, || drop(held)).await;
+    assert_eq!(result.status(), Status::Degraded, "{result:?}");
+    assert!(
+        result.message().unwrap().contains("saturated"),
+        "{result:?}"
+    );
+    assert_eq!(observed(&result, "connections"), 1);
+    assert_eq!(observed(&result, "idle_connections"), 0);
+    assert_eq!(observed(&result, "max_connections"), 1);
+    support::settle(&pool, 1).await;
+    let result = check.check().await;
+    assert_eq!(result.status(), Status::Healthy, "{result:?}");
 
     pool.close().await;
     let result = check.check().await;

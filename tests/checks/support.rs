@@ -13,7 +13,10 @@ use std::{
     future::Future,
     net::SocketAddr,
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -25,7 +28,11 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use tokio::{
-    net::{TcpListener, TcpSocket, TcpStream},
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{
+        TcpListener, TcpSocket, TcpStream,
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+    },
     task::{JoinHandle, JoinSet},
 };
 use tower_health::{Check, CheckOptions, CheckResult, HealthChecks, HealthHandle, Status};
@@ -202,6 +209,33 @@ pub async fn settle<DB: sqlx::Database>(pool: &sqlx::Pool<DB>, idle: usize) {
     }
 }
 
+/// One run of `check` while the test holds every connection of its pool:
+/// spawns the run, shows that it does not complete while no connection is
+/// free (it queues for one, as any request would), then calls `release`
+/// (which frees one connection) and returns the run's result, awaited under
+/// the hang guard [`CAP`].
+pub async fn run_while_saturated<C: Check + Clone>(
+    check: &C,
+    release: impl FnOnce(),
+) -> CheckResult {
+    let check = check.clone();
+    let run = tokio::spawn(async move { check.check().await });
+    // Long enough for the run to start and queue; whatever the machine's
+    // speed, it cannot complete before a connection is released.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !run.is_finished(),
+        "the check must wait for a connection while the pool is saturated, not answer at once"
+    );
+    release();
+    within(CAP, run)
+        .await
+        .unwrap_or_else(|| {
+            panic!("the check did not complete within {CAP:?} of a connection being released")
+        })
+        .expect("the check's task panicked")
+}
+
 // ---------------------------------------------------------------------------
 // The application under test and a real HTTP client
 
@@ -351,12 +385,19 @@ pub async fn app_with(name: &str, check: impl Check) -> (HealthHandle, App, Runs
 /// and the public reason must say "timed out"; without, the failure may be a
 /// timeout (sqlx retries refused connections until its acquire_timeout) or
 /// a reported error.
+///
+/// The outage then lasts until at least `hold_runs` check runs that started
+/// after the cut have ended, with `/readyz` polled all along: every answer
+/// must be 503 (a run that passes, even as `degraded`, would flip it to
+/// 200). The hold is counted in check runs, not in wall-clock time.
+#[allow(clippy::too_many_arguments)]
 pub async fn outage<Cut, Restore>(
     app: &App,
     runs: &Runs,
     name: &str,
     label: &str,
     expect_timeout: bool,
+    hold_runs: usize,
     cut: Cut,
     restore: Restore,
 ) where
@@ -427,6 +468,7 @@ pub async fn outage<Cut, Restore>(
         503,
         "readiness stays 503 while the dependency is away"
     );
+    hold_503(app, runs, label, cut_at, hold_runs).await;
 
     let restore_at = Instant::now();
     let passed_while_cut: Vec<_> = runs
@@ -444,6 +486,43 @@ pub async fn outage<Cut, Restore>(
     let first = runs.first_after(restore_at).await;
     eprintln!("[{label}] first run after the restore: {:?}", first.status);
     app.assert_alive().await;
+}
+
+/// Polls `/readyz` until at least `runs_wanted` check runs that started at
+/// or after `since` have ended (capped by [`CAP`] per run), asserting that
+/// every answer in between is 503.
+pub async fn hold_503(app: &App, runs: &Runs, label: &str, since: Instant, runs_wanted: usize) {
+    let ended = || {
+        runs.snapshot()
+            .iter()
+            .filter(|r| r.started >= since && r.ended.is_some())
+            .count()
+    };
+    let start = Instant::now();
+    let mut polls = 0_u32;
+    while ended() < runs_wanted {
+        let (status, body) = app.get("/readyz").await;
+        polls += 1;
+        assert_eq!(
+            status,
+            503,
+            "[{label}] readiness must stay 503 while the dependency is away (answer {polls}, \
+             {} runs after the cut): {body}; details: {}",
+            ended(),
+            app.details().await
+        );
+        assert!(
+            start.elapsed() < CAP * runs_wanted as u32,
+            "[{label}] only {} of {runs_wanted} check runs ended after the cut",
+            ended()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    eprintln!(
+        "[{label}] readiness 503 on all {polls} polls over {} check runs after the cut ({:?})",
+        ended(),
+        start.elapsed()
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -464,12 +543,18 @@ struct ProxyState {
 /// A TCP proxy on 127.0.0.1 in front of `upstream`. [`down`](Self::down)
 /// drops every connection and closes the port (new connections are
 /// refused); [`blackhole`](Self::blackhole) drops every connection and
-/// accepts new ones without ever answering; [`restore`](Self::restore)
-/// forwards again on the same port.
+/// accepts new ones without ever answering; [`stall`](Self::stall) turns
+/// every connection, open or new, into a black hole: open ones stay open
+/// and swallow what they receive, as when a server hangs or a network
+/// drops packets silently; [`restore`](Self::restore) forwards again on
+/// the same port.
 pub struct Proxy {
     pub addr: SocketAddr,
     upstream: SocketAddr,
     state: Arc<Mutex<ProxyState>>,
+    /// Set by [`stall`](Self::stall): forwarding connections stop
+    /// forwarding (and never close).
+    stalled: Arc<AtomicBool>,
     accept: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -485,6 +570,7 @@ impl Proxy {
                 mode: Mode::Forward,
                 conns: JoinSet::new(),
             })),
+            stalled: Arc::new(AtomicBool::new(false)),
             accept: Mutex::new(None),
         };
         proxy.spawn_accept(listener);
@@ -493,21 +579,30 @@ impl Proxy {
 
     fn spawn_accept(&self, listener: TcpListener) {
         let state = self.state.clone();
+        let stalled = self.stalled.clone();
         let upstream = self.upstream;
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else {
+                let Ok((client, _)) = listener.accept().await else {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
                 let mut state = state.lock().unwrap();
                 while state.conns.try_join_next().is_some() {}
                 match state.mode {
-                    Mode::Forward => state.conns.spawn(async move {
-                        if let Ok(mut server) = TcpStream::connect(upstream).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                        }
-                    }),
+                    Mode::Forward => {
+                        let stalled = stalled.clone();
+                        state.conns.spawn(async move {
+                            if let Ok(server) = TcpStream::connect(upstream).await {
+                                let (client_read, client_write) = client.into_split();
+                                let (server_read, server_write) = server.into_split();
+                                tokio::join!(
+                                    pipe(client_read, server_write, &stalled),
+                                    pipe(server_read, client_write, &stalled),
+                                );
+                            }
+                        })
+                    }
                     Mode::Blackhole => state.conns.spawn(async move {
                         let _held = client;
                         std::future::pending::<()>().await;
@@ -522,6 +617,7 @@ impl Proxy {
         let mut conns = {
             let mut state = self.state.lock().unwrap();
             state.mode = mode;
+            self.stalled.store(false, Ordering::SeqCst);
             std::mem::take(&mut state.conns)
         };
         conns.shutdown().await;
@@ -561,10 +657,43 @@ impl Proxy {
         self.ensure_listening().await;
     }
 
-    /// Forwards again (dropping black-holed connections).
+    /// Keeps every open connection open but stops forwarding on it (what
+    /// it receives is swallowed, nothing is ever answered); new connections
+    /// are accepted and never answered.
+    pub async fn stall(&self) {
+        {
+            let mut state = self.state.lock().unwrap();
+            state.mode = Mode::Blackhole;
+            self.stalled.store(true, Ordering::SeqCst);
+        }
+        self.ensure_listening().await;
+    }
+
+    /// Forwards again (dropping black-holed and stalled connections).
     pub async fn restore(&self) {
         self.drop_connections(Mode::Forward).await;
         self.ensure_listening().await;
+    }
+}
+
+/// Copies bytes from `from` to `to` until either side closes; once
+/// `stalled` is set, swallows what arrives and never returns, keeping both
+/// sockets open.
+async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, stalled: &AtomicBool) {
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stalled.load(Ordering::SeqCst) {
+            let _held = (from, to);
+            std::future::pending::<()>().await;
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -50,6 +50,7 @@ async fn port_closed_and_reopened() {
         "smtp",
         "tcp closed",
         false,
+        3,
         async || proxy.down().await,
         async || proxy.restore().await,
     )
