@@ -81,9 +81,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("  curl -i -H 'Accept: application/health+json' {base}/health");
     println!("  curl -i -X POST {base}/readyz   # 405, Allow: GET, HEAD");
-    println!("Ctrl-C stops the server.");
+    println!(
+        "Ctrl-C drains for 5s (readiness 503 `draining`, everything else served), then exits."
+    );
 
-    let shutdown = tokio::signal::ctrl_c();
+    // The same drain as with axum and tonic: on Ctrl-C readiness reports
+    // `draining` at once and this loop keeps accepting for the drain delay,
+    // so load balancers see the instance go before it stops listening.
+    let shutdown = health.graceful_shutdown(async {
+        tokio::signal::ctrl_c().await.ok();
+    });
     tokio::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {

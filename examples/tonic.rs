@@ -87,15 +87,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("gRPC through the same port:");
     println!("  grpcurl -plaintext {addr} grpc.health.v1.Health/Check");
     println!("  grpc_health_probe -addr={addr}");
+    println!(
+        "Ctrl-C drains for 5s (readiness 503 `draining`, everything else served), then exits."
+    );
 
     Server::builder()
         .accept_http1(true)
         // Outermost: probes are answered before tonic's router sees the path.
         .layer(health.layer())
         .add_service(grpc_health)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
-            tokio::signal::ctrl_c().await.ok();
-        })
+        // Ctrl-C: readiness reports `draining` at once while everything is
+        // still served for the drain delay (default 5 s), then tonic stops.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener),
+            health.graceful_shutdown(async {
+                tokio::signal::ctrl_c().await.ok();
+            }),
+        )
         .await?;
     println!("bye");
     Ok(())
