@@ -110,9 +110,8 @@ impl HeartbeatSlot {
         }
     }
 
-    /// Missed its deadline, and not yet published as missed.
-    pub(crate) fn newly_missed(&self, now: Instant) -> bool {
-        matches!(self.at(now), Beat::Missed { .. }) && !self.expired.load(Ordering::SeqCst)
+    pub(crate) fn is_dropped(&self) -> bool {
+        self.dropped.load(Ordering::SeqCst)
     }
 
     /// Called by the runner when it publishes: remembers a missed deadline
@@ -122,8 +121,15 @@ impl HeartbeatSlot {
         if let Beat::Missed { .. } = beat {
             self.expired.store(true, Ordering::SeqCst);
             // A beat that raced with the store above saw `expired == false`
-            // and did not wake us; read again so it is not lost.
-            return self.at(now.max(Instant::now()));
+            // and did not wake us; read again so it is not lost, and take
+            // the flag back if it did come in.
+            let again = self.at(now.max(Instant::now()));
+            if !matches!(again, Beat::Missed { .. }) {
+                let _ =
+                    self.expired
+                        .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst);
+            }
+            return again;
         }
         beat
     }

@@ -31,10 +31,12 @@ pub const PROCESS_TIME_HEADER: HeaderName = HeaderName::from_static("x-process-t
 /// # Placement
 ///
 /// Wrap the whole application, outermost, so probes are answered before any
-/// routing, authentication, rate limiting or concurrency limit:
-/// `Router::new().route(..).layer(health.layer())` in axum (a `Router::layer`
-/// wraps all routes, and the layer intercepts before the router looks at
-/// the path), `Server::builder().layer(health.layer())` in tonic.
+/// routing, authentication, rate limiting or concurrency limit. In axum,
+/// [`wrap_axum`](Self::wrap_axum) (feature `axum`) wraps the whole router.
+/// `Router::new().route(..).layer(health.layer())` also works: axum routes
+/// first and wraps every route and the fallback, so unrouted health paths
+/// reach the layer through the fallback (`route_layer` and layers on nested
+/// routers do not see them). In tonic: `Server::builder().layer(health.layer())`.
 ///
 /// # Example
 ///

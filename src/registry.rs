@@ -383,10 +383,11 @@ impl HealthChecksBuilder {
     /// Readiness reports 503 `busy` while this many passed-through requests
     /// (see [`count_in_flight_if`](Self::count_in_flight_if)) are in flight.
     ///
-    /// A request counts from the moment it enters the layer until its
-    /// response body is finished or dropped.
+    /// A request counts from the moment it enters the layer (including
+    /// while it waits for the inner service to be ready) until its
+    /// response body is finished or dropped. A limit of 0 is treated as 1.
     pub fn max_in_flight(mut self, limit: usize) -> Self {
-        self.max_in_flight = Some(limit);
+        self.max_in_flight = Some(limit.max(1));
         self
     }
 
@@ -403,9 +404,12 @@ impl HealthChecksBuilder {
 
     /// Starts the background refresher and returns its handle.
     ///
-    /// Exactly one task is spawned, on the current Tokio runtime. It stops
-    /// when [`HealthHandle::shutdown`] is called or when every handle,
-    /// layer and service made from it is dropped.
+    /// One refresher task is spawned, on the current Tokio runtime; however
+    /// many layers are made, there is no other. It runs each check run as a
+    /// short-lived child task, so a hung or panicking check is contained. It
+    /// stops, aborting runs in flight, when [`HealthHandle::shutdown`] is
+    /// called or when every handle, layer and service made from it is
+    /// dropped.
     ///
     /// # Errors
     ///
@@ -423,6 +427,11 @@ impl HealthChecksBuilder {
 ///
 /// Dropping every handle, layer and service made from one builder stops the
 /// refresher; [`shutdown`](Self::shutdown) stops it at once.
+///
+/// A check must not own a `HealthHandle` (or a layer): the refresher owns its
+/// checks, so that would keep the refresher alive after the application
+/// dropped everything else. Call [`shutdown`](Self::shutdown) explicitly if
+/// you need that.
 #[derive(Clone)]
 pub struct HealthHandle {
     pub(crate) owner: Arc<Owner>,
@@ -527,7 +536,9 @@ impl HealthHandle {
     /// A heartbeat for an internal component (a worker loop, a consumer):
     /// it must call [`Heartbeat::beat`] at least once per `deadline`, or
     /// liveness fails naming it. The component shows in `/livez` and
-    /// `/health` under `name`.
+    /// `/health` under `name`. The name of a heartbeat whose handle was
+    /// dropped (see [`heartbeat`](crate::heartbeat)) can be taken again, so
+    /// a supervisor can restart the component under the same name.
     ///
     /// # Errors
     ///
@@ -541,8 +552,14 @@ impl HealthHandle {
     }
 
     /// A receiver of the probes' statuses, updated whenever a check
-    /// result, the set of checks, startup or draining changes what a probe
-    /// would answer.
+    /// result, the set of checks, startup, draining, a heartbeat deadline
+    /// or a result turning stale changes what a probe would answer (the
+    /// in-flight limit is per request and not included). It is updated by
+    /// the refresher: after [`shutdown`](Self::shutdown) it stops changing,
+    /// while probes go on judging staleness themselves.
+    ///
+    /// As with any `watch` receiver, do not hold `borrow()` while calling
+    /// into this handle or a heartbeat on the same thread.
     pub fn subscribe(&self) -> watch::Receiver<Overview> {
         self.shared().overview.subscribe()
     }

@@ -12,6 +12,7 @@
 
 use std::{
     any::Any,
+    collections::HashMap,
     future::Future,
     panic::{AssertUnwindSafe, catch_unwind},
     pin::Pin,
@@ -64,6 +65,9 @@ struct State {
     version: Option<Arc<str>>,
     born: Instant,
     next_id: u64,
+    /// The published snapshot's `fresh_until`: the runner publishes again
+    /// when it passes.
+    fresh_until: Option<Instant>,
 }
 
 struct Entry {
@@ -101,6 +105,7 @@ pub(crate) fn start(builder: HealthChecksBuilder) -> Result<Owner, Error> {
         version: builder.version.map(Arc::from),
         born: now,
         next_id: 0,
+        fresh_until: None,
     };
     for registration in builder.checks {
         state.insert(registration, now)?;
@@ -149,6 +154,16 @@ impl State {
         }
         self.next_id += 1;
         let max_age = registration.options.effective_max_age();
+        let refresh = registration.options.interval + registration.options.timeout;
+        if max_age < refresh {
+            tracing::warn!(
+                check = registration.name,
+                max_age_ms = max_age.as_millis() as u64,
+                interval_plus_timeout_ms = refresh.as_millis() as u64,
+                "health check max_age is shorter than interval + timeout: its result will turn \
+                 stale between runs"
+            );
+        }
         self.checks.push(Entry {
             id: self.next_id,
             name: Arc::from(registration.name),
@@ -201,23 +216,32 @@ impl Shared {
         if self.is_stopped() {
             return Err(Error::ShutDown);
         }
+        validate_name(&registration.name)?;
         let mut state = self.lock();
-        state.insert(registration, Instant::now())?;
+        if state.name_taken(&registration.name) {
+            // The rejected check is dropped after the lock is released: its
+            // drop may run user code (e.g. drop a `Heartbeat`).
+            drop(state);
+            return Err(Error::DuplicateName(registration.name));
+        }
+        let inserted = state.insert(registration, Instant::now());
         self.publish(&mut state);
         drop(state);
         self.wake.notify_one();
-        Ok(())
+        inserted
     }
 
     pub(crate) fn remove_check(&self, name: &str) -> bool {
         let mut state = self.lock();
-        let before = state.checks.len();
-        state.checks.retain(|e| &*e.name != name);
-        let removed = state.checks.len() != before;
-        if removed {
-            self.publish(&mut state);
-        }
-        removed
+        let Some(index) = state.checks.iter().position(|e| &*e.name == name) else {
+            return false;
+        };
+        let removed = state.checks.remove(index);
+        self.publish(&mut state);
+        drop(state);
+        // Dropped outside the lock: the check's drop may run user code.
+        drop(removed);
+        true
     }
 
     pub(crate) fn mark_started(&self) {
@@ -246,6 +270,11 @@ impl Shared {
         }
         validate_name(&name)?;
         let mut state = this.lock();
+        // A heartbeat whose handle was dropped (its task died) can be
+        // replaced by a restarted component.
+        state
+            .heartbeats
+            .retain(|h| !(*h.name == *name && h.is_dropped()));
         if state.name_taken(&name) {
             return Err(Error::DuplicateName(name));
         }
@@ -275,9 +304,14 @@ impl Shared {
             fresh_until = Some(fresh_until.map_or(t, |f| f.min(t)));
         };
         let mut components = Vec::with_capacity(state.checks.len() + state.heartbeats.len());
+        // Only future instants: what is stale already is rendered as stale
+        // now, so the cached answers stay exact until the earliest of these.
         for entry in &state.checks {
             if let (Effective::Passing(_), Some(run)) = (entry.view.effective, &entry.view.last) {
-                earliest(run.at + entry.view.max_age);
+                let expires = run.at + entry.view.max_age;
+                if expires > now {
+                    earliest(expires);
+                }
             }
             components.push(Component {
                 name: entry.name.clone(),
@@ -308,6 +342,7 @@ impl Shared {
             fresh_until,
             cached: Cached::default(),
         };
+        state.fresh_until = fresh_until;
         // Startup latches: once nothing is waiting, it never fails again.
         if !snapshot.started && snapshot.startup_waiting().is_empty() {
             state.started = true;
@@ -326,29 +361,34 @@ impl Shared {
         });
     }
 
-    /// Starts every due run; returns when the task should next wake up.
-    fn start_due(self: &Arc<Self>, tasks: &mut JoinSet<Finished>) -> Option<Instant> {
+    /// Publishes again if the published answers expired (a result turned
+    /// stale, a heartbeat deadline passed), starts every due run, and
+    /// returns when the task should next wake up.
+    fn start_due(
+        self: &Arc<Self>,
+        tasks: &mut JoinSet<Finished>,
+        running: &mut HashMap<tokio::task::Id, u64>,
+    ) -> Option<Instant> {
         let mut state = self.lock();
         let now = Instant::now();
-        let mut next: Option<Instant> = None;
+        if state.fresh_until.is_some_and(|until| until <= now) {
+            self.publish(&mut state);
+        }
+        let mut next: Option<Instant> = state.fresh_until;
         for entry in &mut state.checks {
             if entry.running {
                 continue;
             }
             if entry.next_due <= now {
                 entry.running = true;
-                tasks.spawn(run_once(
+                let task = tasks.spawn(run_once(
                     entry.id,
                     entry.check.clone(),
                     entry.options.timeout,
                 ));
+                running.insert(task.id(), entry.id);
             } else {
                 next = Some(next.map_or(entry.next_due, |n| n.min(entry.next_due)));
-            }
-        }
-        for slot in &state.heartbeats {
-            if let Beat::Alive { due, .. } = slot.at(now) {
-                next = Some(next.map_or(due, |n| n.min(due)));
             }
         }
         next
@@ -435,6 +475,24 @@ struct Finished {
     run: Run,
 }
 
+impl Finished {
+    /// A run whose task failed outside the check's own panic guard.
+    fn lost(id: u64) -> Self {
+        Self {
+            id,
+            run: Run {
+                status: Status::Unhealthy,
+                failure: Some(Failure::Panicked),
+                message: Some("the check's future panicked while being dropped".into()),
+                observations: Vec::new(),
+                duration: Duration::ZERO,
+                at: Instant::now(),
+                at_wall: SystemTime::now(),
+            },
+        }
+    }
+}
+
 /// One run: cut at `timeout`, panics caught.
 async fn run_once(id: u64, check: Arc<dyn DynCheck>, timeout: Duration) -> Finished {
     let started = Instant::now();
@@ -508,11 +566,13 @@ where
 /// The refresher task.
 async fn run(shared: Arc<Shared>) {
     let mut tasks: JoinSet<Finished> = JoinSet::new();
+    // Which check each run belongs to, for a run that ends in a join error.
+    let mut running: HashMap<tokio::task::Id, u64> = HashMap::new();
     loop {
         if shared.is_stopped() {
             break;
         }
-        let next = shared.start_due(&mut tasks);
+        let next = shared.start_due(&mut tasks, &mut running);
         let sleep = async {
             match next {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -520,23 +580,26 @@ async fn run(shared: Arc<Shared>) {
             }
         };
         tokio::select! {
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                // Runs are never aborted while the task lives and every panic
-                // is caught inside them (the check is only ever called inside
-                // `CatchUnwind`), so a join error cannot happen here.
-                if let Ok(finished) = joined {
-                    shared.record(finished);
+            Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                match joined {
+                    Ok((task, finished)) => {
+                        running.remove(&task);
+                        shared.record(finished);
+                    }
+                    // Panics inside a check are caught in `run_once`; this is
+                    // a panic outside that guard, such as the check's future
+                    // panicking while it is dropped at its timeout. The check
+                    // must still be reported and scheduled again.
+                    Err(error) => {
+                        if let Some(id) = running.remove(&error.id()) {
+                            shared.record(Finished::lost(id));
+                        }
+                    }
                 }
             }
-            () = sleep => {
-                // A check came due (started at the top of the loop) or a
-                // heartbeat deadline passed, which must be published.
-                let mut state = shared.lock();
-                let now = Instant::now();
-                if state.heartbeats.iter().any(|h| h.newly_missed(now)) {
-                    shared.publish(&mut state);
-                }
-            }
+            // Due checks and expired answers are handled at the top of the
+            // loop, whichever branch woke it.
+            () = sleep => {}
             () = shared.wake.notified() => {}
         }
     }
@@ -1042,6 +1105,151 @@ mod tests {
         assert!(
             recovered.contains("INFO") && recovered.contains("db"),
             "{recovered}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn beating_heartbeats_keep_the_answers_cached() {
+        let health = HealthChecks::builder().build().unwrap();
+        let beat = health.heartbeat("worker", secs(1)).unwrap();
+        for _ in 0..50 {
+            advance(Duration::from_millis(100)).await;
+            beat.beat();
+        }
+        // At the very instant a deadline passes, probes judge live until
+        // the runner has published; give it that instant.
+        settle().await;
+        let snapshot = health.owner.shared.snapshot.load();
+        let until = snapshot
+            .fresh_until
+            .expect("a live heartbeat bounds the cache");
+        assert!(
+            until > tokio::time::Instant::now(),
+            "the runner must republish as deadlines pass, or every probe renders"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn subscribers_see_missed_heartbeats_and_stale_results() {
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                || async { CheckResult::healthy() },
+                CheckOptions::new().interval(secs(60)).max_age(secs(2)),
+            )
+            .build()
+            .unwrap();
+        let beat = health.heartbeat("worker", secs(1)).unwrap();
+        let mut rx = health.subscribe();
+        settle().await;
+        assert_eq!(rx.borrow_and_update().readiness, ProbeStatus::Healthy);
+        advance(Duration::from_millis(1100)).await;
+        assert_eq!(rx.borrow_and_update().liveness, ProbeStatus::Unhealthy);
+        beat.beat();
+        settle().await;
+        assert_eq!(rx.borrow_and_update().liveness, ProbeStatus::Healthy);
+        advance(secs(1)).await;
+        // The result is older than max_age now, with the refresher alive.
+        assert_eq!(rx.borrow_and_update().readiness, ProbeStatus::Unhealthy);
+        drop(beat);
+    }
+
+    #[tokio::test]
+    async fn removing_a_check_that_owns_a_heartbeat_does_not_deadlock() {
+        let health = HealthChecks::builder().build().unwrap();
+        let beat = Arc::new(health.heartbeat("worker", secs(10)).unwrap());
+        let owned = beat.clone();
+        health
+            .add_check(
+                "owner",
+                move || {
+                    let _keep = &owned;
+                    async { CheckResult::healthy() }
+                },
+                CheckOptions::new(),
+            )
+            .unwrap();
+        let rejected = beat.clone();
+        let duplicate = health.add_check(
+            "owner",
+            move || {
+                let _keep = &rejected;
+                async { CheckResult::healthy() }
+            },
+            CheckOptions::new(),
+        );
+        assert!(duplicate.is_err());
+        // The last reference to the heartbeat now lives in the check.
+        drop(beat);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = health.clone();
+        std::thread::spawn(move || {
+            let removed = handle.remove_check("owner");
+            tx.send(removed).ok();
+        });
+        let removed = rx
+            .recv_timeout(secs(10))
+            .expect("remove_check deadlocked dropping the check's heartbeat");
+        assert!(removed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_heartbeats_name_can_be_taken_again() {
+        let health = HealthChecks::builder().build().unwrap();
+        let mut app = app(&health);
+        drop(health.heartbeat("worker", secs(1)).unwrap());
+        assert_eq!(get(&mut app, "/livez").await.status, 503);
+        let again = health.heartbeat("worker", secs(1)).unwrap();
+        assert_eq!(get(&mut app, "/livez").await.status, 200);
+        assert!(
+            health.heartbeat("worker", secs(1)).is_err(),
+            "a live one is not replaced"
+        );
+        again.retire();
+    }
+
+    /// Never ready, and panics when dropped.
+    struct PanicsWhenDropped;
+
+    impl std::future::Future for PanicsWhenDropped {
+        type Output = CheckResult;
+        fn poll(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<CheckResult> {
+            std::task::Poll::Pending
+        }
+    }
+
+    impl Drop for PanicsWhenDropped {
+        fn drop(&mut self) {
+            panic!("dropped");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_panicking_when_cut_is_reported_and_runs_again() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counter = runs.clone();
+        let health = HealthChecks::builder()
+            .check_with(
+                "cursed",
+                move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    PanicsWhenDropped
+                },
+                CheckOptions::new().interval(secs(1)).timeout(secs(1)),
+            )
+            .build()
+            .unwrap();
+        let mut app = app(&health);
+        advance(Duration::from_millis(1500)).await;
+        let detail = get(&mut app, "/health/cursed").await.json();
+        assert_eq!(detail["reason"], "panicked", "{detail}");
+        advance(secs(5)).await;
+        assert!(
+            runs.load(Ordering::SeqCst) >= 3,
+            "it must be scheduled again"
         );
     }
 }

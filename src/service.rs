@@ -293,7 +293,11 @@ fn answer<B>(layer: &HealthLayer, route: Route, request: Request<B>) -> Response
         Format::HealthJson => HEALTH_JSON,
         Format::Text => TEXT,
     };
-    let reveal = config.reveal.as_ref().is_some_and(|r| r.reveal(&parts));
+    // The predicate is the application's code: run it only where its
+    // answer changes the response.
+    let reveal_matters =
+        query.detailed || format != Format::Json || matches!(route, Route::Component(_));
+    let reveal = reveal_matters && config.reveal.as_ref().is_some_and(|r| r.reveal(&parts));
     let now = tokio::time::Instant::now();
     let busy = matches!(route, Route::Probe(Probe::Readiness))
         && shared
@@ -302,10 +306,7 @@ fn answer<B>(layer: &HealthLayer, route: Route, request: Request<B>) -> Response
     let fresh = snapshot.fresh_until.is_none_or(|until| now < until);
 
     if let Route::Probe(probe) = route {
-        let cached = fresh
-            && !query.detailed
-            && query.exclude.is_empty()
-            && !(reveal && format != Format::Json);
+        let cached = fresh && !query.detailed && query.exclude.is_empty() && !reveal;
         if cached {
             let Answer { status, body } = snapshot.cached.get(probe, busy, format);
             return respond(config.code(*status), content_type, body.clone(), head);

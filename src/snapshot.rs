@@ -2,11 +2,11 @@
 //!
 //! A [`Snapshot`] holds every component's last judged state plus answers
 //! pre-rendered at publish time. Those answers stay valid until
-//! `fresh_until`: the first instant at which a result would turn stale or a
-//! heartbeat would miss its deadline. A healthy runner republishes well
-//! before that, so probes serve the cached bytes. If it does not (the task
-//! died, the runtime is starved), probes judge the snapshot again at the
-//! current instant, with the same code, and report what went stale.
+//! `fresh_until`: the first future instant at which a result would turn
+//! stale or a heartbeat would miss its deadline. The runner wakes at that
+//! instant and publishes again, so probes serve cached bytes. If it does not
+//! (the task died, the runtime is starved), probes judge the snapshot again
+//! at the current instant, with the same code, and report what went stale.
 
 use std::{
     borrow::Cow,
@@ -184,6 +184,7 @@ pub(crate) enum Reason<'a> {
     Reported(Option<&'a str>),
     TimedOut(Duration),
     Panicked(Option<&'a str>),
+    /// No result within this `max_age`.
     Stale(Duration),
     MissedBeat(Duration),
     HandleDropped,
@@ -196,9 +197,10 @@ impl<'a> Reason<'a> {
             Reason::Reported(_) => Cow::Borrowed("failed"),
             Reason::TimedOut(d) => Cow::Owned(format!("timed out after {}", fmt_duration(*d))),
             Reason::Panicked(_) => Cow::Borrowed("panicked"),
-            Reason::Stale(age) => {
-                Cow::Owned(format!("stale: last result is {} old", fmt_duration(*age)))
-            }
+            Reason::Stale(max_age) => Cow::Owned(format!(
+                "stale: no result within max_age of {}",
+                fmt_duration(*max_age)
+            )),
             Reason::MissedBeat(d) => {
                 Cow::Owned(format!("missed heartbeat deadline of {}", fmt_duration(*d)))
             }
@@ -398,7 +400,7 @@ impl<'a> View<'a> {
                     let at = view.last.as_ref().map_or(self.now, |run| run.at);
                     let age = self.now.saturating_duration_since(at);
                     if age >= view.max_age {
-                        Judged::Fail(Reason::Stale(age))
+                        Judged::Fail(Reason::Stale(view.max_age))
                     } else {
                         Judged::Pass(status)
                     }
