@@ -124,26 +124,5 @@ async fn deadpool_outage_behind_a_proxy() {
     );
     let check = DeadpoolPostgresCheck::new(pool(&url, 4));
     let (_health, app, runs) = support::app_with("postgres", check).await;
-    support::outage(
-        &app,
-        &runs,
-        "postgres",
-        "deadpool refused",
-        false,
-        3,
-        async || proxy.down().await,
-        async || proxy.restore().await,
-    )
-    .await;
-    support::outage(
-        &app,
-        &runs,
-        "postgres",
-        "deadpool blackhole",
-        true,
-        3,
-        async || proxy.blackhole().await,
-        async || proxy.restore().await,
-    )
-    .await;
+    support::refused_then_blackholed(&app, &runs, "postgres", "deadpool", &proxy).await;
 }

@@ -141,27 +141,6 @@ async fn upstream_outage_refused_then_blackholed() {
     let proxy = Proxy::start(addr).await;
     let check = HttpCheck::new(uri(proxy.addr, "/ok")).expect_body_contains("healthy");
     let (_health, app, runs) = support::app_with("upstream", check).await;
-    support::outage(
-        &app,
-        &runs,
-        "upstream",
-        "http refused",
-        false,
-        3,
-        async || proxy.down().await,
-        async || proxy.restore().await,
-    )
-    .await;
-    support::outage(
-        &app,
-        &runs,
-        "upstream",
-        "http blackhole",
-        true,
-        3,
-        async || proxy.blackhole().await,
-        async || proxy.restore().await,
-    )
-    .await;
+    support::refused_then_blackholed(&app, &runs, "upstream", "http", &proxy).await;
     server.abort();
 }

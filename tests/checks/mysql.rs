@@ -1,6 +1,6 @@
 //! `SqlxCheck<MySql>` against a real MariaDB/MySQL.
 
-use std::{str::FromStr, time::Duration};
+use std::str::FromStr;
 
 use sqlx::{
     MySqlPool,
@@ -10,31 +10,15 @@ use tower_health::{Check, Status, checks::sqlx::SqlxCheck};
 
 use crate::{
     postgres::observed,
-    support::{self, Proxy, unavailable, within},
+    support::{self, Proxy},
 };
 
 async fn options() -> Option<MySqlConnectOptions> {
     let url = support::mysql_url();
     let options = MySqlConnectOptions::from_str(&url).expect("MYSQL_URL must be a mysql URL");
-    match within(
-        Duration::from_secs(5),
-        <sqlx::MySqlConnection as sqlx::Connection>::connect_with(&options),
-    )
-    .await
-    {
-        Some(Ok(connection)) => {
-            let _ = sqlx::Connection::close(connection).await;
-            Some(options)
-        }
-        Some(Err(e)) => {
-            unavailable("MariaDB/MySQL (MYSQL_URL)", e);
-            None
-        }
-        None => {
-            unavailable("MariaDB/MySQL (MYSQL_URL)", "no answer within 5s");
-            None
-        }
-    }
+    support::reachable("MariaDB/MySQL (MYSQL_URL)", &options)
+        .await
+        .then_some(options)
 }
 
 async fn pool(options: MySqlConnectOptions, max: u32) -> MySqlPool {
@@ -116,26 +100,5 @@ async fn outage_behind_a_proxy_refused_then_blackholed() {
         .connect_lazy_with(options.host("127.0.0.1").port(proxy.addr.port()));
     let (_health, app, runs) = support::app_with("mariadb", SqlxCheck::new(pool)).await;
 
-    support::outage(
-        &app,
-        &runs,
-        "mariadb",
-        "mariadb refused",
-        false,
-        3,
-        async || proxy.down().await,
-        async || proxy.restore().await,
-    )
-    .await;
-    support::outage(
-        &app,
-        &runs,
-        "mariadb",
-        "mariadb blackhole",
-        true,
-        3,
-        async || proxy.blackhole().await,
-        async || proxy.restore().await,
-    )
-    .await;
+    support::refused_then_blackholed(&app, &runs, "mariadb", "mariadb", &proxy).await;
 }

@@ -11,31 +11,15 @@ use sqlx::{
 };
 use tower_health::{Check, CheckOptions, HealthChecks, Status, checks::sqlx::SqlxCheck};
 
-use crate::support::{self, Proxy, unavailable, within};
+use crate::support::{self, Proxy, within};
 
 /// The server's options, or `None` after `unavailable` when it cannot be reached.
 pub(crate) async fn options() -> Option<PgConnectOptions> {
     let url = support::database_url();
     let options = PgConnectOptions::from_str(&url).expect("DATABASE_URL must be a postgres URL");
-    match within(
-        Duration::from_secs(5),
-        <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
-    )
-    .await
-    {
-        Some(Ok(connection)) => {
-            let _ = sqlx::Connection::close(connection).await;
-            Some(options)
-        }
-        Some(Err(e)) => {
-            unavailable("PostgreSQL (DATABASE_URL)", e);
-            None
-        }
-        None => {
-            unavailable("PostgreSQL (DATABASE_URL)", "no answer within 5s");
-            None
-        }
-    }
+    support::reachable("PostgreSQL (DATABASE_URL)", &options)
+        .await
+        .then_some(options)
 }
 
 pub(crate) fn observed(result: &tower_health::CheckResult, name: &str) -> serde_json::Value {
@@ -280,28 +264,7 @@ async fn outage_behind_a_proxy_refused_then_blackholed() {
         "pool observations appear in health+json: {health_json}"
     );
 
-    support::outage(
-        &app,
-        &runs,
-        "postgres",
-        "postgres refused",
-        false,
-        3,
-        async || proxy.down().await,
-        async || proxy.restore().await,
-    )
-    .await;
-    support::outage(
-        &app,
-        &runs,
-        "postgres",
-        "postgres blackhole",
-        true,
-        3,
-        async || proxy.blackhole().await,
-        async || proxy.restore().await,
-    )
-    .await;
+    support::refused_then_blackholed(&app, &runs, "postgres", "postgres", &proxy).await;
 
     // The benchmark's outage: the server stops answering on the open
     // connections too. Both pooled connections are open when it starts;

@@ -390,6 +390,63 @@ pub async fn app_with(name: &str, check: impl Check) -> (HealthHandle, App, Runs
 /// after the cut have ended, with `/readyz` polled all along: every answer
 /// must be 503 (a run that passes, even as `degraded`, would flip it to
 /// 200). The hold is counted in check runs, not in wall-clock time.
+/// Whether a database answers a fresh connection within 5 s; if not, says
+/// so through [`unavailable`] (a skip outside CI, a failure in CI).
+pub async fn reachable<O>(what: &str, options: &O) -> bool
+where
+    O: sqlx::ConnectOptions,
+    O::Connection: Sized,
+{
+    match within(Duration::from_secs(5), options.connect()).await {
+        Some(Ok(connection)) => {
+            let _ = sqlx::Connection::close(connection).await;
+            true
+        }
+        Some(Err(e)) => {
+            unavailable(what, e);
+            false
+        }
+        None => {
+            unavailable(what, "no answer within 5s");
+            false
+        }
+    }
+}
+
+/// The two outages of a dependency behind a [`Proxy`]: connections
+/// refused, then a black hole (accepted, never answered), in which the check
+/// must end at its timeout.
+pub async fn refused_then_blackholed(
+    app: &App,
+    runs: &Runs,
+    name: &str,
+    kind: &str,
+    proxy: &Proxy,
+) {
+    outage(
+        app,
+        runs,
+        name,
+        &format!("{kind} refused"),
+        false,
+        3,
+        async || proxy.down().await,
+        async || proxy.restore().await,
+    )
+    .await;
+    outage(
+        app,
+        runs,
+        name,
+        &format!("{kind} blackhole"),
+        true,
+        3,
+        async || proxy.blackhole().await,
+        async || proxy.restore().await,
+    )
+    .await;
+}
+
 #[allow(clippy::too_many_arguments)]
 pub async fn outage<Cut, Restore>(
     app: &App,
