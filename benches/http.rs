@@ -26,6 +26,7 @@
 //! | `axum` (D0) | an axum app, `GET /api/items/{id}` answers JSON |
 //! | `axum-health` (D1) | the same app behind `HealthLayer` (`wrap_axum`), a PostgreSQL check every 5 s |
 //! | `axum-router-layer` (D2) | the same with `Router::layer(health.layer())` |
+//! | `axum-health-no-header` (D3) | D1 with `without_process_time_header()`: what the header costs |
 //!
 //! Settings (environment): `BENCH_ROUNDS` (6), `BENCH_SECS` per round (5),
 //! `BENCH_CONNECTIONS` (32), `BENCH_STORM_SECS` (30), `BENCH_C_STORM_SECS`
@@ -113,16 +114,18 @@ enum Mode {
     Axum,
     AxumHealth,
     AxumRouterLayer,
+    AxumHealthNoHeader,
 }
 
 impl Mode {
-    const ALL: [Mode; 6] = [
+    const ALL: [Mode; 7] = [
         Mode::Hello,
         Mode::Health,
         Mode::Pg,
         Mode::Axum,
         Mode::AxumHealth,
         Mode::AxumRouterLayer,
+        Mode::AxumHealthNoHeader,
     ];
 
     fn arg(self) -> &'static str {
@@ -133,6 +136,7 @@ impl Mode {
             Mode::Axum => "axum",
             Mode::AxumHealth => "axum-health",
             Mode::AxumRouterLayer => "axum-router-layer",
+            Mode::AxumHealthNoHeader => "axum-health-no-header",
         }
     }
 
@@ -144,6 +148,7 @@ impl Mode {
             Mode::Axum => "D0 axum route, no layer",
             Mode::AxumHealth => "D1 axum route, `health.layer().wrap_axum(router)`",
             Mode::AxumRouterLayer => "D2 axum route, `router.layer(health.layer())`",
+            Mode::AxumHealthNoHeader => "D3 axum route, `wrap_axum`, no timing header",
         }
     }
 
@@ -155,20 +160,23 @@ impl Mode {
             Mode::Axum => "D0",
             Mode::AxumHealth => "D1",
             Mode::AxumRouterLayer => "D2",
+            Mode::AxumHealthNoHeader => "D3",
         }
     }
 
     fn path(self) -> &'static str {
         match self {
             Mode::Hello | Mode::Health | Mode::Pg => "/readyz",
-            Mode::Axum | Mode::AxumHealth | Mode::AxumRouterLayer => "/api/items/42",
+            Mode::Axum | Mode::AxumHealth | Mode::AxumRouterLayer | Mode::AxumHealthNoHeader => {
+                "/api/items/42"
+            }
         }
     }
 
     fn has_layer(self) -> bool {
         matches!(
             self,
-            Mode::Health | Mode::AxumHealth | Mode::AxumRouterLayer
+            Mode::Health | Mode::AxumHealth | Mode::AxumRouterLayer | Mode::AxumHealthNoHeader
         )
     }
 
@@ -235,6 +243,18 @@ fn serve(mode: &str) -> Result<(), BoxError> {
                 });
                 // The other way the README shows: axum wraps each route.
                 axum::serve(listener, app().layer(health.layer())).await?;
+                Ok(())
+            }
+            Mode::AxumHealthNoHeader => {
+                let health = health_checks(&url).await?;
+                announce(addr);
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                // D1 without `x-process-time-ms`: the layer's cost apart from
+                // the header.
+                let layer = health.layer().without_process_time_header();
+                axum::serve(listener, layer.wrap_axum(app())).await?;
                 Ok(())
             }
         }
@@ -1027,9 +1047,9 @@ impl Bench {
         }
         let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); servers.len()];
         for round in 0..s.rounds {
-            // A B C, then D0 D1 D2 rotated by one place each round.
+            // A B C, then D0 D1 D2 D3 rotated by one place each round.
             let mut order: Vec<usize> = (0..servers.len()).collect();
-            order[3..].rotate_left(round % 3);
+            order[3..].rotate_left(round % (servers.len() - 3));
             for index in order {
                 let sample = self.measure(&servers[index].1, s.secs, s.connections)?;
                 eprintln!(
@@ -1088,7 +1108,7 @@ impl Bench {
         let rps = |x: &Sample| x.wrk.rps();
         let cpu = |x: &Sample| x.cpu_us_per_request();
         let p99 = |x: &Sample| x.wrk.p99_us;
-        let (a, b, c, d0, d1, d2) = (0, 1, 2, 3, 4, 5);
+        let (a, b, c, d0, d1, d2, d3) = (0, 1, 2, 3, 4, 5, 6);
         let _ = writeln!(report, "\n### Ratios (median of per-round ratios)\n");
         let _ = writeln!(
             report,
@@ -1118,6 +1138,14 @@ impl Bench {
             ratio(d2, d0, &cpu),
             ratio(d2, d0, &p99),
             met(ratio(d2, d0, &rps) >= 0.98 && ratio(d2, d0, &cpu) <= 1.0 / 0.98)
+        );
+        let _ = writeln!(
+            report,
+            "| D3 / D0 (`wrap_axum`, timing header off) | {:.3} | {:.3} | {:.3} | not a goal (shows the header's share): {} |",
+            ratio(d3, d0, &rps),
+            ratio(d3, d0, &cpu),
+            ratio(d3, d0, &p99),
+            met(ratio(d3, d0, &rps) >= 0.98 && ratio(d3, d0, &cpu) <= 1.0 / 0.98)
         );
         let _ = writeln!(
             report,
