@@ -3,13 +3,13 @@ use std::{
     pin::Pin,
     sync::LazyLock,
     task::{Context, Poll, ready},
-    time::Instant,
 };
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response};
 use http_body_util::Full;
 use pin_project_lite::pin_project;
+use quanta::Instant;
 use tower_service::Service;
 
 use crate::{body::ResponseBody, service::InFlightGuard};
@@ -48,17 +48,14 @@ impl<S, ReqBody> ResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>>,
 {
-    pub(crate) fn answered(
-        response: Response<Full<Bytes>>,
-        start: Option<Instant>,
-        header: Option<HeaderName>,
-    ) -> Self {
+    /// A health answer, complete with its processing-time header.
+    pub(crate) fn answered(response: Response<Full<Bytes>>) -> Self {
         Self {
             state: State::Answered {
                 response: Some(response),
             },
-            start,
-            header,
+            start: None,
+            header: None,
             guard: None,
         }
     }
@@ -112,6 +109,7 @@ where
 {
     type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let mut response = loop {
@@ -141,7 +139,7 @@ where
         if let (Some(name), Some(start)) = (this.header.take(), this.start) {
             response
                 .headers_mut()
-                .insert(name, process_time(start.elapsed()));
+                .insert(name, process_time(Instant::now().duration_since(*start)));
         }
         Poll::Ready(Ok(response))
     }

@@ -1,13 +1,16 @@
 use std::{fmt, sync::Arc};
 
-use http::{HeaderName, StatusCode};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, StatusCode,
+    header::{CACHE_CONTROL, CONTENT_TYPE},
+};
 use tower_layer::Layer;
 
 use crate::{
     details::RevealDetails,
     runner::Owner,
-    service::Health,
-    snapshot::{Probe, ProbeStatus},
+    service::{HEALTH_JSON, Health, JSON, NO_STORE, TEXT},
+    snapshot::{Format, Probe, ProbeStatus},
 };
 
 /// The default name of the processing-time header.
@@ -67,6 +70,15 @@ pub struct HealthLayer {
 pub(crate) struct Config {
     paths: [Option<String>; 4],
     aliases: Vec<(String, Probe)>,
+    /// Bit `n` is set when an exact path (probe path or alias) is `n` bytes
+    /// long; bit 63 stands for 63 bytes and more. Most requests are for
+    /// other paths, and this lets them skip the string comparisons.
+    exact_lengths: u64,
+    /// The headers of an answer, per [`Format`]: content type,
+    /// `Cache-Control: no-store` and, last, the processing-time header
+    /// (value filled in per answer).
+    answer_headers: [HeaderMap; 3],
+    process_time_index: Option<usize>,
     pub(crate) process_time_header: Option<HeaderName>,
     codes: [StatusCode; 6],
     pub(crate) reveal: Option<Arc<dyn RevealDetails>>,
@@ -82,7 +94,7 @@ pub(crate) enum Route {
 
 impl Config {
     fn new() -> Self {
-        Self {
+        let mut config = Self {
             paths: [
                 Some("/health".to_owned()),
                 Some("/livez".to_owned()),
@@ -90,6 +102,9 @@ impl Config {
                 Some("/startupz".to_owned()),
             ],
             aliases: vec![("/healthz".to_owned(), Probe::Liveness)],
+            exact_lengths: 0,
+            answer_headers: Default::default(),
+            process_time_index: None,
             process_time_header: Some(PROCESS_TIME_HEADER),
             codes: [
                 StatusCode::OK,
@@ -100,26 +115,81 @@ impl Config {
                 StatusCode::SERVICE_UNAVAILABLE,
             ],
             reveal: None,
+        };
+        config.reindex();
+        config
+    }
+
+    fn length_bit(path: &str) -> u64 {
+        1 << path.len().min(63)
+    }
+
+    /// The prepared headers of an answer in `format`.
+    pub(crate) fn answer_headers(&self, format: Format) -> &HeaderMap {
+        &self.answer_headers[format as usize]
+    }
+
+    /// Where the processing-time header is in
+    /// [`answer_headers`](Self::answer_headers), if the layer adds one.
+    pub(crate) fn process_time_index(&self) -> Option<usize> {
+        self.process_time_index
+    }
+
+    /// Recomputes the derived fields after a change.
+    fn reindex(&mut self) {
+        for (format, content_type) in [
+            (Format::Json, JSON),
+            (Format::HealthJson, HEALTH_JSON),
+            (Format::Text, TEXT),
+        ] {
+            let mut headers = HeaderMap::with_capacity(3);
+            headers.insert(CONTENT_TYPE, content_type);
+            headers.insert(CACHE_CONTROL, NO_STORE);
+            if let Some(name) = &self.process_time_header {
+                headers.insert(name.clone(), HeaderValue::from_static("0.000"));
+            }
+            // The same in every format. (A header name that is also one of
+            // the two above takes that entry's place, as `insert` would.)
+            self.process_time_index = self
+                .process_time_header
+                .as_ref()
+                .and_then(|name| headers.keys().position(|key| key == name));
+            self.answer_headers[format as usize] = headers;
         }
+        self.exact_lengths = self
+            .paths
+            .iter()
+            .flatten()
+            .chain(self.aliases.iter().map(|(path, _)| path))
+            .fold(0, |bits, path| bits | Self::length_bit(path));
     }
 
     /// Matches a request path: exact probe paths and aliases, then
     /// `{health path}/{name}`.
+    #[inline]
     pub(crate) fn route(&self, path: &str) -> Option<Route> {
+        if self.exact_lengths & Self::length_bit(path) != 0
+            && let Some(route) = self.exact(path)
+        {
+            return Some(route);
+        }
+        let health = self.paths[Probe::Health.index()].as_deref()?;
+        // A request path is never empty, and `health` starts with '/'.
+        let name = path.strip_prefix(health)?.strip_prefix('/')?;
+        (!name.is_empty() && !name.contains('/'))
+            .then_some(Route::Component(path.len() - name.len()))
+    }
+
+    fn exact(&self, path: &str) -> Option<Route> {
         for probe in Probe::ALL {
             if self.paths[probe.index()].as_deref() == Some(path) {
                 return Some(Route::Probe(probe));
             }
         }
-        for (alias, probe) in &self.aliases {
-            if alias == path {
-                return Some(Route::Probe(*probe));
-            }
-        }
-        let health = self.paths[Probe::Health.index()].as_deref()?;
-        let name = path.strip_prefix(health)?.strip_prefix('/')?;
-        (!name.is_empty() && !name.contains('/'))
-            .then_some(Route::Component(path.len() - name.len()))
+        self.aliases
+            .iter()
+            .find(|(alias, _)| alias == path)
+            .map(|(_, probe)| Route::Probe(*probe))
     }
 
     pub(crate) fn code(&self, status: ProbeStatus) -> StatusCode {
@@ -138,76 +208,76 @@ fn normalize(path: impl Into<String>) -> String {
 
 impl HealthLayer {
     pub(crate) fn new(owner: Arc<Owner>) -> Self {
+        // The first reading of quanta's clock calibrates it (well under a
+        // millisecond here, 200 ms at most): do it now rather than in the
+        // first request.
+        quanta::Instant::now();
         Self {
             owner,
             config: Arc::new(Config::new()),
         }
     }
 
-    fn config(&mut self) -> &mut Config {
-        Arc::make_mut(&mut self.config)
+    /// Applies a configuration change, then re-indexes the paths.
+    fn configure(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        let config = Arc::make_mut(&mut self.config);
+        change(config);
+        config.reindex();
+        self
     }
 
     /// Serves `probe` at `path` instead of its default. A path without a
     /// leading `/` gets one.
     #[must_use]
-    pub fn path(mut self, probe: Probe, path: impl Into<String>) -> Self {
-        self.config().paths[probe.index()] = Some(normalize(path));
-        self
+    pub fn path(self, probe: Probe, path: impl Into<String>) -> Self {
+        self.configure(|config| config.paths[probe.index()] = Some(normalize(path)))
     }
 
     /// Stops answering `probe`'s main path (aliases stay); requests to it
     /// pass through to the inner service.
     #[must_use]
-    pub fn disable(mut self, probe: Probe) -> Self {
-        self.config().paths[probe.index()] = None;
-        self
+    pub fn disable(self, probe: Probe) -> Self {
+        self.configure(|config| config.paths[probe.index()] = None)
     }
 
     /// Also answers `probe` at `path`, e.g. `/ready` or `/started` (the
     /// default configuration has `/healthz` for liveness).
     #[must_use]
-    pub fn alias(mut self, path: impl Into<String>, probe: Probe) -> Self {
-        self.config().aliases.push((normalize(path), probe));
-        self
+    pub fn alias(self, path: impl Into<String>, probe: Probe) -> Self {
+        self.configure(|config| config.aliases.push((normalize(path), probe)))
     }
 
     /// Removes every alias, including the default `/healthz`.
     #[must_use]
-    pub fn clear_aliases(mut self) -> Self {
-        self.config().aliases.clear();
-        self
+    pub fn clear_aliases(self) -> Self {
+        self.configure(|config| config.aliases.clear())
     }
 
     /// Names the processing-time header (default `x-process-time-ms`).
     #[must_use]
-    pub fn process_time_header(mut self, name: HeaderName) -> Self {
-        self.config().process_time_header = Some(name);
-        self
+    pub fn process_time_header(self, name: HeaderName) -> Self {
+        self.configure(|config| config.process_time_header = Some(name))
     }
 
     /// Adds no processing-time header.
     #[must_use]
-    pub fn without_process_time_header(mut self) -> Self {
-        self.config().process_time_header = None;
-        self
+    pub fn without_process_time_header(self) -> Self {
+        self.configure(|config| config.process_time_header = None)
     }
 
     /// The HTTP status code for a probe status. Defaults: healthy and
     /// degraded 200, everything else 503.
     #[must_use]
-    pub fn status_code(mut self, status: ProbeStatus, code: StatusCode) -> Self {
-        self.config().codes[status.index()] = code;
-        self
+    pub fn status_code(self, status: ProbeStatus, code: StatusCode) -> Self {
+        self.configure(|config| config.codes[status.index()] = code)
     }
 
     /// Shows the checks' own error texts to the requests `predicate`
     /// accepts (see [`details`](crate::details)). Nobody sees them by
     /// default.
     #[must_use]
-    pub fn reveal_details_if(mut self, predicate: impl RevealDetails) -> Self {
-        self.config().reveal = Some(Arc::new(predicate));
-        self
+    pub fn reveal_details_if(self, predicate: impl RevealDetails) -> Self {
+        self.configure(|config| config.reveal = Some(Arc::new(predicate)))
     }
 }
 

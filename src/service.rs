@@ -8,14 +8,14 @@ use std::{
 use bytes::Bytes;
 use http::{
     HeaderMap, HeaderValue, Method, Request, Response, StatusCode,
-    header::{ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE},
+    header::{ACCEPT, ALLOW, CONTENT_LENGTH},
 };
 use http_body_util::Full;
 use tower_service::Service;
 
 use crate::{
-    future::ResponseFuture,
-    layer::{HealthLayer, Route},
+    future::{ResponseFuture, process_time},
+    layer::{Config, HealthLayer, Route},
     render::{health_json, json, text},
     runner::Shared,
     snapshot::{Answer, Format, Probe, View},
@@ -98,6 +98,7 @@ where
     type Error = S::Error;
     type Future = ResponseFuture<S, ReqBody>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Ask the inner service once, so a ready one can be called directly,
         // but never wait for it: the next request may be a probe.
@@ -110,13 +111,14 @@ where
         Poll::Ready(Ok(()))
     }
 
+    #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let config = &self.layer.config;
         let header = config.process_time_header.clone();
-        let start = header.as_ref().map(|_| std::time::Instant::now());
+        let start = header.as_ref().map(|_| quanta::Instant::now());
         if let Some(route) = config.route(request.uri().path()) {
-            let response = answer(&self.layer, route, request);
-            return ResponseFuture::answered(response, start, header);
+            // `answer` adds the processing-time header itself.
+            return ResponseFuture::answered(answer(&self.layer, route, request, start));
         }
         let shared = &self.layer.owner.shared;
         let (guard, request) = if shared.in_flight_limit.is_none() {
@@ -231,53 +233,87 @@ fn wants_health_json(headers: &HeaderMap) -> bool {
         })
 }
 
-const JSON: HeaderValue = HeaderValue::from_static("application/json");
-const HEALTH_JSON: HeaderValue = HeaderValue::from_static("application/health+json");
-const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
-const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+pub(crate) const JSON: HeaderValue = HeaderValue::from_static("application/json");
+pub(crate) const HEALTH_JSON: HeaderValue = HeaderValue::from_static("application/health+json");
+pub(crate) const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+pub(crate) const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
 
+/// Builds an answer, with its processing-time header if `start` is set.
+///
+/// The headers are the layer's prepared set for `format` (content type,
+/// `Cache-Control` and the processing-time header if the layer adds one):
+/// cloning that small map costs less than hashing three names into a new
+/// one.
 fn respond(
+    config: &Config,
     code: StatusCode,
-    content_type: HeaderValue,
+    format: Format,
     body: Bytes,
     head: bool,
+    start: Option<quanta::Instant>,
 ) -> Response<Full<Bytes>> {
     let length = body.len();
     let mut response = Response::new(Full::new(if head { Bytes::new() } else { body }));
     *response.status_mut() = code;
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, content_type);
-    headers.insert(CACHE_CONTROL, NO_STORE);
+    *headers = config.answer_headers(format).clone();
     if head {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    // The processing-time header is already there: set its value in place
+    // rather than hash its name again.
+    if let (Some(start), Some(index)) = (start, config.process_time_index())
+        && let Some(value) = headers.values_mut().nth(index)
+    {
+        *value = process_time(quanta::Instant::now().duration_since(start));
     }
     response
 }
 
-fn error(code: StatusCode, message: &str, head: bool) -> Response<Full<Bytes>> {
-    respond(code, JSON, json::error(message), head)
+fn error(
+    config: &Config,
+    code: StatusCode,
+    message: &str,
+    head: bool,
+    start: Option<quanta::Instant>,
+) -> Response<Full<Bytes>> {
+    respond(
+        config,
+        code,
+        Format::Json,
+        json::error(message),
+        head,
+        start,
+    )
 }
 
 /// Answers a health path from the published snapshot. Never runs a check,
 /// never waits.
-fn answer<B>(layer: &HealthLayer, route: Route, request: Request<B>) -> Response<Full<Bytes>> {
+fn answer<B>(
+    layer: &HealthLayer,
+    route: Route,
+    request: Request<B>,
+    start: Option<quanta::Instant>,
+) -> Response<Full<Bytes>> {
+    let config = &layer.config;
     let (parts, _body) = request.into_parts();
     let head = parts.method == Method::HEAD;
     if parts.method != Method::GET && !head {
         let mut response = error(
+            config,
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed on a health path: use GET or HEAD",
             false,
+            start,
         );
         response.headers_mut().insert(ALLOW, GET_HEAD);
         return response;
     }
     let query = match parse_query(parts.uri.query()) {
         Ok(query) => query,
-        Err(message) => return error(StatusCode::BAD_REQUEST, &message, head),
+        Err(message) => return error(config, StatusCode::BAD_REQUEST, &message, head, start),
     };
-    let config = &layer.config;
     let shared = &layer.owner.shared;
     let snapshot = shared.snapshot.load();
     // A single component has no text form: `?verbose` applies to probes.
@@ -287,11 +323,6 @@ fn answer<B>(layer: &HealthLayer, route: Route, request: Request<B>) -> Response
         Format::HealthJson
     } else {
         Format::Json
-    };
-    let content_type = match format {
-        Format::Json => JSON,
-        Format::HealthJson => HEALTH_JSON,
-        Format::Text => TEXT,
     };
     // The predicate is the application's code: run it only where its
     // answer changes the response.
@@ -309,7 +340,14 @@ fn answer<B>(layer: &HealthLayer, route: Route, request: Request<B>) -> Response
         let cached = fresh && !query.detailed && query.exclude.is_empty() && !reveal;
         if cached {
             let Answer { status, body } = snapshot.cached.get(probe, busy, format);
-            return respond(config.code(*status), content_type, body.clone(), head);
+            return respond(
+                config,
+                config.code(*status),
+                format,
+                body.clone(),
+                head,
+                start,
+            );
         }
     }
 
@@ -338,9 +376,11 @@ fn answer<B>(layer: &HealthLayer, route: Route, request: Request<B>) -> Response
             let name = &parts.uri.path()[offset..];
             let Some(component) = snapshot.component(name) else {
                 return error(
+                    config,
                     StatusCode::NOT_FOUND,
                     &format!("no check or heartbeat named {name:?}"),
                     head,
+                    start,
                 );
             };
             match format {
@@ -349,7 +389,14 @@ fn answer<B>(layer: &HealthLayer, route: Route, request: Request<B>) -> Response
             }
         }
     };
-    respond(config.code(answer.status), content_type, answer.body, head)
+    respond(
+        config,
+        config.code(answer.status),
+        format,
+        answer.body,
+        head,
+        start,
+    )
 }
 
 #[cfg(test)]
@@ -404,7 +451,10 @@ mod http_tests {
     };
 
     use bytes::Bytes;
-    use http::{Request, Response, StatusCode};
+    use http::{
+        Method, Request, Response, StatusCode,
+        header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE},
+    };
     use http_body_util::{BodyExt, Full};
     use tokio::sync::Semaphore;
     use tower::{Service, ServiceExt};
@@ -656,6 +706,75 @@ mod http_tests {
         let mut quiet = app_with(health.layer().without_process_time_header());
         let reply = get(&mut quiet, "/anything").await;
         assert!(!reply.headers.contains_key("x-process-time-ms"));
+        let reply = get(&mut quiet, "/readyz").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.headers.len(), 2, "{:?}", reply.headers);
+
+        // Paths of every length, including past the 63-byte length index.
+        let long = format!("/{}", "l".repeat(80));
+        let longer = format!("{long}x");
+        let mut app = app_with(
+            health
+                .layer()
+                .alias(long.as_str(), Probe::Readiness)
+                .path(Probe::Startup, "/s"),
+        );
+        assert_eq!(get(&mut app, &long).await.status, 200);
+        assert_eq!(get(&mut app, &longer).await.body, "inner");
+        assert_eq!(get(&mut app, &long[..64]).await.body, "inner");
+        assert_eq!(get(&mut app, "/s").await.status, 200);
+        assert_eq!(get(&mut app, "/startupz").await.body, "inner");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_answer_carries_its_headers_once() {
+        let health = HealthChecks::builder().build().unwrap();
+        let mut app = app_with(health.layer());
+        settle().await;
+        let cases = [
+            (Method::GET, "/readyz", 200, "application/json"),
+            (Method::HEAD, "/readyz", 200, "application/json"),
+            (
+                Method::GET,
+                "/readyz?verbose",
+                200,
+                "text/plain; charset=utf-8",
+            ),
+            (
+                Method::GET,
+                "/readyz?detailed=maybe",
+                400,
+                "application/json",
+            ),
+            (Method::POST, "/readyz", 405, "application/json"),
+            (Method::GET, "/health/nope", 404, "application/json"),
+        ];
+        for (method, path, status, content_type) in cases {
+            let request = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .body(Full::<Bytes>::default())
+                .unwrap();
+            let response = app.call(request).await.unwrap();
+            let headers = response.headers();
+            assert_eq!(response.status(), status, "{method} {path}");
+            assert_eq!(headers[CONTENT_TYPE], content_type, "{method} {path}");
+            assert_eq!(headers[CACHE_CONTROL], "no-store", "{method} {path}");
+            let times: Vec<_> = headers.get_all("x-process-time-ms").iter().collect();
+            assert_eq!(times.len(), 1, "{method} {path}: {headers:?}");
+            let time = times[0].to_str().unwrap();
+            let (whole, frac) = time.split_once('.').unwrap();
+            assert!(
+                !whole.is_empty()
+                    && frac.len() == 3
+                    && time.bytes().all(|b| b.is_ascii_digit() || b == b'.'),
+                "{time}"
+            );
+            if method == Method::HEAD {
+                let length: usize = headers[CONTENT_LENGTH].to_str().unwrap().parse().unwrap();
+                assert!(length > 0);
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]
