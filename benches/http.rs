@@ -31,9 +31,12 @@
 //! Settings (environment): `BENCH_ROUNDS` (6), `BENCH_SECS` per round (5),
 //! `BENCH_CONNECTIONS` (32), `BENCH_STORM_SECS` (30), `BENCH_C_STORM_SECS`
 //! (10), `BENCH_PROBES` for the memory test (1000000), `BENCH_OUTAGE_SECS`
-//! (8), `BENCH_SERVER_CPU` (0), `BENCH_CLIENT_CPU` (1), `DATABASE_URL`
+//! per outage window of B and of its control A (2), `BENCH_OUTAGE_PAIRS`
+//! (4, per connection count), `BENCH_C_OUTAGE_SECS` (8), `BENCH_SERVER_CPU`
+//! (0), `BENCH_CLIENT_CPU` (1), `DATABASE_URL`
 //! (`postgres://postgres@127.0.0.1:5432/test`), `BENCH_REPORT` (report
-//! path, default `target/bench-report/http.md`).
+//! path, default `target/bench-report/http.md`), `BENCH_ONLY` (a comma
+//! list of `rounds`, `storm`, `memory`, `outage`: run only those parts).
 //!
 //! Nothing here asserts a timing: the figures are reported, never gated.
 
@@ -106,7 +109,7 @@ fn database_url() -> String {
 // Servers
 // ---------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Mode {
     Hello,
     Health,
@@ -546,6 +549,9 @@ struct Settings {
     c_storm_secs: u64,
     probes: u64,
     outage_secs: u64,
+    outage_pairs: usize,
+    c_outage_secs: u64,
+    only: Vec<String>,
     server_cpu: usize,
     client_cpu: usize,
     url: String,
@@ -576,7 +582,15 @@ impl Settings {
             storm_secs: env_or("BENCH_STORM_SECS", 30)?,
             c_storm_secs: env_or("BENCH_C_STORM_SECS", 10)?,
             probes: env_or("BENCH_PROBES", 1_000_000)?,
-            outage_secs: env_or("BENCH_OUTAGE_SECS", 8)?,
+            outage_secs: env_or("BENCH_OUTAGE_SECS", 2)?,
+            outage_pairs: env_or("BENCH_OUTAGE_PAIRS", 4)?,
+            c_outage_secs: env_or("BENCH_C_OUTAGE_SECS", 8)?,
+            only: std::env::var("BENCH_ONLY")
+                .unwrap_or_default()
+                .split(',')
+                .map(|part| part.trim().to_owned())
+                .filter(|part| !part.is_empty())
+                .collect(),
             server_cpu: env_or("BENCH_SERVER_CPU", 0)?,
             client_cpu: env_or("BENCH_CLIENT_CPU", 1)?,
             url: database_url(),
@@ -588,6 +602,11 @@ impl Settings {
             return Err("BENCH_ROUNDS, BENCH_SECS and BENCH_CONNECTIONS must be at least 1".into());
         }
         Ok(settings)
+    }
+
+    /// Whether `part` of the suite runs (`BENCH_ONLY`, default all).
+    fn runs(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|only| only == part)
     }
 }
 
@@ -625,10 +644,18 @@ fn orchestrate() -> Result<(), BoxError> {
     let mut report = String::new();
     criterion_section(&mut report);
     bench.machine(&mut report, &mut db)?;
-    bench.rounds(&mut report)?;
-    bench.storm(&mut report, &mut db)?;
-    bench.memory(&mut report)?;
-    bench.outage(&mut report)?;
+    if bench.settings.runs("rounds") {
+        bench.rounds(&mut report)?;
+    }
+    if bench.settings.runs("storm") {
+        bench.storm(&mut report, &mut db)?;
+    }
+    if bench.settings.runs("memory") {
+        bench.memory(&mut report)?;
+    }
+    if bench.settings.runs("outage") {
+        bench.outage(&mut report)?;
+    }
     let _ = writeln!(
         report,
         "\nHTTP suite wall time: {:.0} s; load average at the end: {}",
@@ -845,6 +872,15 @@ done = function(summary, latency, requests)
 end
 "#;
 
+/// Each connection waits 1 ms after every answer before it sends the next
+/// request: a steady stream of probers that leaves the server idle most of
+/// the time, so latency is the answer's, not the queue's.
+const WRK_PACED_LUA: &str = r#"
+delay = function()
+  return 1
+end
+"#;
+
 /// A round's measurement: the client's view and the server's CPU.
 #[derive(Debug, Clone, Copy, Default)]
 struct Sample {
@@ -861,6 +897,7 @@ impl Sample {
 struct Bench {
     settings: Settings,
     lua: PathBuf,
+    lua_paced: PathBuf,
     clk_tck: f64,
 }
 
@@ -870,6 +907,8 @@ impl Bench {
         std::fs::create_dir_all(&dir)?;
         let lua = dir.join("wrk_report.lua");
         std::fs::write(&lua, WRK_LUA)?;
+        let lua_paced = dir.join("wrk_report_paced.lua");
+        std::fs::write(&lua_paced, format!("{WRK_LUA}{WRK_PACED_LUA}"))?;
         let clk_tck = Command::new("getconf")
             .arg("CLK_TCK")
             .output()
@@ -880,6 +919,7 @@ impl Bench {
         Ok(Self {
             settings,
             lua,
+            lua_paced,
             clk_tck,
         })
     }
@@ -895,15 +935,31 @@ impl Bench {
         Ok(server)
     }
 
-    /// Runs wrk against `url` for `secs`, pinned to the client core.
+    /// Runs wrk against `url` for `secs`, pinned to the client core, as
+    /// fast as it can.
     fn wrk(&self, url: &str, secs: u64, connections: u32) -> Result<Wrk, BoxError> {
+        self.run_wrk(&self.lua, url, secs, connections)
+    }
+
+    /// As [`wrk`](Self::wrk), each connection pausing 1 ms between requests.
+    fn wrk_paced(&self, url: &str, secs: u64, connections: u32) -> Result<Wrk, BoxError> {
+        self.run_wrk(&self.lua_paced, url, secs, connections)
+    }
+
+    fn run_wrk(
+        &self,
+        script: &Path,
+        url: &str,
+        secs: u64,
+        connections: u32,
+    ) -> Result<Wrk, BoxError> {
         let output = Command::new("taskset")
             .arg("-c")
             .arg(self.settings.client_cpu.to_string())
             .arg("wrk")
             .args(["-t1", &format!("-c{connections}"), &format!("-d{secs}s")])
             .args(["--timeout", "10s", "-s"])
-            .arg(&self.lua)
+            .arg(script)
             .arg(url)
             .output()?;
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -1312,7 +1368,7 @@ impl Bench {
 
     fn outage(&self, report: &mut String) -> Result<(), BoxError> {
         let s = &self.settings;
-        if s.outage_secs == 0 {
+        if s.outage_secs == 0 || s.outage_pairs == 0 {
             return Ok(());
         }
         let upstream = upstream_addr(&s.url)?;
@@ -1333,18 +1389,38 @@ impl Bench {
         proxy.command("blackhole")?;
         proxy.expect_line("blackhole on", Duration::from_secs(5))?;
         let outage_start = Instant::now();
-        // A few probers, then a storm (s.connections), for each server; A,
-        // which never touches PostgreSQL, as the floor this machine gives.
-        let mut rows = Vec::new();
-        for (mode, server) in [(Mode::Health, &b), (Mode::Hello, &a), (Mode::Pg, &c)] {
-            for connections in [4, s.connections] {
-                let from = outage_start.elapsed().as_secs();
-                let wrk = self.wrk(&server.url("/readyz"), s.outage_secs, connections)?;
-                let (status, _) = http_get(server.addr, "/readyz")?;
-                rows.push((mode, connections, from, wrk, status));
+        // B and A (hello-world, never touches PostgreSQL: the latency floor
+        // of this machine at that moment) in alternating short windows, so
+        // the control is measured beside B rather than after it; a few
+        // probers, then a storm. Then C, whose every probe waits out its
+        // timeout.
+        let run = |paced: bool, server: &Server, secs: u64, connections: u32| {
+            if paced {
+                self.wrk_paced(&server.url("/readyz"), secs, connections)
+            } else {
+                self.wrk(&server.url("/readyz"), secs, connections)
+            }
+        };
+        let loads = [(true, 4), (false, s.connections)];
+        let mut windows = Vec::new();
+        for (paced, connections) in loads {
+            for _ in 0..s.outage_pairs {
+                for (mode, server) in [(Mode::Health, &b), (Mode::Hello, &a)] {
+                    let from = outage_start.elapsed().as_secs_f64();
+                    let wrk = run(paced, server, s.outage_secs, connections)?;
+                    let (status, _) = http_get(server.addr, "/readyz")?;
+                    windows.push((mode, paced, from, wrk, status));
+                }
             }
         }
+        for (paced, connections) in loads {
+            let from = outage_start.elapsed().as_secs_f64();
+            let wrk = run(paced, &c, s.c_outage_secs, connections)?;
+            let (status, _) = http_get(c.addr, "/readyz")?;
+            windows.push((Mode::Pg, paced, from, wrk, status));
+        }
         drop((a, b, c, proxy));
+
         let _ = writeln!(
             report,
             "\n### Dependency outage: PostgreSQL behind a black-hole proxy (accepts, never answers)\n"
@@ -1352,47 +1428,76 @@ impl Bench {
         let _ = writeln!(
             report,
             "The servers reach PostgreSQL through the proxy; it turns into a black hole at t = 0. \
-             Each line is one {} s wrk run, one after the other. A (hello-world, no dependency) \
-             is the control: the latency floor of this machine at that moment.\n",
-            s.outage_secs
+             Two loads: **probers**, 4 connections that each wait 1 ms after every answer \
+             (about 3,500 requests/s: far more than real probers, and still leaving the server \
+             mostly idle, so the latency is the answer's own), and a **storm**, {} connections \
+             as fast as wrk can (latency there is mostly time queued behind other requests on a \
+             saturated core). B and A (hello-world, no dependency: the latency floor of this \
+             machine at that moment) take turns in {} s windows, {} pairs per load; then C, {} s \
+             per load. Figures are medians over a server's windows (requests and non-2xx are \
+             sums, max is the worst window's); the last column lists every window's p99 in \
+             order.\n",
+            s.connections, s.outage_secs, s.outage_pairs, s.c_outage_secs
         );
         let _ = writeln!(
             report,
-            "| server | wrk connections | window | requests | p50 | p99 | max | non-2xx | status after | goal |"
+            "| server | load | windows (t in s) | requests | p50 | p99 | max | non-2xx | status after | goal | p99 per window |"
         );
-        let _ = writeln!(report, "|---|---:|---|---:|---:|---:|---:|---:|---:|---|");
-        for (mode, connections, from, wrk, status) in &rows {
-            let goal = match mode {
-                Mode::Health => format!("p99 < 1 ms: {}", met(wrk.p99_us < 1000.0)),
-                Mode::Hello => "control".to_owned(),
-                _ => format!("as measured ({} s timeout)", HANDLER_TIMEOUT.as_secs()),
-            };
-            let _ = writeln!(
-                report,
-                "| {} | {connections} | t = {from}–{} s | {} | {} | {} | {} | {} | {status} | {goal} |",
-                mode.label(),
-                from + s.outage_secs,
-                wrk.requests,
-                micros(wrk.p50_us),
-                micros(wrk.p99_us),
-                micros(wrk.max_us),
-                wrk.non_2xx,
-            );
+        let _ = writeln!(
+            report,
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|"
+        );
+        let mut p99 = std::collections::HashMap::new();
+        for mode in [Mode::Health, Mode::Hello, Mode::Pg] {
+            for paced in [true, false] {
+                let rows: Vec<_> = windows
+                    .iter()
+                    .filter(|w| w.0 == mode && w.1 == paced)
+                    .collect();
+                let Some(last) = rows.last() else { continue };
+                let median_p99 = median(rows.iter().map(|w| w.3.p99_us));
+                p99.insert((mode, paced), median_p99);
+                let goal = match mode {
+                    Mode::Health => format!("p99 < 1 ms: {}", met(median_p99 < 1000.0)),
+                    Mode::Hello => "control".to_owned(),
+                    _ => format!("as measured ({} s timeout)", HANDLER_TIMEOUT.as_secs()),
+                };
+                let load = if paced {
+                    "probers, 4 × 1/ms".to_owned()
+                } else {
+                    format!("storm, {}", s.connections)
+                };
+                let _ = writeln!(
+                    report,
+                    "| {} | {load} | {:.0}–{:.0} | {} | {} | {} | {} | {} | {} | {goal} | {} |",
+                    mode.label(),
+                    rows[0].2,
+                    last.2 + last.3.duration_us as f64 / 1e6,
+                    rows.iter().map(|w| w.3.requests).sum::<u64>(),
+                    micros(median(rows.iter().map(|w| w.3.p50_us))),
+                    micros(median_p99),
+                    micros(rows.iter().map(|w| w.3.max_us).fold(0.0, f64::max)),
+                    rows.iter().map(|w| w.3.non_2xx).sum::<u64>(),
+                    last.4,
+                    rows.iter()
+                        .map(|w| micros(w.3.p99_us))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                );
+            }
         }
-        let p99 = |mode: Mode, connections: u32| {
-            rows.iter()
-                .find(|r| r.0 == mode && r.1 == connections)
-                .map_or(f64::NAN, |r| r.3.p99_us)
+        let ratio = |x: Mode, y: Mode, paced: bool| {
+            p99.get(&(x, paced)).copied().unwrap_or(f64::NAN)
+                / p99.get(&(y, paced)).copied().unwrap_or(f64::NAN)
         };
         let _ = writeln!(
             report,
-            "\np99 during the outage, C / B: {:.0}× with 4 connections, {:.0}× with {}; \
-             B / A (control): {:.2} and {:.2}.",
-            p99(Mode::Pg, 4) / p99(Mode::Health, 4),
-            p99(Mode::Pg, s.connections) / p99(Mode::Health, s.connections),
-            s.connections,
-            p99(Mode::Health, 4) / p99(Mode::Hello, 4),
-            p99(Mode::Health, s.connections) / p99(Mode::Hello, s.connections),
+            "\nMedian p99 during the outage, C / B: {:.0}× for the probers, {:.0}× in the storm; \
+             B / A (control, alternating windows): {:.2} and {:.2}.",
+            ratio(Mode::Pg, Mode::Health, true),
+            ratio(Mode::Pg, Mode::Health, false),
+            ratio(Mode::Health, Mode::Hello, true),
+            ratio(Mode::Health, Mode::Hello, false),
         );
         Ok(())
     }

@@ -47,7 +47,8 @@ if [ -n "${BENCH_QUICK:-}" ]; then
     criterion_args=(--warm-up-time 0.5 --measurement-time 1 --noplot)
     export BENCH_ROUNDS="${BENCH_ROUNDS:-2}" BENCH_SECS="${BENCH_SECS:-1}" \
         BENCH_STORM_SECS="${BENCH_STORM_SECS:-6}" BENCH_C_STORM_SECS="${BENCH_C_STORM_SECS:-2}" \
-        BENCH_PROBES="${BENCH_PROBES:-50000}" BENCH_OUTAGE_SECS="${BENCH_OUTAGE_SECS:-3}"
+        BENCH_PROBES="${BENCH_PROBES:-50000}" BENCH_OUTAGE_SECS="${BENCH_OUTAGE_SECS:-1}" \
+        BENCH_OUTAGE_PAIRS="${BENCH_OUTAGE_PAIRS:-1}" BENCH_C_OUTAGE_SECS="${BENCH_C_OUTAGE_SECS:-3}"
 fi
 
 echo "== building (release)"
