@@ -81,10 +81,12 @@ where
     type Error = S::Error;
     type Future = AxumResponseFuture<S, ReqBody>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         AxumResponseFuture {
             inner: self.inner.call(request),
@@ -118,6 +120,7 @@ where
 {
     type Output = Result<Response<Body>, S::Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let response = ready!(self.project().inner.poll(cx))?;
         Poll::Ready(Ok(response.map(crate::ResponseBody::into_axum)))

@@ -33,6 +33,7 @@ pin_project! {
 }
 
 impl<B> ResponseBody<B> {
+    #[inline]
     pub(crate) fn full(body: Full<Bytes>) -> Self {
         Self {
             kind: Kind::Full { body },
@@ -40,6 +41,7 @@ impl<B> ResponseBody<B> {
         }
     }
 
+    #[inline]
     pub(crate) fn inner(body: B, guard: Option<InFlightGuard>) -> Self {
         Self {
             kind: Kind::Inner { body },
@@ -104,6 +106,7 @@ where
 {
     /// An `axum::body::Body` without boxing a passed-through axum body when
     /// nothing needs to ride along with it.
+    #[inline]
     pub(crate) fn into_axum(self) -> axum::body::Body {
         match self {
             Self {

@@ -49,6 +49,7 @@ where
     S: Service<Request<ReqBody>>,
 {
     /// A health answer, complete with its processing-time header.
+    #[inline]
     pub(crate) fn answered(response: Response<Full<Bytes>>) -> Self {
         Self {
             state: State::Answered {
@@ -61,6 +62,7 @@ where
     }
 
     /// The inner service was ready and has been called.
+    #[inline]
     pub(crate) fn called(
         future: S::Future,
         start: Option<Instant>,
@@ -76,6 +78,7 @@ where
     }
 
     /// The inner service must be driven to readiness before the call.
+    #[inline]
     pub(crate) fn waiting(
         service: S,
         request: Request<ReqBody>,

@@ -62,8 +62,15 @@ pub const PROCESS_TIME_HEADER: HeaderName = HeaderName::from_static("x-process-t
 /// ```
 #[derive(Clone)]
 pub struct HealthLayer {
+    // One `Arc`: servers such as axum's clone the service for every
+    // request, and each `Arc` costs two atomic operations per clone.
+    pub(crate) inner: Arc<LayerInner>,
+}
+
+#[derive(Clone)]
+pub(crate) struct LayerInner {
     pub(crate) owner: Arc<Owner>,
-    pub(crate) config: Arc<Config>,
+    pub(crate) config: Config,
 }
 
 #[derive(Clone)]
@@ -213,14 +220,16 @@ impl HealthLayer {
         // first request.
         quanta::Instant::now();
         Self {
-            owner,
-            config: Arc::new(Config::new()),
+            inner: Arc::new(LayerInner {
+                owner,
+                config: Config::new(),
+            }),
         }
     }
 
     /// Applies a configuration change, then re-indexes the paths.
     fn configure(mut self, change: impl FnOnce(&mut Config)) -> Self {
-        let config = Arc::make_mut(&mut self.config);
+        let config = &mut Arc::make_mut(&mut self.inner).config;
         change(config);
         config.reindex();
         self
@@ -284,10 +293,13 @@ impl HealthLayer {
 impl fmt::Debug for HealthLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HealthLayer")
-            .field("paths", &self.config.paths)
-            .field("aliases", &self.config.aliases)
-            .field("process_time_header", &self.config.process_time_header)
-            .field("reveal_details", &self.config.reveal.is_some())
+            .field("paths", &self.inner.config.paths)
+            .field("aliases", &self.inner.config.aliases)
+            .field(
+                "process_time_header",
+                &self.inner.config.process_time_header,
+            )
+            .field("reveal_details", &self.inner.config.reveal.is_some())
             .finish()
     }
 }

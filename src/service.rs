@@ -113,14 +113,14 @@ where
 
     #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let config = &self.layer.config;
+        let config = &self.layer.inner.config;
         let header = config.process_time_header.clone();
         let start = header.as_ref().map(|_| quanta::Instant::now());
         if let Some(route) = config.route(request.uri().path()) {
             // `answer` adds the processing-time header itself.
             return ResponseFuture::answered(answer(&self.layer, route, request, start));
         }
-        let shared = &self.layer.owner.shared;
+        let shared = &self.layer.inner.owner.shared;
         let (guard, request) = if shared.in_flight_limit.is_none() {
             (None, request)
         } else {
@@ -296,7 +296,7 @@ fn answer<B>(
     request: Request<B>,
     start: Option<quanta::Instant>,
 ) -> Response<Full<Bytes>> {
-    let config = &layer.config;
+    let config = &layer.inner.config;
     let (parts, _body) = request.into_parts();
     let head = parts.method == Method::HEAD;
     if parts.method != Method::GET && !head {
@@ -314,7 +314,7 @@ fn answer<B>(
         Ok(query) => query,
         Err(message) => return error(config, StatusCode::BAD_REQUEST, &message, head, start),
     };
-    let shared = &layer.owner.shared;
+    let shared = &layer.inner.owner.shared;
     let snapshot = shared.snapshot.load();
     // A single component has no text form: `?verbose` applies to probes.
     let format = if query.verbose && matches!(route, Route::Probe(_)) {
