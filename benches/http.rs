@@ -5,7 +5,7 @@
 //! cargo bench --bench http     # this part alone
 //! ```
 //!
-//! One binary, three roles:
+//! One binary, four roles:
 //!
 //! - no arguments (or cargo's `--bench`): the orchestrator. It starts the
 //!   servers below (this same executable, pinned to one core with
@@ -14,6 +14,8 @@
 //! - `serve MODE`: one server on `127.0.0.1:0` (the port is printed).
 //! - `proxy HOST:PORT`: a TCP proxy to PostgreSQL that turns into a black
 //!   hole (accepts, never answers) when told so on stdin.
+//! - `load ADDR PATH N`: N sequential requests on one connection (used by
+//!   `benches/instructions.sh` to count a server's instructions per request).
 //!
 //! Servers and the proxy are controlled over stdin (`stats`, `blackhole`)
 //! and exit when stdin closes, so they cannot outlive the orchestrator.
@@ -28,7 +30,7 @@
 //! | `axum-router-layer` (D2) | the same with `Router::layer(health.layer())` |
 //! | `axum-health-no-header` (D3) | D1 with `without_process_time_header()`: what the header costs |
 //!
-//! Settings (environment): `BENCH_ROUNDS` (6), `BENCH_SECS` per round (5),
+//! Settings (environment): `BENCH_ROUNDS` (8), `BENCH_SECS` per round (4),
 //! `BENCH_CONNECTIONS` (32), `BENCH_STORM_SECS` (30), `BENCH_C_STORM_SECS`
 //! (10), `BENCH_PROBES` for the memory test (1000000), `BENCH_OUTAGE_SECS`
 //! per outage window of B and of its control A (2), `BENCH_OUTAGE_PAIRS`
@@ -93,6 +95,7 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("serve") => serve(args.get(1).map(String::as_str).unwrap_or("")),
         Some("proxy") => proxy(args.get(1).map(String::as_str).unwrap_or("")),
+        Some("load") => load(&args[1..]),
         _ => orchestrate(),
     };
     if let Err(error) = result {
@@ -576,8 +579,8 @@ fn target_dir() -> PathBuf {
 impl Settings {
     fn from_env() -> Result<Self, BoxError> {
         let settings = Self {
-            rounds: env_or("BENCH_ROUNDS", 6)?,
-            secs: env_or("BENCH_SECS", 5)?,
+            rounds: env_or("BENCH_ROUNDS", 8)?,
+            secs: env_or("BENCH_SECS", 4)?,
             connections: env_or("BENCH_CONNECTIONS", 32)?,
             storm_secs: env_or("BENCH_STORM_SECS", 30)?,
             c_storm_secs: env_or("BENCH_C_STORM_SECS", 10)?,
@@ -825,6 +828,63 @@ impl Drop for Server {
 }
 
 /// A minimal HTTP/1.1 GET with `Connection: close`: status and raw headers.
+/// `load ADDR PATH N`: N GET requests, one after the other on one
+/// keep-alive connection, each answer read in full. For counting a server's
+/// instructions per request under callgrind (`benches/instructions.sh`).
+fn load(args: &[String]) -> Result<(), BoxError> {
+    let [addr, path, count] = args else {
+        return Err("usage: load ADDR PATH N".into());
+    };
+    let addr: SocketAddr = addr.parse()?;
+    let count: u64 = count.parse()?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_nodelay(true)?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..count {
+        stream.write_all(request.as_bytes())?;
+        buf.clear();
+        // Read the head, then as much body as `content-length` says.
+        let (head_len, body_len) = loop {
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err("the server closed the connection".into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&buf[..end])?;
+                let length = head
+                    .lines()
+                    .find_map(|line| {
+                        let (name, value) = line.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().ok())?
+                    })
+                    .ok_or("an answer without content-length")?;
+                let status: u16 = head
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|code| code.parse().ok())
+                    .ok_or("not an HTTP answer")?;
+                *statuses.entry(status).or_insert(0u64) += 1;
+                break (end + 4, length);
+            }
+        };
+        while buf.len() < head_len + body_len {
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err("the server closed the connection".into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+    println!("load statuses {statuses:?}");
+    Ok(())
+}
+
 fn http_get(addr: SocketAddr, path: &str) -> io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;

@@ -24,6 +24,10 @@
 //!
 //! The `_no_header` arms are not part of the issue's goals; they show how
 //! much of the layer's cost is the processing-time header.
+//!
+//! With `OVERHEAD_COUNT=<arm>` the binary runs that arm `OVERHEAD_CALLS`
+//! times (100,000) instead of benchmarking: `benches/instructions.sh` counts
+//! its instructions under callgrind.
 
 use std::{
     convert::Infallible,
@@ -35,24 +39,31 @@ use std::{
 };
 
 use bytes::Bytes;
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion};
 use http::{Request, Response, StatusCode, header::CONTENT_TYPE};
 use http_body_util::{Empty, Full};
-use tower::{Layer, Service, service_fn};
-use tower_health::{CheckOptions, CheckResult, HealthChecks};
+use tower::{
+    Layer, Service,
+    util::{ServiceFn, service_fn},
+};
+use tower_health::{CheckOptions, CheckResult, Health, HealthChecks, HealthHandle};
 
 type Req = Request<Empty<Bytes>>;
 
 const BODY: &[u8] = br#"{"id":42,"name":"widget","in_stock":true}"#;
 
 /// The bare service: a small JSON response with a content-type header.
-async fn handler(_request: Req) -> Result<Response<Full<Bytes>>, Infallible> {
+///
+/// A plain function returning a ready future rather than an `async fn`, so
+/// the services' types can be named; the work is the same (the request is
+/// dropped and the response built in the call).
+fn handler(_request: Req) -> Handled {
     let mut response = Response::new(Full::new(Bytes::from_static(BODY)));
     response.headers_mut().insert(
         CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
-    Ok(response)
+    std::future::ready(Ok(response))
 }
 
 fn request(path: &'static str) -> Req {
@@ -65,6 +76,7 @@ fn request(path: &'static str) -> Req {
 /// `poll_ready`, `call`, one poll of the response future, drop the
 /// response: everything a server does with the service per request except
 /// I/O.
+#[inline(never)]
 fn call_once<S, B>(service: &mut S, request: Req) -> StatusCode
 where
     S: Service<Req, Response = Response<B>>,
@@ -86,93 +98,154 @@ where
     }
 }
 
-fn overhead(c: &mut Criterion) {
-    // The refresher needs a runtime; it runs on this runtime's worker while
-    // the benchmark polls on the main thread.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    let health = runtime.block_on(async {
-        let health = HealthChecks::builder()
-            .check_with(
-                "database",
-                || async { CheckResult::healthy() },
-                CheckOptions::new().interval(Duration::from_secs(5)),
-            )
-            .build()
-            .expect("valid checks");
-        // Let the first check run so /readyz is a cached 200.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        health
-    });
-
-    let mut bare = service_fn(handler);
-    let mut layered = health.layer().layer(service_fn(handler));
-    let mut layered_no_header = health
-        .layer()
-        .without_process_time_header()
-        .layer(service_fn(handler));
-
-    // Sanity: the arms do what they claim.
-    assert_eq!(
-        call_once(&mut bare, request("/api/items/42")),
-        StatusCode::OK
-    );
-    assert_eq!(call_once(&mut layered, request("/readyz")), StatusCode::OK);
-    {
-        let mut cx = Context::from_waker(Waker::noop());
-        let _ = layered.poll_ready(&mut cx);
-        let future = pin!(layered.call(request("/api/items/42")));
-        let Poll::Ready(Ok(response)) = future.poll(&mut cx) else {
-            panic!("pass-through did not complete at once");
-        };
-        assert!(response.headers().contains_key("x-process-time-ms"));
-        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
-    }
-
-    let mut group = c.benchmark_group("overhead");
-    group.bench_function("bare", |b| {
-        b.iter_batched(
-            || request("/api/items/42"),
-            |req| call_once(&mut bare, req),
-            BatchSize::SmallInput,
-        );
-    });
-    group.bench_function("pass_through", |b| {
-        b.iter_batched(
-            || request("/api/items/42"),
-            |req| call_once(&mut layered, req),
-            BatchSize::SmallInput,
-        );
-    });
-    group.bench_function("pass_through_no_header", |b| {
-        b.iter_batched(
-            || request("/api/items/42"),
-            |req| call_once(&mut layered_no_header, req),
-            BatchSize::SmallInput,
-        );
-    });
-    group.bench_function("readyz_hit", |b| {
-        b.iter_batched(
-            || request("/readyz"),
-            |req| call_once(&mut layered, req),
-            BatchSize::SmallInput,
-        );
-    });
-    group.bench_function("readyz_hit_no_header", |b| {
-        b.iter_batched(
-            || request("/readyz"),
-            |req| call_once(&mut layered_no_header, req),
-            BatchSize::SmallInput,
-        );
-    });
-    group.finish();
-
-    health.shutdown();
-    drop(runtime);
+/// The benchmarked services, around one `HealthChecks` whose refresher runs
+/// on its own runtime thread while the arms are polled on this one.
+struct Arms {
+    runtime: tokio::runtime::Runtime,
+    health: HealthHandle,
+    bare: Bare,
+    layered: Health<Bare>,
+    layered_no_header: Health<Bare>,
 }
 
-criterion_group!(benches, overhead);
-criterion_main!(benches);
+type Bare = ServiceFn<fn(Req) -> Handled>;
+
+type Handled = std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>;
+
+fn bare() -> Bare {
+    service_fn(handler as fn(Req) -> Handled)
+}
+
+/// The arms, with the path each one requests.
+const ARMS: [(&str, &str); 5] = [
+    ("bare", "/api/items/42"),
+    ("pass_through", "/api/items/42"),
+    ("pass_through_no_header", "/api/items/42"),
+    ("readyz_hit", "/readyz"),
+    ("readyz_hit_no_header", "/readyz"),
+];
+
+impl Arms {
+    fn new() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let health = runtime.block_on(async {
+            let health = HealthChecks::builder()
+                .check_with(
+                    "database",
+                    || async { CheckResult::healthy() },
+                    CheckOptions::new().interval(Duration::from_secs(5)),
+                )
+                .build()
+                .expect("valid checks");
+            // Let the first check run so /readyz is a cached 200.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            health
+        });
+        let arms = Self {
+            bare: bare(),
+            layered: health.layer().layer(bare()),
+            layered_no_header: health.layer().without_process_time_header().layer(bare()),
+            runtime,
+            health,
+        };
+        arms.sanity();
+        arms
+    }
+
+    /// The arms do what they claim.
+    fn sanity(&self) {
+        for (arm, path) in ARMS {
+            let mut arms_copy = (
+                self.bare,
+                self.layered.clone(),
+                self.layered_no_header.clone(),
+            );
+            let response = match arm {
+                "bare" => respond(&mut arms_copy.0, path).map(drop),
+                "pass_through" | "readyz_hit" => respond(&mut arms_copy.1, path).map(drop),
+                _ => respond(&mut arms_copy.2, path).map(drop),
+            };
+            assert_eq!(response.status(), StatusCode::OK, "{arm}");
+            assert_eq!(
+                response.headers().contains_key("x-process-time-ms"),
+                arm == "pass_through" || arm == "readyz_hit",
+                "{arm}"
+            );
+            let content_type = &response.headers()[CONTENT_TYPE];
+            assert_eq!(content_type, "application/json", "{arm}");
+        }
+    }
+
+    /// Runs `arm` once on `request`.
+    fn run(&mut self, arm: &str, request: Req) -> StatusCode {
+        match arm {
+            "bare" => call_once(&mut self.bare, request),
+            "pass_through" | "readyz_hit" => call_once(&mut self.layered, request),
+            "pass_through_no_header" | "readyz_hit_no_header" => {
+                call_once(&mut self.layered_no_header, request)
+            }
+            _ => panic!("no arm named {arm:?}"),
+        }
+    }
+}
+
+/// One call, keeping the response.
+fn respond<S, B>(service: &mut S, path: &'static str) -> Response<B>
+where
+    S: Service<Req, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    let _ = service.poll_ready(&mut cx);
+    let future = pin!(service.call(request(path)));
+    let Poll::Ready(Ok(response)) = future.poll(&mut cx) else {
+        panic!("{path} did not complete at once");
+    };
+    response
+}
+
+fn overhead(c: &mut Criterion, arms: &mut Arms) {
+    let mut group = c.benchmark_group("overhead");
+    for (arm, path) in ARMS {
+        group.bench_function(arm, |b| {
+            b.iter_batched(
+                || request(path),
+                |req| arms.run(arm, req),
+                BatchSize::SmallInput,
+            );
+        });
+    }
+    group.finish();
+}
+
+fn main() {
+    let mut arms = Arms::new();
+    // `OVERHEAD_COUNT=arm` runs that arm `OVERHEAD_CALLS` times (100,000)
+    // and nothing else, for counting instructions under callgrind
+    // (`benches/instructions.sh`).
+    if let Ok(arm) = std::env::var("OVERHEAD_COUNT") {
+        let calls: u64 = std::env::var("OVERHEAD_CALLS")
+            .ok()
+            .and_then(|calls| calls.parse().ok())
+            .unwrap_or(100_000);
+        let path = ARMS
+            .iter()
+            .find(|(name, _)| *name == arm)
+            .map(|(_, path)| *path)
+            .unwrap_or_else(|| panic!("no arm named {arm:?}"));
+        for _ in 0..calls {
+            arms.run(&arm, request(path));
+        }
+        println!("counted {arm} {calls}");
+    } else {
+        let mut criterion = Criterion::default().configure_from_args();
+        overhead(&mut criterion, &mut arms);
+        criterion.final_summary();
+    }
+    arms.health.shutdown();
+    drop(arms.runtime);
+}

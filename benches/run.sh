@@ -9,12 +9,14 @@
 #    layer's pass-through vs a cached /readyz);
 # 3. runs benches/http.rs (wrk over loopback, servers and client on
 #    different cores: interleaved rounds, probe storm, memory, outage);
-# 4. writes target/bench-report/report.md and prints it.
+# 4. runs benches/instructions.sh (instruction counts under callgrind, in
+#    process and in each server: the noise-free view);
+# 5. writes target/bench-report/report.md and prints it.
 #
 # Needs: Linux (/proc, taskset), 2+ cores, PostgreSQL at DATABASE_URL
 # (default postgres://postgres@127.0.0.1:5432/test), wrk (installed from the
 # Debian package if missing). All traffic stays on 127.0.0.1. Takes about
-# 6 minutes after the build. Shorter smoke run:
+# 8 minutes after the build. Shorter smoke run:
 #
 #     BENCH_QUICK=1 bash benches/run.sh
 #
@@ -60,6 +62,11 @@ echo "== in-process overhead (criterion)"
 cargo bench --all-features --bench overhead -- "${criterion_args[@]}" 2>&1 | tee "$out/criterion.txt"
 echo "== HTTP suite"
 BENCH_REPORT="$out/http.md" cargo bench --all-features --bench http 2>&1 | tee "$out/http.txt"
+echo "== instruction counts (callgrind)"
+if [ -n "${BENCH_QUICK:-}" ]; then
+    export OVERHEAD_CALLS="${OVERHEAD_CALLS:-10000}" INSITU_REQUESTS="${INSITU_REQUESTS:-1000}"
+fi
+bash benches/instructions.sh 2>&1 | tee "$out/instructions.txt"
 finished=$(date -u +%s)
 
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -76,6 +83,8 @@ fi
     echo "- suite wall time after the build: $(( finished - started )) s; load average before: $load_start, after: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
     cat "$out/http.md"
+    echo
+    cat "$out/instructions.md"
 } > "$out/report.md"
 echo
 echo "== report: $out/report.md"
