@@ -22,13 +22,14 @@
 //!
 //! | mode | server |
 //! |---|---|
-//! | `hello` (A) | hyper hello-world |
+//! | `hello` (A) | hyper hello-world (holding an idle pool of 2, like B's) |
 //! | `health` (B) | the same behind `HealthLayer`, a PostgreSQL check every 5 s |
 //! | `pg` (C) | hand-written `/readyz`: `SELECT 1` per request on a pool of 8 connections, 2 s timeout |
-//! | `axum` (D0) | an axum app, `GET /api/items/{id}` answers JSON |
+//! | `axum` (D0) | an axum app, `GET /api/items/{id}` answers JSON; it holds an idle pool of 2, like D1's |
 //! | `axum-health` (D1) | the same app behind `HealthLayer` (`wrap_axum`), a PostgreSQL check every 5 s |
 //! | `axum-router-layer` (D2) | the same with `Router::layer(health.layer())` |
 //! | `axum-health-no-header` (D3) | D1 with `without_process_time_header()`: what the header costs |
+//! | `axum-no-pool` | D0 without the pool (for `benches/instructions.sh`) |
 //!
 //! Settings (environment): `BENCH_ROUNDS` (8), `BENCH_SECS` per round (4),
 //! `BENCH_CONNECTIONS` (32), `BENCH_STORM_SECS` (30), `BENCH_C_STORM_SECS`
@@ -121,10 +122,24 @@ enum Mode {
     AxumHealth,
     AxumRouterLayer,
     AxumHealthNoHeader,
+    /// D0 without the idle pool: only for `benches/instructions.sh`.
+    AxumNoPool,
 }
 
 impl Mode {
-    const ALL: [Mode; 7] = [
+    const ALL: [Mode; 8] = [
+        Mode::Hello,
+        Mode::Health,
+        Mode::Pg,
+        Mode::Axum,
+        Mode::AxumHealth,
+        Mode::AxumRouterLayer,
+        Mode::AxumHealthNoHeader,
+        Mode::AxumNoPool,
+    ];
+
+    /// The servers of the interleaved rounds, in this order.
+    const ROUNDS: [Mode; 7] = [
         Mode::Hello,
         Mode::Health,
         Mode::Pg,
@@ -143,6 +158,7 @@ impl Mode {
             Mode::AxumHealth => "axum-health",
             Mode::AxumRouterLayer => "axum-router-layer",
             Mode::AxumHealthNoHeader => "axum-health-no-header",
+            Mode::AxumNoPool => "axum-no-pool",
         }
     }
 
@@ -155,6 +171,7 @@ impl Mode {
             Mode::AxumHealth => "D1 axum route, `health.layer().wrap_axum(router)`",
             Mode::AxumRouterLayer => "D2 axum route, `router.layer(health.layer())`",
             Mode::AxumHealthNoHeader => "D3 axum route, `wrap_axum`, no timing header",
+            Mode::AxumNoPool => "D0 without its idle pool",
         }
     }
 
@@ -167,15 +184,18 @@ impl Mode {
             Mode::AxumHealth => "D1",
             Mode::AxumRouterLayer => "D2",
             Mode::AxumHealthNoHeader => "D3",
+            Mode::AxumNoPool => "D0'",
         }
     }
 
     fn path(self) -> &'static str {
         match self {
             Mode::Hello | Mode::Health | Mode::Pg => "/readyz",
-            Mode::Axum | Mode::AxumHealth | Mode::AxumRouterLayer | Mode::AxumHealthNoHeader => {
-                "/api/items/42"
-            }
+            Mode::Axum
+            | Mode::AxumHealth
+            | Mode::AxumRouterLayer
+            | Mode::AxumHealthNoHeader
+            | Mode::AxumNoPool => "/api/items/42",
         }
     }
 
@@ -209,6 +229,8 @@ fn serve(mode: &str) -> Result<(), BoxError> {
         let addr = listener.local_addr()?;
         match mode {
             Mode::Hello => {
+                // The app's own pool, idle: B's check uses one like it.
+                let _pool = pg_pool(&url, 2).await?;
                 announce(addr);
                 serve_hyper(listener, service_fn(hello)).await
             }
@@ -226,6 +248,16 @@ fn serve(mode: &str) -> Result<(), BoxError> {
                 serve_hyper(listener, service).await
             }
             Mode::Axum => {
+                // The app's own pool, idle: D1's check uses one like it.
+                let _pool = pg_pool(&url, 2).await?;
+                announce(addr);
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, app()).await?;
+                Ok(())
+            }
+            Mode::AxumNoPool => {
                 announce(addr);
                 let listener = listener.tap_io(|tcp| {
                     let _ = tcp.set_nodelay(true);
@@ -1137,7 +1169,7 @@ impl Bench {
     fn rounds(&self, report: &mut String) -> Result<(), BoxError> {
         let s = &self.settings;
         let mut servers = Vec::new();
-        for mode in Mode::ALL {
+        for mode in Mode::ROUNDS {
             servers.push((mode, self.start(mode, &s.url)?));
         }
         // What each server answers, checked once.
@@ -1203,7 +1235,7 @@ impl Bench {
             .iter()
             .map(|v| v.iter().map(|x| x.wrk.requests).sum())
             .collect();
-        for (i, mode) in Mode::ALL.into_iter().enumerate() {
+        for (i, mode) in Mode::ROUNDS.into_iter().enumerate() {
             let v = &samples[i];
             let errors: u64 = v.iter().map(|x| x.wrk.socket_errors + x.wrk.timeouts).sum();
             let non_2xx: u64 = v.iter().map(|x| x.wrk.non_2xx).sum();

@@ -69,7 +69,8 @@ done
 
 declare -A per_request
 servers=(hello:/readyz health:/readyz axum:/api/items/42 axum-health:/api/items/42
-    axum-router-layer:/api/items/42 axum-health-no-header:/api/items/42)
+    axum-router-layer:/api/items/42 axum-health-no-header:/api/items/42
+    axum-no-pool:/api/items/42)
 echo "== in a server ($requests sequential requests each)"
 for entry in "${servers[@]}"; do
     mode=${entry%%:*}
