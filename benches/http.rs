@@ -31,7 +31,7 @@
 //! | `axum-health-no-header` (D3) | D1 with `without_process_time_header()`: what the header costs |
 //! | `axum-no-pool` | D0 without the pool (for `benches/instructions.sh`) |
 //!
-//! Settings (environment): `BENCH_ROUNDS` (8), `BENCH_SECS` per round (4),
+//! Settings (environment): `BENCH_ROUNDS` (16), `BENCH_SECS` per round (2),
 //! `BENCH_CONNECTIONS` (32), `BENCH_STORM_SECS` (30), `BENCH_C_STORM_SECS`
 //! (10), `BENCH_PROBES` for the memory test (1000000), `BENCH_OUTAGE_SECS`
 //! per outage window of B and of its control A (2), `BENCH_OUTAGE_PAIRS`
@@ -611,8 +611,8 @@ fn target_dir() -> PathBuf {
 impl Settings {
     fn from_env() -> Result<Self, BoxError> {
         let settings = Self {
-            rounds: env_or("BENCH_ROUNDS", 8)?,
-            secs: env_or("BENCH_SECS", 4)?,
+            rounds: env_or("BENCH_ROUNDS", 16)?,
+            secs: env_or("BENCH_SECS", 2)?,
             connections: env_or("BENCH_CONNECTIONS", 32)?,
             storm_secs: env_or("BENCH_STORM_SECS", 30)?,
             c_storm_secs: env_or("BENCH_C_STORM_SECS", 10)?,
