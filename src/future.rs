@@ -9,10 +9,9 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response};
 use http_body_util::Full;
 use pin_project_lite::pin_project;
-use quanta::Instant;
 use tower_service::Service;
 
-use crate::{body::ResponseBody, service::InFlightGuard};
+use crate::{body::ResponseBody, clock::Stamp, service::InFlightGuard};
 
 pin_project! {
     /// The future of [`Health`](crate::Health): a health answer ready at
@@ -24,7 +23,7 @@ pin_project! {
         #[pin]
         state: State<S, ReqBody>,
         // Set exactly when `header` is.
-        start: Option<Instant>,
+        start: Option<Stamp>,
         header: Option<HeaderName>,
         guard: Option<InFlightGuard>,
     }
@@ -65,7 +64,7 @@ where
     #[inline]
     pub(crate) fn called(
         future: S::Future,
-        start: Option<Instant>,
+        start: Option<Stamp>,
         header: Option<HeaderName>,
         guard: Option<InFlightGuard>,
     ) -> Self {
@@ -82,7 +81,7 @@ where
     pub(crate) fn waiting(
         service: S,
         request: Request<ReqBody>,
-        start: Option<Instant>,
+        start: Option<Stamp>,
         header: Option<HeaderName>,
         guard: Option<InFlightGuard>,
     ) -> Self {
@@ -142,7 +141,7 @@ where
         if let (Some(name), Some(start)) = (this.header.take(), this.start) {
             response
                 .headers_mut()
-                .insert(name, process_time(Instant::now().duration_since(*start)));
+                .insert(name, process_time(start.elapsed()));
         }
         Poll::Ready(Ok(response))
     }

@@ -215,10 +215,7 @@ fn normalize(path: impl Into<String>) -> String {
 
 impl HealthLayer {
     pub(crate) fn new(owner: Arc<Owner>) -> Self {
-        // The first reading of quanta's clock calibrates it (well under a
-        // millisecond here, 200 ms at most): do it now rather than in the
-        // first request.
-        quanta::Instant::now();
+        crate::clock::calibrate();
         Self {
             inner: Arc::new(LayerInner {
                 owner,

@@ -104,6 +104,7 @@ pub mod heartbeat;
 pub mod registry;
 
 mod body;
+mod clock;
 mod future;
 mod layer;
 mod render;

@@ -452,6 +452,11 @@ impl HealthHandle {
     ///
     /// Call it as often as needed (axum calls `Layer::layer` once per
     /// route): every layer reads the same snapshot, no task is started.
+    ///
+    /// The first call in a process also chooses and calibrates the clock
+    /// that times responses for `x-process-time-ms` (the CPU's counter where
+    /// the cores' counters agree: about half a millisecond of calibration,
+    /// at most 200 ms), so that no request pays for it.
     pub fn layer(&self) -> HealthLayer {
         HealthLayer::new(self.owner.clone())
     }

@@ -14,6 +14,7 @@ use http_body_util::Full;
 use tower_service::Service;
 
 use crate::{
+    clock::Stamp,
     future::{ResponseFuture, process_time},
     layer::{Config, HealthLayer, Route},
     render::{health_json, json, text},
@@ -115,7 +116,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let config = &self.layer.inner.config;
         let header = config.process_time_header.clone();
-        let start = header.as_ref().map(|_| quanta::Instant::now());
+        let start = header.as_ref().map(|_| Stamp::now());
         if let Some(route) = config.route(request.uri().path()) {
             // `answer` adds the processing-time header itself.
             return ResponseFuture::answered(answer(&self.layer, route, request, start));
@@ -251,7 +252,7 @@ fn respond(
     format: Format,
     body: Bytes,
     head: bool,
-    start: Option<quanta::Instant>,
+    start: Option<Stamp>,
 ) -> Response<Full<Bytes>> {
     let length = body.len();
     let mut response = Response::new(Full::new(if head { Bytes::new() } else { body }));
@@ -266,7 +267,7 @@ fn respond(
     if let (Some(start), Some(index)) = (start, config.process_time_index())
         && let Some(value) = headers.values_mut().nth(index)
     {
-        *value = process_time(quanta::Instant::now().duration_since(start));
+        *value = process_time(start.elapsed());
     }
     response
 }
@@ -276,7 +277,7 @@ fn error(
     code: StatusCode,
     message: &str,
     head: bool,
-    start: Option<quanta::Instant>,
+    start: Option<Stamp>,
 ) -> Response<Full<Bytes>> {
     respond(
         config,
@@ -294,7 +295,7 @@ fn answer<B>(
     layer: &HealthLayer,
     route: Route,
     request: Request<B>,
-    start: Option<quanta::Instant>,
+    start: Option<Stamp>,
 ) -> Response<Full<Bytes>> {
     let config = &layer.inner.config;
     let (parts, _body) = request.into_parts();
