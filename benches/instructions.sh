@@ -102,6 +102,12 @@ for entry in "${servers[@]}"; do
     done
     addr=$(sed -n 's/^listening //p' "$log")
     [ -n "$addr" ] || { echo "$mode did not start" >&2; exit 1; }
+    # Ready first: B's /readyz answers 503 until its first check has run,
+    # which under valgrind can take a moment.
+    for _ in $(seq 1 120); do
+        "$http" load "$addr" "$path" 1 >/dev/null 2>&1 && break
+        sleep 0.5
+    done
     "$http" load "$addr" "$path" 2000 >/dev/null
     timeout 60 callgrind_control -z "$pid" >/dev/null
     "$http" load "$addr" "$path" "$requests" >"$work/$mode.load"
