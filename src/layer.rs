@@ -260,6 +260,10 @@ impl HealthLayer {
     }
 
     /// Names the processing-time header (default `x-process-time-ms`).
+    ///
+    /// The header is inserted into every response, replacing one of the
+    /// same name: use a name of your own, never one the response itself
+    /// needs, such as `content-length` or `content-type`.
     #[must_use]
     pub fn process_time_header(self, name: HeaderName) -> Self {
         self.configure(|config| config.process_time_header = Some(name))
