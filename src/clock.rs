@@ -59,9 +59,7 @@ impl Stamp {
     pub(crate) fn now() -> Self {
         match &*SOURCE {
             Source::Counter(clock) => Self(clock.raw()),
-            Source::Os(origin) => {
-                Self(u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
-            }
+            Source::Os(origin) => Self(nanos_since(origin)),
         }
     }
 
@@ -69,12 +67,15 @@ impl Stamp {
     /// back).
     #[inline]
     pub(crate) fn elapsed(self) -> Duration {
-        let now = Self::now();
         match &*SOURCE {
-            Source::Counter(clock) => clock.delta(self.0, now.0),
-            Source::Os(_) => Duration::from_nanos(now.0.saturating_sub(self.0)),
+            Source::Counter(clock) => clock.delta(self.0, clock.raw()),
+            Source::Os(origin) => Duration::from_nanos(nanos_since(origin).saturating_sub(self.0)),
         }
     }
+}
+
+fn nanos_since(origin: &Instant) -> u64 {
+    u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -155,14 +155,15 @@ impl Config {
             if let Some(name) = &self.process_time_header {
                 headers.insert(name.clone(), HeaderValue::from_static("0.000"));
             }
-            // The same in every format. (A header name that is also one of
-            // the two above takes that entry's place, as `insert` would.)
-            self.process_time_index = self
-                .process_time_header
-                .as_ref()
-                .and_then(|name| headers.keys().position(|key| key == name));
             self.answer_headers[format as usize] = headers;
         }
+        // The same in every format. (A header name that is also one of the
+        // two above takes that entry's place, as `insert` would.)
+        self.process_time_index = self.process_time_header.as_ref().and_then(|name| {
+            self.answer_headers[Format::Json as usize]
+                .keys()
+                .position(|key| key == name)
+        });
         self.exact_lengths = self
             .paths
             .iter()
