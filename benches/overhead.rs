@@ -145,7 +145,7 @@ impl Arms {
             tokio::time::sleep(Duration::from_millis(100)).await;
             health
         });
-        let arms = Self {
+        let mut arms = Self {
             bare: bare(),
             layered: health.layer().layer(bare()),
             layered_no_header: health.layer().without_process_time_header().layer(bare()),
@@ -157,27 +157,39 @@ impl Arms {
     }
 
     /// The arms do what they claim.
-    fn sanity(&self) {
-        for (arm, path) in ARMS {
-            let mut arms_copy = (
-                self.bare,
-                self.layered.clone(),
-                self.layered_no_header.clone(),
-            );
-            let response = match arm {
-                "bare" => respond(&mut arms_copy.0, path).map(drop),
-                "pass_through" | "readyz_hit" => respond(&mut arms_copy.1, path).map(drop),
-                _ => respond(&mut arms_copy.2, path).map(drop),
-            };
+    fn sanity(&mut self) {
+        let item = "/api/items/42";
+        let check = |arm: &str, response: Response<()>, timed: bool| {
             assert_eq!(response.status(), StatusCode::OK, "{arm}");
             assert_eq!(
                 response.headers().contains_key("x-process-time-ms"),
-                arm == "pass_through" || arm == "readyz_hit",
+                timed,
                 "{arm}"
             );
             let content_type = &response.headers()[CONTENT_TYPE];
             assert_eq!(content_type, "application/json", "{arm}");
-        }
+        };
+        check("bare", respond(&mut self.bare, item).map(drop), false);
+        check(
+            "pass_through",
+            respond(&mut self.layered, item).map(drop),
+            true,
+        );
+        check(
+            "readyz_hit",
+            respond(&mut self.layered, "/readyz").map(drop),
+            true,
+        );
+        check(
+            "pass_through_no_header",
+            respond(&mut self.layered_no_header, item).map(drop),
+            false,
+        );
+        check(
+            "readyz_hit_no_header",
+            respond(&mut self.layered_no_header, "/readyz").map(drop),
+            false,
+        );
     }
 
     /// Runs `arm` once on `request`.
