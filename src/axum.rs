@@ -31,14 +31,11 @@
 use std::{
     convert::Infallible,
     fmt,
-    future::Future,
-    pin::Pin,
-    task::{Context, Poll, ready},
+    task::{Context, Poll},
 };
 
 use axum::body::Body;
 use http::{Request, Response};
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -88,44 +85,13 @@ where
 
     #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        AxumResponseFuture {
-            inner: self.inner.call(request),
-        }
+        self.inner.call_into(request)
     }
 }
 
-pin_project! {
-    /// The future of [`AxumHealth`].
-    pub struct AxumResponseFuture<S, ReqBody>
-    where
-        S: Service<Request<ReqBody>>,
-    {
-        #[pin]
-        inner: ResponseFuture<S, ReqBody>,
-    }
-}
-
-impl<S, ReqBody> fmt::Debug for AxumResponseFuture<S, ReqBody>
-where
-    S: Service<Request<ReqBody>>,
-{
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AxumResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<S, ReqBody> Future for AxumResponseFuture<S, ReqBody>
-where
-    S: Service<Request<ReqBody>, Response = Response<Body>>,
-{
-    type Output = Result<Response<Body>, S::Error>;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let response = ready!(self.project().inner.poll(cx))?;
-        Poll::Ready(Ok(response.map(crate::ResponseBody::into_axum)))
-    }
-}
+/// The future of [`AxumHealth`]: [`ResponseFuture`] handing over an axum
+/// body.
+pub type AxumResponseFuture<S, ReqBody> = ResponseFuture<S, ReqBody, Body>;
 
 /// Lets `axum::serve(listener, app)` take an [`AxumHealth`] directly, as it
 /// takes a `Router`.

@@ -98,22 +98,18 @@ where
     }
 }
 
+/// An `axum::body::Body` without boxing a passed-through axum body when
+/// nothing needs to ride along with it.
 #[cfg(feature = "axum")]
-impl<B> ResponseBody<B>
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
-    /// An `axum::body::Body` without boxing a passed-through axum body when
-    /// nothing needs to ride along with it.
+impl From<ResponseBody<axum::body::Body>> for axum::body::Body {
     #[inline]
-    pub(crate) fn into_axum(self) -> axum::body::Body {
-        match self {
-            Self {
+    fn from(body: ResponseBody<axum::body::Body>) -> Self {
+        match body {
+            ResponseBody {
                 kind: Kind::Inner { body },
                 guard: None,
-            } => axum::body::Body::new(body),
-            Self {
+            } => body,
+            ResponseBody {
                 kind: Kind::Full { body },
                 guard: None,
             } => axum::body::Body::new(body),

@@ -1,5 +1,6 @@
 use std::{
     future::Future,
+    marker::PhantomData,
     pin::Pin,
     sync::LazyLock,
     task::{Context, Poll, ready},
@@ -16,7 +17,13 @@ use crate::{body::ResponseBody, clock::Stamp, service::InFlightGuard};
 pin_project! {
     /// The future of [`Health`](crate::Health): a health answer ready at
     /// once, or the inner service driven to readiness and then called.
-    pub struct ResponseFuture<S, ReqBody>
+    ///
+    /// `B` is the response's body type: [`ResponseBody`] for [`Health`],
+    /// `axum::body::Body` for `AxumHealth` (one future for both, so wrapping
+    /// for axum adds no second future around this one).
+    ///
+    /// [`Health`]: crate::Health
+    pub struct ResponseFuture<S, ReqBody, B>
     where
         S: Service<Request<ReqBody>>,
     {
@@ -26,6 +33,7 @@ pin_project! {
         start: Option<Stamp>,
         header: Option<HeaderName>,
         guard: Option<InFlightGuard>,
+        body: PhantomData<fn() -> B>,
     }
 }
 
@@ -43,7 +51,7 @@ pin_project! {
     }
 }
 
-impl<S, ReqBody> ResponseFuture<S, ReqBody>
+impl<S, ReqBody, B> ResponseFuture<S, ReqBody, B>
 where
     S: Service<Request<ReqBody>>,
 {
@@ -57,6 +65,7 @@ where
             start: None,
             header: None,
             guard: None,
+            body: PhantomData,
         }
     }
 
@@ -73,6 +82,7 @@ where
             start,
             header,
             guard,
+            body: PhantomData,
         }
     }
 
@@ -92,11 +102,12 @@ where
             start,
             header,
             guard,
+            body: PhantomData,
         }
     }
 }
 
-impl<S, ReqBody> std::fmt::Debug for ResponseFuture<S, ReqBody>
+impl<S, ReqBody, B> std::fmt::Debug for ResponseFuture<S, ReqBody, B>
 where
     S: Service<Request<ReqBody>>,
 {
@@ -105,11 +116,12 @@ where
     }
 }
 
-impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
+impl<S, ReqBody, ResBody, B> Future for ResponseFuture<S, ReqBody, B>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    B: From<ResponseBody<ResBody>>,
 {
-    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+    type Output = Result<Response<B>, S::Error>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -120,7 +132,7 @@ where
                     let response = response
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    break response.map(ResponseBody::full);
+                    break response.map(|body| B::from(ResponseBody::full(body)));
                 }
                 StateProj::Waiting { pending } => {
                     let (service, _) = &mut **pending
@@ -134,7 +146,7 @@ where
                 StateProj::Called { future } => {
                     let response = ready!(future.poll(cx))?;
                     let guard = this.guard.take();
-                    break response.map(|body| ResponseBody::inner(body, guard));
+                    break response.map(|body| B::from(ResponseBody::inner(body, guard)));
                 }
             }
         };

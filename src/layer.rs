@@ -127,6 +127,7 @@ impl Config {
         config
     }
 
+    #[inline]
     fn length_bit(path: &str) -> u64 {
         1 << path.len().min(63)
     }
@@ -182,6 +183,11 @@ impl Config {
             return Some(route);
         }
         let health = self.paths[Probe::Health.index()].as_deref()?;
+        // Most paths are rejected here by one byte, before comparing the
+        // prefix: `health` + '/' + name.
+        if path.as_bytes().get(health.len()) != Some(&b'/') {
+            return None;
+        }
         // A request path is never empty, and `health` starts with '/'.
         let name = path.strip_prefix(health)?.strip_prefix('/')?;
         (!name.is_empty() && !name.contains('/'))

@@ -97,7 +97,7 @@ where
 {
     type Response = Response<crate::ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqBody>;
+    type Future = ResponseFuture<S, ReqBody, crate::ResponseBody<ResBody>>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -114,6 +114,21 @@ where
 
     #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        self.call_into(request)
+    }
+}
+
+impl<S> Health<S> {
+    /// `Service::call`, with the response body converted to `B` by the
+    /// returned future (see `AxumHealth`).
+    #[inline]
+    pub(crate) fn call_into<ReqBody, B>(
+        &mut self,
+        request: Request<ReqBody>,
+    ) -> ResponseFuture<S, ReqBody, B>
+    where
+        S: Service<Request<ReqBody>> + Clone,
+    {
         let config = &self.layer.inner.config;
         let header = config.process_time_header.clone();
         let start = header.as_ref().map(|_| Stamp::now());
@@ -185,11 +200,16 @@ pub(crate) struct Query<'a> {
     pub(crate) exclude: Vec<Cow<'a, str>>,
 }
 
+#[inline]
 pub(crate) fn parse_query(query: Option<&str>) -> Result<Query<'_>, String> {
+    match query {
+        None => Ok(Query::default()),
+        Some(query) => parse_pairs(query),
+    }
+}
+
+fn parse_pairs(query: &str) -> Result<Query<'_>, String> {
     let mut parsed = Query::default();
-    let Some(query) = query else {
-        return Ok(parsed);
-    };
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         match &*key {
             "detailed" => parsed.detailed = parse_bool("detailed", &value)?,
@@ -217,6 +237,11 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
 /// Whether the client asked for `application/health+json` (and did not
 /// give it `q=0`).
 fn wants_health_json(headers: &HeaderMap) -> bool {
+    // A probe's handful of headers is scanned for `Accept` faster than the
+    // name is hashed for a lookup.
+    if headers.keys_len() <= 8 && !headers.keys().any(|name| name == ACCEPT) {
+        return false;
+    }
     headers
         .get_all(ACCEPT)
         .iter()
@@ -258,7 +283,13 @@ fn respond(
     let mut response = Response::new(Full::new(if head { Bytes::new() } else { body }));
     *response.status_mut() = code;
     let headers = response.headers_mut();
-    *headers = config.answer_headers(format).clone();
+    let empty = std::mem::replace(headers, config.answer_headers(format).clone());
+    // `Response::new` made an empty map with no capacity, which owns no
+    // allocation (`HeaderMap::new` never allocates): forgetting it leaks
+    // nothing and skips its drop glue.
+    if empty.capacity() == 0 {
+        std::mem::forget(empty);
+    }
     if head {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
     }
@@ -437,6 +468,24 @@ mod tests {
         assert!(!wants_health_json(&headers));
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         assert!(!wants_health_json(&headers));
+    }
+
+    #[test]
+    fn accept_found_among_many_headers() {
+        // Up to eight names are scanned, more are looked up: both must find
+        // `Accept` wherever it is.
+        for others in [0, 3, 7, 8, 20] {
+            let mut headers = HeaderMap::new();
+            for i in 0..others {
+                let name = http::HeaderName::try_from(format!("x-other-{i}")).unwrap();
+                headers.insert(name, HeaderValue::from_static("1"));
+            }
+            assert!(!wants_health_json(&headers), "{others} other headers");
+            headers.insert(ACCEPT, HeaderValue::from_static("application/health+json"));
+            assert!(wants_health_json(&headers), "{others} other headers");
+            headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+            assert!(!wants_health_json(&headers), "{others} other headers");
+        }
     }
 }
 

@@ -202,24 +202,39 @@ async fn lost_heartbeat_fails_liveness() {
     wait_for(addr, "/livez", 503).await;
 }
 
-#[tokio::test]
-async fn busy_while_at_the_in_flight_limit() {
+/// Where the layer sits in an axum application.
+#[derive(Clone, Copy)]
+enum Placement {
+    RouterLayer,
+    WrapAxum,
+}
+
+async fn busy_while_at_the_in_flight_limit(placement: Placement) {
     let health = HealthChecks::builder().max_in_flight(1).build().unwrap();
     let gate = Arc::new(Semaphore::new(0));
     let held = gate.clone();
-    let router = Router::new()
-        .route(
-            "/transcribe",
-            get(move || {
-                let held = held.clone();
-                async move {
-                    let _permit = held.acquire().await.unwrap();
-                    "done"
-                }
-            }),
-        )
-        .layer(health.layer());
-    let addr = serve(router).await;
+    let router = Router::new().route(
+        "/transcribe",
+        get(move || {
+            let held = held.clone();
+            async move {
+                let _permit = held.acquire().await.unwrap();
+                "done"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    match placement {
+        Placement::RouterLayer => {
+            let app = router.layer(health.layer());
+            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        }
+        Placement::WrapAxum => {
+            let app = health.layer().wrap_axum(router);
+            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        }
+    }
     wait_for(addr, "/readyz", 200).await;
 
     let stream = tokio::spawn(async move { get_path(addr, "/transcribe").await });
@@ -231,7 +246,18 @@ async fn busy_while_at_the_in_flight_limit() {
     assert_eq!(get_path(addr, "/livez").await.status, 200);
     gate.add_permits(1);
     assert_eq!(stream.await.unwrap().body, "done");
+    // The request counts until its body has been sent, then no more.
     wait_for(addr, "/readyz", 200).await;
+}
+
+#[tokio::test]
+async fn busy_while_at_the_in_flight_limit_router_layer() {
+    busy_while_at_the_in_flight_limit(Placement::RouterLayer).await;
+}
+
+#[tokio::test]
+async fn busy_while_at_the_in_flight_limit_wrap_axum() {
+    busy_while_at_the_in_flight_limit(Placement::WrapAxum).await;
 }
 
 #[tokio::test]
