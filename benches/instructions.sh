@@ -70,7 +70,7 @@ total() {
 
 declare -A per_call
 echo "== in process ($calls calls per arm)"
-for arm in bare pass_through pass_through_no_header readyz_hit readyz_hit_no_header; do
+for arm in bare bare_serialized pass_through pass_through_no_header readyz_hit readyz_hit_no_header; do
     OVERHEAD_COUNT=$arm OVERHEAD_CALLS=$calls valgrind --tool=callgrind \
         --callgrind-out-file="$work/$arm.cg" "$overhead" >"$work/$arm.log" 2>&1
     grep -q "counted $arm $calls" "$work/$arm.log" || { cat "$work/$arm.log" >&2; exit 1; }
@@ -132,7 +132,7 @@ added() { echo $(( $1 - $2 )); }
     echo
     echo "| arm | instructions | ratio to bare | added |"
     echo "|---|---:|---:|---:|"
-    for arm in bare pass_through pass_through_no_header readyz_hit readyz_hit_no_header; do
+    for arm in bare bare_serialized pass_through pass_through_no_header readyz_hit readyz_hit_no_header; do
         echo "| \`$arm\` | ${per_call[$arm]} | $(ratio "${per_call[$arm]}" "${per_call[bare]}") | $(added "${per_call[$arm]}" "${per_call[bare]}") |"
     done
     echo

@@ -16,14 +16,18 @@
 //!
 //! | id | what |
 //! |---|---|
-//! | `bare` | a `tower::service_fn` building a small JSON response with a content-type header |
+//! | `bare` | a `tower::service_fn` building a small JSON response with a content-type header; the body is a static byte string |
+//! | `bare_serialized` | the same, serializing its body with `serde_json` on every call, as `axum::Json` does |
 //! | `pass_through` | the same behind `HealthLayer`, on a non-health path (`x-process-time-ms` added) |
 //! | `pass_through_no_header` | as `pass_through`, with `without_process_time_header()` |
 //! | `readyz_hit` | `GET /readyz` behind the layer, answered from the cached snapshot |
 //! | `readyz_hit_no_header` | as `readyz_hit`, with `without_process_time_header()` |
 //!
 //! The `_no_header` arms are not part of the goals; they show how
-//! much of the layer's cost is the processing-time header.
+//! much of the layer's cost is the processing-time header. `bare_serialized`
+//! is not either: it shows where a cached answer stands against a handler
+//! that builds its JSON per call, the usual kind. The goals are judged
+//! against `bare`, the cheaper of the two.
 //!
 //! With `OVERHEAD_COUNT=<arm>` the binary runs that arm `OVERHEAD_CALLS`
 //! times (100,000) instead of benchmarking: `benches/instructions.sh` counts
@@ -41,7 +45,7 @@ use std::{
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion};
 use http::{Request, Response, StatusCode, header::CONTENT_TYPE};
-use http_body_util::{Empty, Full};
+use http_body_util::{BodyExt, Empty, Full};
 use tower::{
     Layer, Service,
     util::{ServiceFn, service_fn},
@@ -59,6 +63,30 @@ const BODY: &[u8] = br#"{"id":42,"name":"widget","in_stock":true}"#;
 /// dropped and the response built in the call).
 fn handler(_request: Req) -> Handled {
     let mut response = Response::new(Full::new(Bytes::from_static(BODY)));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    std::future::ready(Ok(response))
+}
+
+/// What `bare_serialized` serializes: the same bytes as [`BODY`].
+#[derive(serde::Serialize)]
+struct Item {
+    id: u32,
+    name: &'static str,
+    in_stock: bool,
+}
+
+/// `bare`, serializing its JSON body per call.
+fn handler_serialized(_request: Req) -> Handled {
+    let item = Item {
+        id: 42,
+        name: "widget",
+        in_stock: true,
+    };
+    let body = serde_json::to_vec(&item).expect("an item serializes");
+    let mut response = Response::new(Full::new(Bytes::from(body)));
     response.headers_mut().insert(
         CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
@@ -104,6 +132,7 @@ struct Arms {
     runtime: tokio::runtime::Runtime,
     health: HealthHandle,
     bare: Bare,
+    bare_serialized: Bare,
     layered: Health<Bare>,
     layered_no_header: Health<Bare>,
 }
@@ -117,8 +146,9 @@ fn bare() -> Bare {
 }
 
 /// The arms, with the path each one requests.
-const ARMS: [(&str, &str); 5] = [
+const ARMS: [(&str, &str); 6] = [
     ("bare", "/api/items/42"),
+    ("bare_serialized", "/api/items/42"),
     ("pass_through", "/api/items/42"),
     ("pass_through_no_header", "/api/items/42"),
     ("readyz_hit", "/readyz"),
@@ -147,6 +177,7 @@ impl Arms {
         });
         let mut arms = Self {
             bare: bare(),
+            bare_serialized: service_fn(handler_serialized as fn(Req) -> Handled),
             layered: health.layer().layer(bare()),
             layered_no_header: health.layer().without_process_time_header().layer(bare()),
             runtime,
@@ -170,6 +201,13 @@ impl Arms {
             assert_eq!(content_type, "application/json", "{arm}");
         };
         check("bare", respond(&mut self.bare, item).map(drop), false);
+        let (parts, body) = respond(&mut self.bare_serialized, item).into_parts();
+        check("bare_serialized", Response::from_parts(parts, ()), false);
+        assert_eq!(
+            body_bytes(body),
+            BODY,
+            "bare_serialized builds the same body"
+        );
         check(
             "pass_through",
             respond(&mut self.layered, item).map(drop),
@@ -196,6 +234,7 @@ impl Arms {
     fn run(&mut self, arm: &str, request: Req) -> StatusCode {
         match arm {
             "bare" => call_once(&mut self.bare, request),
+            "bare_serialized" => call_once(&mut self.bare_serialized, request),
             "pass_through" | "readyz_hit" => call_once(&mut self.layered, request),
             "pass_through_no_header" | "readyz_hit_no_header" => {
                 call_once(&mut self.layered_no_header, request)
@@ -218,6 +257,15 @@ where
         panic!("{path} did not complete at once");
     };
     response
+}
+
+/// A ready body's bytes.
+fn body_bytes(body: Full<Bytes>) -> Bytes {
+    let mut cx = Context::from_waker(Waker::noop());
+    match pin!(body.collect()).poll(&mut cx) {
+        Poll::Ready(Ok(collected)) => collected.to_bytes(),
+        _ => panic!("a full body is ready at once"),
+    }
 }
 
 fn overhead(c: &mut Criterion, arms: &mut Arms) {
