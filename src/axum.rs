@@ -124,6 +124,44 @@ mod tests {
     use crate::{CheckResult, HealthChecks};
 
     #[tokio::test(start_paused = true)]
+    async fn a_streamed_body_counts_in_flight_until_it_ends() {
+        let health = HealthChecks::builder().max_in_flight(1).build().unwrap();
+        let (mut sender, body) = http_body_util::channel::Channel::<bytes::Bytes>::new(1);
+        let body = std::sync::Arc::new(std::sync::Mutex::new(Some(body)));
+        let router = Router::new().route(
+            "/stream",
+            get(move || {
+                let body = body.lock().unwrap().take().expect("one request");
+                async move { axum::body::Body::new(body) }
+            }),
+        );
+        let app = health.layer().wrap_axum(router);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let get = |path: &str| {
+            http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let ready = app.clone().oneshot(get("/readyz")).await.unwrap();
+        assert_eq!(ready.status(), 200);
+
+        let streaming = app.clone().oneshot(get("/stream")).await.unwrap();
+        // The handler has answered, but its body is still being sent.
+        let busy = app.clone().oneshot(get("/readyz")).await.unwrap();
+        assert_eq!(busy.status(), 503);
+
+        sender
+            .send_data(bytes::Bytes::from_static(b"chunk"))
+            .await
+            .unwrap();
+        drop(sender);
+        let body = streaming.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"chunk");
+        let ready = app.oneshot(get("/readyz")).await.unwrap();
+        assert_eq!(ready.status(), 200);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn whole_router_wrapped_answers_probes_before_routing() {
         let health = HealthChecks::builder()
             .check("db", || async { CheckResult::healthy() })

@@ -246,7 +246,7 @@ async fn busy_while_at_the_in_flight_limit(placement: Placement) {
     assert_eq!(get_path(addr, "/livez").await.status, 200);
     gate.add_permits(1);
     assert_eq!(stream.await.unwrap().body, "done");
-    // The request counts until its body has been sent, then no more.
+    // Once the request is done it no longer counts.
     wait_for(addr, "/readyz", 200).await;
 }
 
