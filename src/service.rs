@@ -130,12 +130,13 @@ impl<S> Health<S> {
         S: Service<Request<ReqBody>> + Clone,
     {
         let config = &self.layer.inner.config;
-        let header = config.process_time_header.clone();
-        let start = header.as_ref().map(|_| Stamp::now());
+        let start = config.process_time_header.is_some().then(Stamp::now);
         if let Some(route) = config.route(request.uri().path()) {
             // `answer` adds the processing-time header itself.
             return ResponseFuture::answered(answer(&self.layer, route, request, start));
         }
+        // Only a passed-through response needs the name to insert it.
+        let header = config.process_time_header.clone();
         let shared = &self.layer.inner.owner.shared;
         let (guard, request) = if shared.in_flight_limit.is_none() {
             (None, request)
