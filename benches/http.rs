@@ -248,57 +248,51 @@ fn serve(mode: &str) -> Result<(), BoxError> {
                 });
                 serve_hyper(listener, service).await
             }
-            Mode::Axum => {
+            Mode::Axum | Mode::AxumNoPool => {
                 // The app's own pool, idle: D1's check uses one like it.
-                let _pool = pg_pool(&url, 2).await?;
+                // `axum-no-pool` leaves it out (see instructions.sh).
+                let _pool = match mode {
+                    Mode::Axum => Some(pg_pool(&url, 2).await?),
+                    _ => None,
+                };
                 announce(addr);
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                axum::serve(listener, app()).await?;
-                Ok(())
-            }
-            Mode::AxumNoPool => {
-                announce(addr);
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                axum::serve(listener, app()).await?;
+                axum::serve(nodelay(listener), app()).await?;
                 Ok(())
             }
             Mode::AxumHealth => {
                 let health = health_checks(&url).await?;
                 announce(addr);
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
                 // The README's way: the layer in front of the whole router.
-                axum::serve(listener, health.layer().wrap_axum(app())).await?;
+                axum::serve(nodelay(listener), health.layer().wrap_axum(app())).await?;
                 Ok(())
             }
             Mode::AxumRouterLayer => {
                 let health = health_checks(&url).await?;
                 announce(addr);
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
                 // The other way the README shows: axum wraps each route.
-                axum::serve(listener, app().layer(health.layer())).await?;
+                axum::serve(nodelay(listener), app().layer(health.layer())).await?;
                 Ok(())
             }
             Mode::AxumHealthNoHeader => {
                 let health = health_checks(&url).await?;
                 announce(addr);
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
                 // D1 without `x-process-time-ms`: the layer's cost apart from
                 // the header.
                 let layer = health.layer().without_process_time_header();
-                axum::serve(listener, layer.wrap_axum(app())).await?;
+                axum::serve(nodelay(listener), layer.wrap_axum(app())).await?;
                 Ok(())
             }
         }
+    })
+}
+
+/// The listener with `TCP_NODELAY` on every accepted connection, as
+/// `serve_hyper` sets it for the hyper servers.
+fn nodelay(
+    listener: TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr> {
+    listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
     })
 }
 

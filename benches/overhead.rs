@@ -208,26 +208,19 @@ impl Arms {
             BODY,
             "bare_serialized builds the same body"
         );
-        check(
-            "pass_through",
-            respond(&mut self.layered, item).map(drop),
-            true,
-        );
-        check(
-            "readyz_hit",
-            respond(&mut self.layered, "/readyz").map(drop),
-            true,
-        );
-        check(
-            "pass_through_no_header",
-            respond(&mut self.layered_no_header, item).map(drop),
-            false,
-        );
-        check(
-            "readyz_hit_no_header",
-            respond(&mut self.layered_no_header, "/readyz").map(drop),
-            false,
-        );
+        for (arm, path, timed) in [
+            ("pass_through", item, true),
+            ("readyz_hit", "/readyz", true),
+            ("pass_through_no_header", item, false),
+            ("readyz_hit_no_header", "/readyz", false),
+        ] {
+            let service = if timed {
+                &mut self.layered
+            } else {
+                &mut self.layered_no_header
+            };
+            check(arm, respond(service, path).map(drop), timed);
+        }
     }
 
     /// Runs `arm` once on `request`.

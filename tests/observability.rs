@@ -76,20 +76,21 @@ async fn transitions_and_slow_runs_are_logged() {
         log.contains("health check slow") && log.contains("duration_ms"),
         "{log}"
     );
-    let failing = log
-        .lines()
-        .find(|l| l.contains("health check failing"))
-        .unwrap_or_else(|| panic!("no failing event in {log}"));
+    let failing = event(&log, "health check failing");
     assert!(
         failing.contains("WARN") && failing.contains("connection refused"),
         "{failing}"
     );
-    let recovered = log
-        .lines()
-        .find(|l| l.contains("health check recovered"))
-        .unwrap_or_else(|| panic!("no recovery event in {log}"));
+    let recovered = event(&log, "health check recovered");
     assert!(
         recovered.contains("INFO") && recovered.contains("db"),
         "{recovered}"
     );
+}
+
+/// The first line of `log` with `message`.
+fn event<'a>(log: &'a str, message: &str) -> &'a str {
+    log.lines()
+        .find(|line| line.contains(message))
+        .unwrap_or_else(|| panic!("no {message:?} event in {log}"))
 }
