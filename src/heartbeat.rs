@@ -170,7 +170,7 @@ impl Heartbeat {
         &self.slot.name
     }
 
-    /// The deadline between beats.
+    /// The deadline between beats (as given, within 1 ms to 100 years).
     pub fn deadline(&self) -> Duration {
         self.slot.deadline
     }

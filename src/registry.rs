@@ -110,6 +110,14 @@ impl fmt::Debug for Probes {
     }
 }
 
+/// The shortest interval, timeout or heartbeat deadline.
+pub(crate) const SHORTEST: Duration = Duration::from_millis(1);
+
+/// The longest interval, timeout, `max_age` or heartbeat deadline: 100
+/// years, "never" in practice. Longer ones are lowered to it, so that adding
+/// one to an instant (and `2 × interval + timeout`) cannot overflow.
+pub(crate) const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
 /// How one check is run and judged.
 ///
 /// | option | default |
@@ -159,7 +167,8 @@ impl CheckOptions {
     }
 
     /// Time between the end of one run and the start of the next. Values
-    /// under 1 ms are raised to 1 ms.
+    /// under 1 ms are raised to 1 ms, values over 100 years (such as
+    /// `Duration::MAX`) lowered to 100 years.
     #[must_use]
     pub const fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
@@ -167,7 +176,8 @@ impl CheckOptions {
     }
 
     /// How long one run may take before it is cut and counted as failed.
-    /// Values under 1 ms are raised to 1 ms.
+    /// Values under 1 ms are raised to 1 ms, values over 100 years lowered
+    /// to 100 years.
     #[must_use]
     pub const fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -207,7 +217,8 @@ impl CheckOptions {
 
     /// How old a result may be before it counts as failed with reason
     /// "stale". The default, `2 × interval + timeout`, tolerates one late
-    /// run.
+    /// run. For "never stale", pass `Duration::MAX`: values over 100 years
+    /// are lowered to 100 years.
     #[must_use]
     pub const fn max_age(mut self, max_age: Duration) -> Self {
         self.max_age = Some(max_age);
@@ -223,9 +234,9 @@ impl CheckOptions {
     }
 
     pub(crate) fn normalized(mut self) -> Self {
-        const MIN: Duration = Duration::from_millis(1);
-        self.interval = self.interval.max(MIN);
-        self.timeout = self.timeout.max(MIN);
+        self.interval = self.interval.clamp(SHORTEST, LONGEST);
+        self.timeout = self.timeout.clamp(SHORTEST, LONGEST);
+        self.max_age = self.max_age.map(|max_age| max_age.min(LONGEST));
         self.failure_threshold = self.failure_threshold.max(1);
         self.success_threshold = self.success_threshold.max(1);
         self
@@ -540,7 +551,8 @@ impl HealthHandle {
 
     /// A heartbeat for an internal component (a worker loop, a consumer):
     /// it must call [`Heartbeat::beat`] at least once per `deadline`, or
-    /// liveness fails naming it. The component shows in `/livez` and
+    /// liveness fails naming it (a deadline under 1 ms is raised to 1 ms,
+    /// one over 100 years lowered to 100 years). The component shows in `/livez` and
     /// `/health` under `name`. The name of a heartbeat whose handle was
     /// dropped (see [`heartbeat`](crate::heartbeat)) can be taken again, so
     /// a supervisor can restart the component under the same name.

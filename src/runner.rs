@@ -36,7 +36,8 @@ use crate::{
     check::DynCheck,
     heartbeat::{Beat, Heartbeat, HeartbeatSlot},
     registry::{
-        CheckOptions, Error, HealthChecksBuilder, Overview, Probes, Registration, validate_name,
+        CheckOptions, Error, HealthChecksBuilder, LONGEST, Overview, Probes, Registration,
+        SHORTEST, validate_name,
     },
     snapshot::{Cached, CheckView, Component, Effective, Failure, Kind, Run, Snapshot},
 };
@@ -280,7 +281,7 @@ impl Shared {
         }
         let slot = Arc::new(HeartbeatSlot::new(
             Arc::from(name),
-            deadline.max(Duration::from_millis(1)),
+            deadline.clamp(SHORTEST, LONGEST),
             Arc::downgrade(this),
         ));
         state.heartbeats.push(slot.clone());
@@ -1174,5 +1175,48 @@ mod tests {
             runs.load(Ordering::SeqCst) >= 3,
             "it must be scheduled again"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn duration_max_means_never() {
+        // `Duration::MAX` anywhere used to overflow an `Instant` addition:
+        // a panic at build, or in the refresher, which then left readiness
+        // at "starting" for good.
+        let never = CheckOptions::new()
+            .interval(Duration::MAX)
+            .timeout(Duration::MAX)
+            .max_age(Duration::MAX);
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counter = runs.clone();
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    std::future::ready(CheckResult::healthy())
+                },
+                never.clone(),
+            )
+            .build()
+            .unwrap();
+        health
+            .add_check("cache", || async { CheckResult::healthy() }, never)
+            .unwrap();
+        let worker = health.heartbeat("worker", Duration::MAX).unwrap();
+        assert_eq!(worker.deadline(), super::LONGEST);
+        let mut app = app(&health);
+        settle().await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+
+        // Ten years on: run once, never stale, the heartbeat not missed.
+        advance(secs(10 * 365 * 24 * 3600)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        assert_eq!(get(&mut app, "/livez").await.status, 200);
+        health.mark_started();
+        drop(worker);
+        assert_eq!(get(&mut app, "/livez").await.status, 503);
+        health.drain();
+        assert_eq!(get(&mut app, "/readyz").await.json()["status"], "draining");
     }
 }
