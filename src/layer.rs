@@ -206,6 +206,16 @@ impl Config {
             .map(|(_, probe)| Route::Probe(*probe))
     }
 
+    /// Takes `path` away from whichever probe or alias has it.
+    fn release(&mut self, path: &str) {
+        for slot in &mut self.paths {
+            if slot.as_deref() == Some(path) {
+                *slot = None;
+            }
+        }
+        self.aliases.retain(|(alias, _)| alias != path);
+    }
+
     pub(crate) fn code(&self, status: ProbeStatus) -> StatusCode {
         self.codes[status.index()]
     }
@@ -241,9 +251,19 @@ impl HealthLayer {
 
     /// Serves `probe` at `path` instead of its default. A path without a
     /// leading `/` gets one.
+    ///
+    /// A path answers one probe: if another probe or an alias had `path`,
+    /// it loses it (the latest `path` or [`alias`](Self::alias) call
+    /// wins). So `.path(Probe::Liveness, "/health")` really moves liveness
+    /// there, and the combined probe (with `/health/{name}`) is no longer
+    /// served.
     #[must_use]
     pub fn path(self, probe: Probe, path: impl Into<String>) -> Self {
-        self.configure(|config| config.paths[probe.index()] = Some(normalize(path)))
+        let path = normalize(path);
+        self.configure(|config| {
+            config.release(&path);
+            config.paths[probe.index()] = Some(path);
+        })
     }
 
     /// Stops answering `probe`'s main path (aliases stay); requests to it
@@ -254,10 +274,15 @@ impl HealthLayer {
     }
 
     /// Also answers `probe` at `path`, e.g. `/ready` or `/started` (the
-    /// default configuration has `/healthz` for liveness).
+    /// default configuration has `/healthz` for liveness). As with
+    /// [`path`](Self::path), a probe or alias that had `path` loses it.
     #[must_use]
     pub fn alias(self, path: impl Into<String>, probe: Probe) -> Self {
-        self.configure(|config| config.aliases.push((normalize(path), probe)))
+        let path = normalize(path);
+        self.configure(|config| {
+            config.release(&path);
+            config.aliases.push((path, probe));
+        })
     }
 
     /// Removes every alias, including the default `/healthz`.

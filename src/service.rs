@@ -778,6 +778,44 @@ mod http_tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_path_answers_the_probe_named_last() {
+        // A failing readiness-only check: liveness passes, the rest fail.
+        let health = HealthChecks::builder()
+            .check("db", || async { CheckResult::unhealthy("down") })
+            .build()
+            .unwrap();
+        let layer = health
+            .layer()
+            .path(Probe::Liveness, "/health")
+            .alias("/ready", Probe::Readiness)
+            .alias("/ready", Probe::Liveness)
+            .alias("/readyz", Probe::Startup);
+        let mut app = app_with(layer);
+        settle().await;
+        let reply = get(&mut app, "/health").await;
+        assert_eq!(reply.status, 200, "liveness, not the combined probe");
+        assert_eq!(reply.json()["status"], "healthy");
+        assert_eq!(get(&mut app, "/health/db").await.body, "inner");
+        assert_eq!(get(&mut app, "/livez").await.body, "inner");
+        assert_eq!(get(&mut app, "/healthz").await.status, 200);
+        assert_eq!(get(&mut app, "/ready").await.status, 200);
+        // Startup does not judge a readiness-only check; readiness would.
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        assert_eq!(get(&mut app, "/startupz").await.status, 200);
+
+        // And back: the path is the combined probe's again.
+        let mut app = app_with(
+            health
+                .layer()
+                .path(Probe::Liveness, "/health")
+                .path(Probe::Health, "/health"),
+        );
+        assert_eq!(get(&mut app, "/health").await.status, 503);
+        assert_eq!(get(&mut app, "/livez").await.body, "inner");
+        assert_eq!(get(&mut app, "/health/db").await.status, 503);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn every_answer_carries_its_headers_once() {
         let health = HealthChecks::builder().build().unwrap();
         let mut app = app_with(health.layer());
