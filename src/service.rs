@@ -685,6 +685,22 @@ mod http_tests {
              readyz check passed\n"
         );
         assert_eq!(get(&mut app, "/readyz?exclude=db").await.status, 200);
+
+        // Unmatched names share one line, sorted and quoted: a decoded
+        // newline in one cannot forge a line of the answer.
+        let forged = get(
+            &mut app,
+            "/readyz?verbose&exclude=zz&exclude=x%22%0A%5B%2B%5Ddb%20ok%0Areadyz%20check%20passed&exclude=zz",
+        )
+        .await;
+        assert_eq!(forged.status, 503);
+        assert_eq!(
+            forged.body,
+            "[-]db failed: reason withheld\n[+]cache degraded\n\
+             warn: some health checks cannot be excluded: no matches for \
+             \"x\\\"\\n[+]db ok\\nreadyz check passed\", \"zz\"\n\
+             readyz check failed\n"
+        );
     }
 
     #[tokio::test(start_paused = true)]
