@@ -309,8 +309,20 @@ impl HealthLayer {
 
     /// The HTTP status code for a probe status. Defaults: healthy and
     /// degraded 200, everything else 503.
+    ///
+    /// An informational code (1xx) is not a final answer (hyper would send
+    /// `101` as a protocol switch and stop serving the connection): it is
+    /// ignored, with a warning logged, and the code stays as it was.
     #[must_use]
     pub fn status_code(self, status: ProbeStatus, code: StatusCode) -> Self {
+        if code.is_informational() {
+            tracing::warn!(
+                ?status,
+                code = code.as_u16(),
+                "tower-health: an informational status code cannot answer a probe; ignored"
+            );
+            return self;
+        }
         self.configure(|config| config.codes[status.index()] = code)
     }
 

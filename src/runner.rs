@@ -738,6 +738,16 @@ mod tests {
                 .status_code(ProbeStatus::Degraded, http::StatusCode::TOO_MANY_REQUESTS),
         );
         assert_eq!(get(&mut strict, "/readyz").await.status, 429);
+
+        // A 1xx is no answer: ignored, the code set before stays.
+        let mut informational = crate::test_util::app_with(
+            health
+                .layer()
+                .status_code(ProbeStatus::Degraded, http::StatusCode::TOO_MANY_REQUESTS)
+                .status_code(ProbeStatus::Degraded, http::StatusCode::SWITCHING_PROTOCOLS)
+                .status_code(ProbeStatus::Degraded, http::StatusCode::CONTINUE),
+        );
+        assert_eq!(get(&mut informational, "/readyz").await.status, 429);
     }
 
     #[tokio::test(start_paused = true)]
