@@ -406,8 +406,11 @@ fn answer<B>(
             }
         },
         Route::Component(offset) => {
-            let name = &parts.uri.path()[offset..];
-            let Some(component) = snapshot.component(name) else {
+            // Names are unreserved characters only, which a client may still
+            // percent-encode (`/health/d%62` is `/health/db`).
+            let name = percent_encoding::percent_decode_str(&parts.uri.path()[offset..])
+                .decode_utf8_lossy();
+            let Some(component) = snapshot.component(&name) else {
                 return error(
                     config,
                     StatusCode::NOT_FOUND,
@@ -740,6 +743,18 @@ mod http_tests {
             missing.json()["error"],
             "no check or heartbeat named \"nope\""
         );
+        // A percent-encoded name is the name; one that decodes to
+        // something else (a slash, bytes that are not UTF-8) names nothing.
+        let encoded = get(&mut app, "/health/d%62").await;
+        assert_eq!(encoded.status, 503);
+        assert_eq!(encoded.json()["name"], "db");
+        let slash = get(&mut app, "/health/db%2Fx").await;
+        assert_eq!(slash.status, 404);
+        assert_eq!(
+            slash.json()["error"],
+            "no check or heartbeat named \"db/x\""
+        );
+        assert_eq!(get(&mut app, "/health/d%FF").await.status, 404);
         // Deeper paths and lookalikes are not health paths.
         assert_eq!(get(&mut app, "/health/db/x").await.body, "inner");
         assert_eq!(get(&mut app, "/healthcheck").await.body, "inner");
