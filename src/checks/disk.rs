@@ -4,8 +4,12 @@
 //! [`DiskSpaceCheck`] calls `statvfs(3)` (through `nix`'s safe wrapper) in a
 //! blocking task, so a hung network filesystem blocks a thread of Tokio's
 //! blocking pool, never the runtime, and the runner still cuts the run at
-//! its timeout. Free space is the space available to unprivileged users
-//! (`f_bavail`), which is what the application can write.
+//! its timeout. A call that outlives its run is not abandoned: the next run
+//! waits for it instead of starting another, so a filesystem that hangs for
+//! hours holds one thread, not one more every interval (Tokio's pool has
+//! 512, and `tokio::fs` and DNS lookups queue behind them). Free space is
+//! the space available to unprivileged users (`f_bavail`), which is what
+//! the application can write.
 //!
 //! Two thresholds, each in bytes, in percent of the filesystem's size, or
 //! both (either one crossing counts):
@@ -47,8 +51,10 @@
 use std::{
     fmt,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
 };
+
+use tokio::task::{JoinError, JoinHandle};
 
 use crate::{Check, CheckResult};
 
@@ -83,6 +89,9 @@ pub struct DiskSpaceCheck {
     path: Arc<Path>,
     degraded: Threshold,
     unhealthy: Threshold,
+    /// The `statvfs` call of a run that was cut, if it has not been
+    /// waited for since.
+    pending: Pending<nix::Result<Space>>,
 }
 
 impl DiskSpaceCheck {
@@ -99,6 +108,7 @@ impl DiskSpaceCheck {
                 bytes: None,
                 percent: Some(5.0),
             },
+            pending: Pending::default(),
         }
     }
 
@@ -175,10 +185,49 @@ fn stat(path: &Path) -> nix::Result<Space> {
     })
 }
 
+/// A blocking call left running by a run that was cut.
+type Pending<T> = Arc<Mutex<Option<JoinHandle<T>>>>;
+
+/// Runs `call` on Tokio's blocking pool, at most one at a time per
+/// `pending`: if this run is cut (its future dropped), the call is left in
+/// `pending`, and the next run waits for it (and takes its result) instead
+/// of starting another.
+async fn one_at_a_time<T: Send + 'static>(
+    pending: &Pending<T>,
+    call: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, JoinError> {
+    let earlier = pending
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    let mut waiting = Waiting {
+        pending,
+        handle: Some(earlier.unwrap_or_else(|| tokio::task::spawn_blocking(call))),
+    };
+    let handle = waiting.handle.as_mut().expect("set above");
+    let result = handle.await;
+    waiting.handle = None;
+    result
+}
+
+/// Puts a call that was not waited for to the end back in its slot.
+struct Waiting<'a, T> {
+    pending: &'a Pending<T>,
+    handle: Option<JoinHandle<T>>,
+}
+
+impl<T> Drop for Waiting<'_, T> {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            *self.pending.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
+        }
+    }
+}
+
 impl Check for DiskSpaceCheck {
     async fn check(&self) -> CheckResult {
         let path = self.path.clone();
-        let space = match tokio::task::spawn_blocking(move || stat(&path)).await {
+        let space = match one_at_a_time(&self.pending, move || stat(&path)).await {
             Ok(Ok(space)) => space,
             Ok(Err(errno)) => {
                 return CheckResult::unhealthy(format!(
@@ -263,6 +312,54 @@ mod tests {
         assert!(!t.crossed(100, Some(5.0)));
         assert!(!t.crossed(1000, None));
         assert!(!Threshold::default().crossed(0, Some(0.0)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_hung_call_is_waited_for_not_repeated() {
+        use std::sync::{
+            atomic::{AtomicUsize, Ordering},
+            mpsc,
+        };
+        use std::time::Duration;
+
+        let pending = Pending::default();
+        let started = Arc::new(AtomicUsize::new(0));
+        let (release, hung) = mpsc::channel::<()>();
+        let hung = Arc::new(Mutex::new(hung));
+        // The first call hangs until released; later ones return at once.
+        // Real time: a paused clock would not move while a blocking call
+        // runs. The durations bound the test, nothing asserts on them.
+        let call = || {
+            let started = started.clone();
+            let hung = hung.clone();
+            move || {
+                let n = started.fetch_add(1, Ordering::SeqCst) + 1;
+                if n == 1 {
+                    hung.lock().unwrap().recv().unwrap();
+                }
+                n
+            }
+        };
+        let cut = Duration::from_millis(20);
+        for _ in 0..3 {
+            let run = tokio::time::timeout(cut, one_at_a_time(&pending, call())).await;
+            assert!(run.is_err(), "the first call still hangs");
+        }
+        // (The pool may not have started the call yet on a busy machine.)
+        for _ in 0..1000 {
+            if started.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(started.load(Ordering::SeqCst), 1, "one thread, not three");
+
+        release.send(()).unwrap();
+        let run = tokio::time::timeout(Duration::from_secs(10), one_at_a_time(&pending, call()));
+        assert_eq!(run.await.unwrap().unwrap(), 1, "the hung call's own result");
+        let run = one_at_a_time(&pending, call()).await.unwrap();
+        assert_eq!(run, 2, "then a new call");
+        assert!(pending.lock().unwrap().is_none());
     }
 
     #[test]
