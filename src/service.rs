@@ -670,6 +670,41 @@ mod http_tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_pending_check_does_not_fail_liveness_in_health_json() {
+        // Added after startup: before it, liveness judges heartbeats only.
+        let health = HealthChecks::builder().build().unwrap();
+        let mut app = app(&health);
+        settle().await;
+        health
+            .add_check(
+                "slow",
+                || async {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    CheckResult::healthy()
+                },
+                CheckOptions::new().probes(Probes::LIVENESS | Probes::READINESS),
+            )
+            .unwrap();
+        settle().await;
+        let health_json = |path: &str| {
+            Request::get(path)
+                .header(http::header::ACCEPT, "application/health+json")
+                .body(Full::default())
+                .unwrap()
+        };
+        let live = send(&mut app, health_json("/livez")).await;
+        assert_eq!(live.status, 200);
+        let body = live.json();
+        assert_eq!(body["status"], "pass");
+        let slow = &body["checks"]["slow:responseTime"][0];
+        assert_eq!(slow["status"], "warn", "{body}");
+        assert_eq!(slow["output"], "awaiting first result");
+        let ready = send(&mut app, health_json("/readyz")).await.json();
+        assert_eq!(ready["status"], "fail");
+        assert_eq!(ready["checks"]["slow:responseTime"][0]["status"], "fail");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn verbose_and_exclude() {
         let (_health, mut app) = failing_app().await;
         let reply = get(&mut app, "/readyz?verbose").await;

@@ -45,7 +45,16 @@ pub(crate) fn probe(view: &View<'_>, probe: Probe) -> Answer {
         status: verdict.status.health_json(),
         output: verdict.reason(view.snap.in_flight_limit),
         release_id: view.snap.version.as_deref(),
-        checks: checks(view, view.members(probe).filter(|c| !view.excluded(c))),
+        checks: checks(
+            view,
+            view.members(probe).filter(|c| !view.excluded(c)),
+            // A check with no result yet does not fail liveness.
+            if probe == Probe::Liveness {
+                "warn"
+            } else {
+                "fail"
+            },
+        ),
     };
     Answer {
         status: verdict.status,
@@ -64,7 +73,7 @@ pub(crate) fn component(view: &View<'_>, c: &Component) -> Answer {
         status: status.health_json(),
         output: None,
         release_id: view.snap.version.as_deref(),
-        checks: checks(view, std::iter::once(c)),
+        checks: checks(view, std::iter::once(c), "fail"),
     };
     Answer {
         status,
@@ -72,14 +81,17 @@ pub(crate) fn component(view: &View<'_>, c: &Component) -> Answer {
     }
 }
 
+/// The `checks` member; `pending` is the status of a check with no result
+/// yet.
 fn checks<'a>(
     view: &View<'a>,
     components: impl Iterator<Item = &'a Component>,
+    pending: &'static str,
 ) -> BTreeMap<String, [Entry<'a>; 1]> {
     let mut checks = BTreeMap::new();
     for c in components {
         let (status, output) = match view.judge(c) {
-            Judged::Pending => ("fail", Some(Cow::Borrowed("awaiting first result"))),
+            Judged::Pending => (pending, Some(Cow::Borrowed("awaiting first result"))),
             Judged::Pass(Status::Healthy) => ("pass", None),
             Judged::Pass(_) => ("warn", Some(Cow::Borrowed("degraded"))),
             Judged::Fail(reason) => {
