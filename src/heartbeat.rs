@@ -170,7 +170,8 @@ impl Heartbeat {
         &self.slot.name
     }
 
-    /// The deadline between beats (as given, within 1 ms to 100 years).
+    /// The deadline between beats: the one given, raised to 1 ms or
+    /// lowered to 100 years if it was outside that range.
     pub fn deadline(&self) -> Duration {
         self.slot.deadline
     }

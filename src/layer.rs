@@ -206,10 +206,12 @@ impl Config {
             .map(|(_, probe)| Route::Probe(*probe))
     }
 
-    /// Takes `path` away from whichever probe or alias has it.
-    fn release(&mut self, path: &str) {
-        for slot in &mut self.paths {
-            if slot.as_deref() == Some(path) {
+    /// Takes `path` away from any alias and from the main path of any
+    /// probe other than `to`, which is about to get it.
+    fn release(&mut self, path: &str, to: Probe) {
+        for probe in Probe::ALL {
+            let slot = &mut self.paths[probe.index()];
+            if probe != to && slot.as_deref() == Some(path) {
                 *slot = None;
             }
         }
@@ -261,7 +263,7 @@ impl HealthLayer {
     pub fn path(self, probe: Probe, path: impl Into<String>) -> Self {
         let path = normalize(path);
         self.configure(|config| {
-            config.release(&path);
+            config.release(&path, probe);
             config.paths[probe.index()] = Some(path);
         })
     }
@@ -275,13 +277,18 @@ impl HealthLayer {
 
     /// Also answers `probe` at `path`, e.g. `/ready` or `/started` (the
     /// default configuration has `/healthz` for liveness). As with
-    /// [`path`](Self::path), a probe or alias that had `path` loses it.
+    /// [`path`](Self::path), another probe or alias that had `path` loses
+    /// it; taking the combined probe's path this way also ends
+    /// `/health/{name}`. An alias equal to `probe`'s own path changes
+    /// nothing.
     #[must_use]
     pub fn alias(self, path: impl Into<String>, probe: Probe) -> Self {
         let path = normalize(path);
         self.configure(|config| {
-            config.release(&path);
-            config.aliases.push((path, probe));
+            config.release(&path, probe);
+            if config.paths[probe.index()].as_deref() != Some(path.as_str()) {
+                config.aliases.push((path, probe));
+            }
         })
     }
 

@@ -552,10 +552,11 @@ impl HealthHandle {
     /// A heartbeat for an internal component (a worker loop, a consumer):
     /// it must call [`Heartbeat::beat`] at least once per `deadline`, or
     /// liveness fails naming it (a deadline under 1 ms is raised to 1 ms,
-    /// one over 100 years lowered to 100 years). The component shows in `/livez` and
-    /// `/health` under `name`. The name of a heartbeat whose handle was
-    /// dropped (see [`heartbeat`](crate::heartbeat)) can be taken again, so
-    /// a supervisor can restart the component under the same name.
+    /// one over 100 years lowered to 100 years). The component shows in
+    /// `/livez` and `/health` under `name`. The name of a heartbeat whose
+    /// handle was dropped (see [`heartbeat`](crate::heartbeat)) can be taken
+    /// again, so a supervisor can restart the component under the same
+    /// name.
     ///
     /// # Errors
     ///

@@ -17,6 +17,7 @@ use crate::{
     clock::Stamp,
     future::{ResponseFuture, process_time},
     layer::{Config, HealthLayer, Route},
+    registry::validate_name,
     render::{health_json, json, text},
     runner::Shared,
     snapshot::{Answer, Format, Probe, View},
@@ -411,13 +412,15 @@ fn answer<B>(
             let name = percent_encoding::percent_decode_str(&parts.uri.path()[offset..])
                 .decode_utf8_lossy();
             let Some(component) = snapshot.component(&name) else {
-                return error(
-                    config,
-                    StatusCode::NOT_FOUND,
-                    &format!("no check or heartbeat named {name:?}"),
-                    head,
-                    start,
-                );
+                // Echo only what could be a name: not the client's bytes.
+                let message = if validate_name(&name).is_ok() {
+                    format!("no check or heartbeat named {name:?}")
+                } else {
+                    "no check or heartbeat by that name: names are 1 to 64 ASCII letters, \
+                     digits, '-', '_' or '.'"
+                        .to_owned()
+                };
+                return error(config, StatusCode::NOT_FOUND, &message, head, start);
             };
             match format {
                 Format::HealthJson => health_json::component(&view, component),
@@ -736,7 +739,7 @@ mod http_tests {
             forged.body,
             "[-]db failed: reason withheld\n[+]cache degraded\n\
              warn: some health checks cannot be excluded: no matches for \
-             \"x\\\"\\n[+]db ok\\nreadyz check passed\", \"zz\"\n\
+             \"x\\\"\\n[+]db ok\\nreadyz check passed\",\"zz\"\n\
              readyz check failed\n"
         );
     }
@@ -787,7 +790,8 @@ mod http_tests {
         assert_eq!(slash.status, 404);
         assert_eq!(
             slash.json()["error"],
-            "no check or heartbeat named \"db/x\""
+            "no check or heartbeat by that name: names are 1 to 64 ASCII letters, \
+             digits, '-', '_' or '.'"
         );
         assert_eq!(get(&mut app, "/health/d%FF").await.status, 404);
         // Deeper paths and lookalikes are not health paths.
@@ -879,6 +883,15 @@ mod http_tests {
         assert_eq!(get(&mut app, "/health").await.status, 503);
         assert_eq!(get(&mut app, "/livez").await.body, "inner");
         assert_eq!(get(&mut app, "/health/db").await.status, 503);
+
+        // An alias equal to the probe's own path keeps that path (and
+        // `/health/{name}` with it); `disable` still turns it off.
+        let layer = health.layer().alias("/health", Probe::Health);
+        let mut app = app_with(layer.clone());
+        assert_eq!(get(&mut app, "/health").await.status, 503);
+        assert_eq!(get(&mut app, "/health/db").await.status, 503);
+        let mut app = app_with(layer.disable(Probe::Health));
+        assert_eq!(get(&mut app, "/health").await.body, "inner");
     }
 
     #[tokio::test(start_paused = true)]

@@ -84,7 +84,6 @@ impl Threshold {
 
 /// Checks the free space of the filesystem holding a path. See the
 /// [module documentation](self).
-#[derive(Clone)]
 pub struct DiskSpaceCheck {
     path: Arc<Path>,
     degraded: Threshold,
@@ -158,6 +157,20 @@ impl DiskSpaceCheck {
     }
 }
 
+impl Clone for DiskSpaceCheck {
+    /// The same path and thresholds. The clone is a check of its own: it
+    /// does not share a call left running by this one (two checks sharing
+    /// one slot could each start a call and then leave both).
+    fn clone(&self) -> Self {
+        Self {
+            path: self.path.clone(),
+            degraded: self.degraded,
+            unhealthy: self.unhealthy,
+            pending: Pending::default(),
+        }
+    }
+}
+
 impl fmt::Debug for DiskSpaceCheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DiskSpaceCheck")
@@ -189,9 +202,10 @@ fn stat(path: &Path) -> nix::Result<Space> {
 type Pending<T> = Arc<Mutex<Option<JoinHandle<T>>>>;
 
 /// Runs `call` on Tokio's blocking pool, at most one at a time per
-/// `pending`: if this run is cut (its future dropped), the call is left in
-/// `pending`, and the next run waits for it (and takes its result) instead
-/// of starting another.
+/// `pending` (one check's runs never overlap): if this run is cut (its
+/// future dropped), the call is left in `pending`, and the next run waits
+/// for it (and takes its result) instead of starting another. A call that
+/// has finished by then is dropped and a new one made: its result is old.
 async fn one_at_a_time<T: Send + 'static>(
     pending: &Pending<T>,
     call: impl FnOnce() -> T + Send + 'static,
@@ -199,7 +213,8 @@ async fn one_at_a_time<T: Send + 'static>(
     let earlier = pending
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .take();
+        .take()
+        .filter(|handle| !handle.is_finished());
     let mut waiting = Waiting {
         pending,
         handle: Some(earlier.unwrap_or_else(|| tokio::task::spawn_blocking(call))),
@@ -322,19 +337,29 @@ mod tests {
         };
         use std::time::Duration;
 
-        let pending = Pending::default();
+        // Real time: a paused clock would not move while a blocking call
+        // runs. The durations bound the waits; nothing asserts on them.
+        async fn until(what: &str, done: impl Fn() -> bool) {
+            for _ in 0..1000 {
+                if done() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("timed out waiting until {what}");
+        }
+
+        let pending: Pending<usize> = Pending::default();
         let started = Arc::new(AtomicUsize::new(0));
         let (release, hung) = mpsc::channel::<()>();
         let hung = Arc::new(Mutex::new(hung));
-        // The first call hangs until released; later ones return at once.
-        // Real time: a paused clock would not move while a blocking call
-        // runs. The durations bound the test, nothing asserts on them.
+        // Calls 1 and 2 hang until released; later ones return at once.
         let call = || {
             let started = started.clone();
             let hung = hung.clone();
             move || {
                 let n = started.fetch_add(1, Ordering::SeqCst) + 1;
-                if n == 1 {
+                if n <= 2 {
                     hung.lock().unwrap().recv().unwrap();
                 }
                 n
@@ -345,21 +370,47 @@ mod tests {
             let run = tokio::time::timeout(cut, one_at_a_time(&pending, call())).await;
             assert!(run.is_err(), "the first call still hangs");
         }
-        // (The pool may not have started the call yet on a busy machine.)
-        for _ in 0..1000 {
-            if started.load(Ordering::SeqCst) > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until("the pool starts the call", || {
+            started.load(Ordering::SeqCst) > 0
+        })
+        .await;
         assert_eq!(started.load(Ordering::SeqCst), 1, "one thread, not three");
 
+        // A run that finds call 1 still hanging waits for it and takes its
+        // result when it is released.
+        let fourth = tokio::spawn({
+            let pending = pending.clone();
+            let call = call();
+            async move { one_at_a_time(&pending, call).await }
+        });
+        until("the run takes the hung call", || {
+            pending.lock().unwrap().is_none()
+        })
+        .await;
         release.send(()).unwrap();
-        let run = tokio::time::timeout(Duration::from_secs(10), one_at_a_time(&pending, call()));
-        assert_eq!(run.await.unwrap().unwrap(), 1, "the hung call's own result");
-        let run = one_at_a_time(&pending, call()).await.unwrap();
-        assert_eq!(run, 2, "then a new call");
+        assert_eq!(fourth.await.unwrap().unwrap(), 1, "call 1's own result");
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+
+        // Call 2 is cut, then finishes before the next run: that run makes
+        // a new call rather than report call 2's old result.
+        let run = tokio::time::timeout(cut, one_at_a_time(&pending, call())).await;
+        assert!(run.is_err());
+        release.send(()).unwrap();
+        until("call 2 finishes", || {
+            pending
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|h| h.is_finished())
+        })
+        .await;
+        assert_eq!(one_at_a_time(&pending, call()).await.unwrap(), 3);
         assert!(pending.lock().unwrap().is_none());
+
+        // A clone is a check of its own, with its own slot: two checks
+        // sharing one could each start a call and leave both.
+        let check = DiskSpaceCheck::new("/");
+        assert!(!Arc::ptr_eq(&check.pending, &check.clone().pending));
     }
 
     #[test]

@@ -79,14 +79,15 @@ pub(crate) fn render(view: &View<'_>, probe: Probe, unmatched: &[&str]) -> Answe
     }
     if !unmatched.is_empty() {
         // As Kubernetes writes it: one line, the names sorted, each quoted
-        // with its escapes, so a name from the query (decoded, it may hold
-        // a newline) cannot add lines of its own.
+        // with its escapes (Rust's, not Go's), joined by commas; so a name
+        // from the query (decoded, it may hold a newline) cannot add lines
+        // of its own.
         let mut names = unmatched.to_vec();
         names.sort_unstable();
         names.dedup();
         out.push_str("warn: some health checks cannot be excluded: no matches for ");
         for (i, name) in names.iter().enumerate() {
-            let separator = if i == 0 { "" } else { ", " };
+            let separator = if i == 0 { "" } else { "," };
             let _ = write!(out, "{separator}{name:?}");
         }
         out.push('\n');
