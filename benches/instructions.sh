@@ -33,13 +33,8 @@ mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-if ! command -v valgrind >/dev/null 2>&1; then
-    echo "== installing valgrind (Debian package)"
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq valgrind
-fi
+source benches/need.sh
+need valgrind valgrind
 
 # callgrind_control reaches the idle server through ptrace (vgdb); where
 # ptrace is restricted it would wait for the server forever.

@@ -28,13 +28,8 @@ export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 out=target/bench-report
 mkdir -p "$out"
 
-if ! command -v wrk >/dev/null 2>&1; then
-    echo "== installing wrk (Debian package)"
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq wrk
-fi
+source benches/need.sh
+need wrk wrk
 command -v taskset >/dev/null 2>&1 || { echo "taskset (util-linux) is required" >&2; exit 1; }
 if [ "$(nproc)" -lt 2 ]; then
     echo "note: fewer than 2 cores; server and client will share a core" >&2
