@@ -10,14 +10,20 @@
 //!   are read, so a huge or endless body cannot exhaust memory or time.
 //!
 //! The client keeps connections alive between runs, so a run reuses the
-//! previous run's connection. [`HttpCheck::new`] builds a plain-HTTP client;
+//! previous run's connection. An upstream may close that connection as idle
+//! just as the next run sends its request; a request with an idempotent
+//! method (`GET`, `HEAD`, ...) whose connection closed or reset before any
+//! answer is sent once more, on a new connection, within the same timeout.
+//! A refused or unreachable upstream is never retried. [`HttpCheck::new`] builds a plain-HTTP client;
 //! for HTTPS, or to share the application's own client and its pool, pass a
 //! client to [`HttpCheck::with_client`] (for example one built on
 //! `hyper-rustls`'s connector).
 //!
 //! Observations: `status_code` and `body_bytes` (bytes of body read). The
 //! messages name the URL without its user info and query string, which can
-//! hold credentials.
+//! hold credentials. User info in the URL is not sent as `Authorization`
+//! either (hyper does not turn it into a header): pass credentials with
+//! [`HttpCheck::header`].
 //!
 //! # Example
 //!
@@ -44,15 +50,18 @@
 //! # fn main() {}
 //! ```
 
-use std::{error::Error as StdError, fmt, ops::RangeInclusive};
+use std::{error::Error as StdError, fmt, io::ErrorKind, ops::RangeInclusive};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, header::USER_AGENT};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, header::USER_AGENT,
+};
 use http_body::Body;
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{
-        Client,
+        self, Client,
         connect::{Connect, HttpConnector},
     },
     rt::{TokioExecutor, TokioTimer},
@@ -157,7 +166,7 @@ where
         &self.uri
     }
 
-    async fn run(&self) -> CheckResult {
+    fn request(&self) -> Request<B> {
         let mut request = Request::new(B::default());
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
@@ -168,7 +177,27 @@ where
                 HeaderValue::from_static(concat!("tower-health/", env!("CARGO_PKG_VERSION"))),
             );
         }
-        let response = match self.client.request(request).await {
+        request
+    }
+
+    /// Sends the request, once more on a fresh connection if the upstream
+    /// closed the connection before answering (see [`closed_unanswered`]).
+    async fn send(&self) -> Result<Response<Incoming>, legacy::Error> {
+        match self.client.request(self.request()).await {
+            Err(e) if self.method.is_idempotent() && closed_unanswered(&e) => {
+                tracing::debug!(
+                    url = %self.shown,
+                    error = %error_chain(&e),
+                    "health: HTTP check retrying on a new connection"
+                );
+                self.client.request(self.request()).await
+            }
+            result => result,
+        }
+    }
+
+    async fn run(&self) -> CheckResult {
+        let response = match self.send().await {
             Ok(response) => response,
             Err(e) => {
                 return CheckResult::unhealthy(format!(
@@ -226,8 +255,11 @@ where
                     let take = data.len().min(self.max_body_bytes - read);
                     read += take;
                     if let Some(needle) = &self.body_contains {
+                        // Search only what could hold a new match: the new
+                        // bytes and the tail that a match may start in.
+                        let from = seen.len().saturating_sub(needle.len().saturating_sub(1));
                         seen.extend_from_slice(&data[..take]);
-                        found = contains(&seen, needle);
+                        found = contains(&seen[from..], needle);
                     }
                 }
             }
@@ -287,6 +319,34 @@ fn shown(uri: &Uri) -> String {
     let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
     let query = if uri.query().is_some() { "?…" } else { "" };
     format!("{scheme}://{host}{port}{}{query}", uri.path())
+}
+
+/// Whether the upstream closed the connection without answering: a kept-alive
+/// connection it timed out just as the request was written to it (a server's
+/// idle timeout equal to the check's interval makes that race common). Not a
+/// connect error: a refused or unreachable upstream is not retried.
+fn closed_unanswered(e: &legacy::Error) -> bool {
+    if e.is_connect() {
+        return false;
+    }
+    let mut source = e.source();
+    while let Some(s) = source {
+        if s.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
+            )
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// An error and its sources, `: `-separated (hyper's top-level errors are

@@ -1,9 +1,16 @@
 //! `HttpCheck` against real HTTP servers on 127.0.0.1.
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use axum::{Router, http::StatusCode, routing::get};
 use http::{HeaderName, HeaderValue};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_health::{Check, Status, checks::http::HttpCheck};
 
 use crate::{
@@ -142,5 +149,153 @@ async fn upstream_outage_refused_then_blackholed() {
     let check = HttpCheck::new(uri(proxy.addr, "/ok")).expect_body_contains("healthy");
     let (_health, app, runs) = support::app_with("upstream", check).await;
     support::refused_then_blackholed(&app, &runs, "upstream", "http", &proxy).await;
+    server.abort();
+}
+
+/// A raw HTTP/1.1 upstream that answers the first `answered` requests on each
+/// connection with `200 ok` (kept alive) and, when the next one arrives,
+/// reads it and closes the connection without answering, as a server whose
+/// idle timeout fires just as a kept-alive connection is reused does.
+/// Counts the connections it accepts and the requests it left unanswered.
+struct Closer {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    unanswered: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Closer {
+    async fn start(answered: usize) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let unanswered = Arc::new(AtomicUsize::new(0));
+        let (c, u) = (connections.clone(), unanswered.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                c.fetch_add(1, Ordering::SeqCst);
+                let u = u.clone();
+                tokio::spawn(async move {
+                    for n in 0.. {
+                        if !read_head(&mut socket).await {
+                            return; // the client closed it
+                        }
+                        if n == answered {
+                            u.fetch_add(1, Ordering::SeqCst);
+                            return; // closed without an answer
+                        }
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if socket.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            connections,
+            unanswered,
+            task,
+        }
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        (
+            self.connections.load(Ordering::SeqCst),
+            self.unanswered.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// Reads one request head (the checks send no body); false at end of stream.
+async fn read_head(socket: &mut tokio::net::TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match socket.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_closed_unanswered_is_retried_once() {
+    // One answer per connection: the second run finds its pooled connection
+    // closed under it, and is sent again on a new one.
+    let upstream = Closer::start(1).await;
+    let check = HttpCheck::new(uri(upstream.addr, "/ok"));
+    assert_eq!(check.check().await.status(), Status::Healthy);
+    // Let the first connection go back to the pool (real time; nothing is
+    // asserted about durations).
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let result = check.check().await;
+    assert_eq!(result.status(), Status::Healthy, "{result:?}");
+    assert_eq!(upstream.counts(), (2, 1), "one reuse, closed unanswered");
+    upstream.task.abort();
+
+    // An upstream that never answers: one retry, not more, and the error
+    // says what happened.
+    let upstream = Closer::start(0).await;
+    let result = HttpCheck::new(uri(upstream.addr, "/ok")).check().await;
+    assert_eq!(result.status(), Status::Unhealthy);
+    assert!(
+        result
+            .message()
+            .unwrap()
+            .contains("closed before message completed"),
+        "{result:?}"
+    );
+    assert_eq!(upstream.counts(), (2, 2));
+
+    // A method that is not idempotent is never sent twice.
+    let result = HttpCheck::new(uri(upstream.addr, "/ok"))
+        .method(http::Method::POST)
+        .check()
+        .await;
+    assert_eq!(result.status(), Status::Unhealthy);
+    assert_eq!(upstream.counts(), (3, 3));
+    upstream.task.abort();
+}
+
+#[tokio::test]
+async fn a_needle_split_across_frames_is_found() {
+    // A chunked body whose chunks arrive as separate frames; the needles
+    // straddle chunk boundaries.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                while read_head(&mut socket).await {
+                    let mut body =
+                        String::from("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+                    for chunk in ["xx", "ne", "e", "dle", "yy", "n", "o", "pe", "zz"] {
+                        body.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+                    }
+                    body.push_str("0\r\n\r\n");
+                    if socket.write_all(body.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    for needle in ["needle", "eedl", "yyno", "nope", "xxneedleyynopezz"] {
+        let result = HttpCheck::new(uri(addr, "/chunked"))
+            .expect_body_contains(needle)
+            .check()
+            .await;
+        assert_eq!(result.status(), Status::Healthy, "{needle}: {result:?}");
+    }
+    let result = HttpCheck::new(uri(addr, "/chunked"))
+        .expect_body_contains("needlf")
+        .check()
+        .await;
+    assert_eq!(result.status(), Status::Unhealthy, "{result:?}");
     server.abort();
 }
