@@ -37,7 +37,7 @@ use std::{
     fmt,
     sync::{
         Arc, Weak,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
     },
     time::{Duration, SystemTime},
 };
@@ -58,6 +58,9 @@ pub(crate) struct HeartbeatSlot {
     /// Set by the runner when it publishes the heartbeat as missed, so the
     /// next beat knows to wake it.
     expired: AtomicBool,
+    /// The state last published ([`Beat::kind`]), so that only changes are
+    /// logged. Written by the runner under its state lock.
+    reported: AtomicU8,
     shared: Weak<Shared>,
 }
 
@@ -75,6 +78,20 @@ pub(crate) enum Beat {
     Dropped,
 }
 
+impl Beat {
+    const ALIVE: u8 = 0;
+    const MISSED: u8 = 1;
+    const DROPPED: u8 = 2;
+
+    fn kind(self) -> u8 {
+        match self {
+            Self::Alive { .. } => Self::ALIVE,
+            Self::Missed { .. } => Self::MISSED,
+            Self::Dropped => Self::DROPPED,
+        }
+    }
+}
+
 impl HeartbeatSlot {
     pub(crate) fn new(name: Arc<str>, deadline: Duration, shared: Weak<Shared>) -> Self {
         Self {
@@ -85,6 +102,7 @@ impl HeartbeatSlot {
             last_beat: AtomicU64::new(0),
             dropped: AtomicBool::new(false),
             expired: AtomicBool::new(false),
+            reported: AtomicU8::new(Beat::ALIVE),
             shared,
         }
     }
@@ -132,6 +150,32 @@ impl HeartbeatSlot {
             return again;
         }
         beat
+    }
+
+    /// Logs `beat` if it differs from what was last published: a missed
+    /// deadline or a dropped handle is why `/livez` fails (and why
+    /// Kubernetes restarts the container), so it must be in the logs.
+    pub(crate) fn report(&self, beat: Beat, now: Instant) {
+        if self.reported.swap(beat.kind(), Ordering::Relaxed) == beat.kind() {
+            return;
+        }
+        let name = &*self.name;
+        let deadline_ms = self.deadline.as_millis();
+        match beat {
+            Beat::Missed { last } => tracing::warn!(
+                heartbeat = name,
+                deadline_ms,
+                since_last_beat_ms = now.saturating_duration_since(last).as_millis(),
+                "heartbeat missed its deadline"
+            ),
+            Beat::Dropped => tracing::warn!(
+                heartbeat = name,
+                "heartbeat handle dropped without retire (its task ended or panicked)"
+            ),
+            Beat::Alive { .. } => {
+                tracing::info!(heartbeat = name, deadline_ms, "heartbeat recovered");
+            }
+        }
     }
 
     fn beat(&self) {

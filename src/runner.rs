@@ -27,7 +27,7 @@ use std::{
 use arc_swap::ArcSwap;
 use tokio::{
     sync::{Notify, watch},
-    task::JoinSet,
+    task::{AbortHandle, JoinSet},
     time::Instant,
 };
 
@@ -76,7 +76,8 @@ struct Entry {
     name: Arc<str>,
     check: Arc<dyn DynCheck>,
     options: CheckOptions,
-    running: bool,
+    /// The run in flight, if any: `remove_check` aborts it.
+    running: Option<AbortHandle>,
     next_due: Instant,
     view: CheckView,
 }
@@ -170,7 +171,7 @@ impl State {
             name: Arc::from(registration.name),
             check: registration.check,
             options: registration.options,
-            running: false,
+            running: None,
             next_due: now,
             view: CheckView {
                 effective: Effective::Pending,
@@ -240,6 +241,11 @@ impl Shared {
         let removed = state.checks.remove(index);
         self.publish(&mut state);
         drop(state);
+        // A removed check's run in flight would otherwise go on until its
+        // timeout (possibly "never"), holding whatever it holds.
+        if let Some(run) = &removed.running {
+            run.abort();
+        }
         // Dropped outside the lock: the check's drop may run user code.
         drop(removed);
         true
@@ -322,9 +328,11 @@ impl Shared {
             });
         }
         for slot in &state.heartbeats {
-            if let Beat::Alive { due, .. } = slot.observe(now) {
+            let beat = slot.observe(now);
+            if let Beat::Alive { due, .. } = beat {
                 earliest(due);
             }
+            slot.report(beat, now);
             components.push(Component {
                 name: slot.name.clone(),
                 probes: Probes::LIVENESS,
@@ -377,17 +385,17 @@ impl Shared {
         }
         let mut next: Option<Instant> = state.fresh_until;
         for entry in &mut state.checks {
-            if entry.running {
+            if entry.running.is_some() {
                 continue;
             }
             if entry.next_due <= now {
-                entry.running = true;
                 let task = tasks.spawn(run_once(
                     entry.id,
                     entry.check.clone(),
                     entry.options.timeout,
                 ));
                 running.insert(task.id(), entry.id);
+                entry.running = Some(task);
             } else {
                 next = Some(next.map_or(entry.next_due, |n| n.min(entry.next_due)));
             }
@@ -401,7 +409,7 @@ impl Shared {
         let Some(entry) = state.checks.iter_mut().find(|e| e.id == finished.id) else {
             return; // removed while it ran
         };
-        entry.running = false;
+        entry.running = None;
         entry.next_due = now + entry.options.interval;
         let run = Arc::new(finished.run);
         let before = entry.view.effective;
@@ -438,7 +446,10 @@ impl Shared {
 fn log_run(entry: &Entry, before: Effective, run: &Run) {
     let name = &*entry.name;
     let duration_ms = run.duration.as_secs_f64() * 1000.0;
-    if run.duration > entry.options.effective_slow_threshold() {
+    // A run cut at its timeout is reported as timed out below, not as slow.
+    if run.duration > entry.options.effective_slow_threshold()
+        && !matches!(run.failure, Some(Failure::TimedOut(_)))
+    {
         tracing::warn!(check = name, duration_ms, "health check slow");
     }
     let message = run.message.as_deref().unwrap_or("");
@@ -942,6 +953,41 @@ mod tests {
         assert!(!health.remove_check("db"));
         assert_eq!(get(&mut app, "/readyz").await.status, 200);
         assert_eq!(get(&mut app, "/health/db").await.status, 404);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn removing_a_check_stops_its_run_in_flight() {
+        /// Dropped with the run's future.
+        struct SetOnDrop(Arc<AtomicBool>);
+        impl Drop for SetOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let health = HealthChecks::builder().build().unwrap();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (flag, count) = (dropped.clone(), runs.clone());
+        let never = move || {
+            count.fetch_add(1, Ordering::SeqCst);
+            let guard = SetOnDrop(flag.clone());
+            async move {
+                let _guard = guard;
+                std::future::pending::<CheckResult>().await
+            }
+        };
+        let options = CheckOptions::new().timeout(Duration::MAX);
+        health.add_check("stuck", never, options).unwrap();
+        settle().await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert!(!dropped.load(Ordering::SeqCst));
+        assert!(health.remove_check("stuck"));
+        settle().await;
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the removed check's run is still going"
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test(start_paused = true)]

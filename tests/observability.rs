@@ -1,5 +1,6 @@
 //! The refresher's `tracing` events: transitions (warn when a check starts
-//! failing, with its error; info when it recovers) and slow runs.
+//! failing, with its error; info when it recovers), slow runs, and
+//! heartbeats missing their deadline, recovering or being dropped.
 //!
 //! Its own test binary, so the global subscriber it installs sees every
 //! event and no other test shares it.
@@ -62,35 +63,77 @@ async fn transitions_and_slow_runs_are_logged() {
                 .interval(Duration::from_secs(1))
                 .slow_threshold(Duration::from_millis(200)),
         )
+        // Cut at its timeout every run: reported as timed out, not as slow.
+        .check_with(
+            "hung",
+            std::future::pending::<CheckResult>,
+            CheckOptions::new()
+                .interval(Duration::from_secs(1))
+                .timeout(Duration::from_millis(500)),
+        )
         .build()
+        .unwrap();
+    let worker = health.heartbeat("worker", Duration::from_secs(1)).unwrap();
+    let doomed = health
+        .heartbeat("doomed", Duration::from_secs(3600))
         .unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     healthy.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(2)).await;
     healthy.store(true, Ordering::SeqCst);
+    // `worker` has not beaten for 2.4 s of its 1 s deadline: beating now
+    // recovers it.
+    worker.beat();
+    drop(doomed);
     tokio::time::sleep(Duration::from_secs(2)).await;
     drop(health);
 
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let slow = event(&log, "health check slow", "db");
+    assert!(slow.contains("duration_ms"), "{slow}");
     assert!(
-        log.contains("health check slow") && log.contains("duration_ms"),
-        "{log}"
+        !log.lines()
+            .any(|line| line.contains("health check slow") && line.contains("hung")),
+        "a timed-out run is not also logged as slow: {log}"
     );
-    let failing = event(&log, "health check failing");
+    let timed_out = event(&log, "health check failing", "hung");
+    assert!(
+        timed_out.contains("WARN") && timed_out.contains("TimedOut"),
+        "{timed_out}"
+    );
+    let failing = event(&log, "health check failing", "db");
     assert!(
         failing.contains("WARN") && failing.contains("connection refused"),
         "{failing}"
     );
-    let recovered = event(&log, "health check recovered");
+    let recovered = event(&log, "health check recovered", "db");
+    assert!(recovered.contains("INFO"), "{recovered}");
+
+    let missed = event(&log, "heartbeat missed its deadline", "worker");
     assert!(
-        recovered.contains("INFO") && recovered.contains("db"),
-        "{recovered}"
+        missed.contains("WARN") && missed.contains("deadline_ms=1000"),
+        "{missed}"
+    );
+    // Missed, recovered, missed again (no beat in the last 2 s): each
+    // change once, though the runner published at every check run between.
+    assert_eq!(
+        log.matches("heartbeat missed its deadline").count(),
+        2,
+        "logged once per miss, not per publish: {log}"
+    );
+    let back = event(&log, "heartbeat recovered", "worker");
+    assert!(back.contains("INFO"), "{back}");
+    let dropped = event(&log, "heartbeat handle dropped", "doomed");
+    assert!(dropped.contains("WARN"), "{dropped}");
+    assert!(
+        log.find("heartbeat missed").unwrap() < log.find("heartbeat recovered").unwrap(),
+        "{log}"
     );
 }
 
-/// The first line of `log` with `message`.
-fn event<'a>(log: &'a str, message: &str) -> &'a str {
+/// The first line of `log` with `message` that names `subject`.
+fn event<'a>(log: &'a str, message: &str, subject: &str) -> &'a str {
     log.lines()
-        .find(|line| line.contains(message))
-        .unwrap_or_else(|| panic!("no {message:?} event in {log}"))
+        .find(|line| line.contains(message) && line.contains(subject))
+        .unwrap_or_else(|| panic!("no {message:?} event for {subject:?} in {log}"))
 }
