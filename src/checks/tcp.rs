@@ -7,9 +7,15 @@
 //! something accepts connections on that port, not that the service behind
 //! it works; prefer a protocol-level check where one exists.
 //!
-//! The host name is resolved on every run, so DNS changes are followed. A
-//! refused or unroutable connection is [`unhealthy`](crate::Status::Unhealthy);
-//! a connect that hangs is cut by the runner at the check's timeout.
+//! The host name is resolved on every run, so DNS changes are followed. When
+//! it resolves to several addresses (IPv6 and IPv4, several replicas), they
+//! are tried in the resolver's order, each next one started when the last
+//! failed or after [`ATTEMPT_DELAY`] without an answer, and the first to
+//! connect wins (RFC 8305's "happy eyeballs", without its family
+//! interleaving): one address that silently drops packets does not fail the
+//! check while another accepts. If none connects the run is
+//! [`unhealthy`](crate::Status::Unhealthy) with the last error; connects that
+//! all hang are cut by the runner at the check's timeout.
 //!
 //! # Example
 //!
@@ -34,9 +40,15 @@
 //! # fn main() {}
 //! ```
 
-use std::fmt;
+use std::{fmt, io, net::SocketAddr, time::Duration};
+
+use tokio::{net::TcpStream, task::JoinSet};
 
 use crate::{Check, CheckResult};
+
+/// How long a connection attempt runs alone before the next address is
+/// tried beside it: RFC 8305's recommended "Connection Attempt Delay".
+pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 
 /// Opens and closes a TCP connection to an address. See the
 /// [module documentation](self).
@@ -70,7 +82,11 @@ impl fmt::Debug for TcpCheck {
 
 impl Check for TcpCheck {
     async fn check(&self) -> CheckResult {
-        match tokio::net::TcpStream::connect(self.address.as_str()).await {
+        let connected = match tokio::net::lookup_host(self.address.as_str()).await {
+            Ok(addrs) => connect_any(addrs.collect()).await,
+            Err(e) => Err(e),
+        };
+        match connected {
             Ok(stream) => {
                 drop(stream);
                 CheckResult::healthy()
@@ -82,5 +98,105 @@ impl Check for TcpCheck {
                 self.address
             )),
         }
+    }
+}
+
+/// Connects to the first of `addrs` that accepts, starting each next
+/// attempt when the previous ones failed or [`ATTEMPT_DELAY`] passed. The
+/// attempts still running when one wins (or when the run is cut) are
+/// aborted with the `JoinSet`.
+async fn connect_any(addrs: Vec<SocketAddr>) -> io::Result<TcpStream> {
+    if addrs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the host name resolved to no address",
+        ));
+    }
+    let mut waiting = addrs.into_iter();
+    let mut attempts = JoinSet::new();
+    loop {
+        if let Some(addr) = waiting.next() {
+            attempts.spawn(TcpStream::connect(addr));
+        }
+        let more = waiting.len() > 0;
+        let delay = tokio::time::sleep(ATTEMPT_DELAY);
+        tokio::pin!(delay);
+        loop {
+            tokio::select! {
+                Some(joined) = attempts.join_next() => {
+                    let error = match joined {
+                        Ok(Ok(stream)) => return Ok(stream),
+                        Ok(Err(e)) => e,
+                        Err(e) => io::Error::other(e),
+                    };
+                    if more {
+                        break; // start the next address now
+                    }
+                    if attempts.is_empty() {
+                        return Err(error); // the last attempt's error
+                    }
+                }
+                () = &mut delay, if more => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+    use super::connect_any;
+
+    /// A loopback address whose connects hang: a listener that never
+    /// accepts, its accept queue filled, drops further SYNs.
+    async fn hanging() -> (
+        std::net::SocketAddr,
+        Vec<TcpStream>,
+        tokio::net::TcpListener,
+    ) {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..64 {
+            match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => queued.push(stream),
+                Ok(Err(e)) => panic!("connect to the filling listener failed: {e}"),
+                Err(_) => return (addr, queued, listener), // full: connects hang
+            }
+        }
+        panic!("the accept queue never filled");
+    }
+
+    #[tokio::test]
+    async fn a_hanging_address_does_not_hide_one_that_accepts() {
+        let (hung, _queued, _listener) = hanging().await;
+        let good = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let good_addr = good.local_addr().unwrap();
+        // Bounded only so that a regression fails instead of hanging.
+        let stream =
+            tokio::time::timeout(Duration::from_secs(20), connect_any(vec![hung, good_addr]))
+                .await
+                .expect("tried the addresses one after another")
+                .expect("connected to the second address");
+        assert_eq!(stream.peer_addr().unwrap(), good_addr);
+    }
+
+    #[tokio::test]
+    async fn every_address_refused_is_the_last_error() {
+        let closed: Vec<_> = (0..2)
+            .map(|_| {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap() // closed when `l` drops
+            })
+            .collect();
+        let e = connect_any(closed).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+        let e = connect_any(Vec::new()).await.unwrap_err();
+        assert!(e.to_string().contains("no address"), "{e}");
     }
 }
