@@ -160,12 +160,16 @@ impl HeartbeatSlot {
             return;
         }
         let name = &*self.name;
-        let deadline_ms = self.deadline.as_millis();
+        // As u64, like the crate's other `_ms` fields (a u128 is recorded
+        // as a string by tracing's default visitors). The deadline is at
+        // most 100 years, so it fits.
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let deadline_ms = ms(self.deadline);
         match beat {
             Beat::Missed { last } => tracing::warn!(
                 heartbeat = name,
                 deadline_ms,
-                since_last_beat_ms = now.saturating_duration_since(last).as_millis(),
+                since_last_beat_ms = ms(now.saturating_duration_since(last)),
                 "heartbeat missed its deadline"
             ),
             Beat::Dropped => tracing::warn!(

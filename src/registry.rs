@@ -129,7 +129,7 @@ pub(crate) const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 6
 /// | [`failure_threshold`](Self::failure_threshold) | 1 consecutive failure before a passing check counts as failing |
 /// | [`success_threshold`](Self::success_threshold) | 1 consecutive success before a failing check counts as passing |
 /// | [`max_age`](Self::max_age) | `2 × interval + timeout`: an older result counts as failed ("stale") |
-/// | [`slow_threshold`](Self::slow_threshold) | half the timeout: slower runs are logged |
+/// | [`slow_threshold`](Self::slow_threshold) | half the timeout: slower runs are logged (a run cut at its timeout is logged as timed out instead) |
 ///
 /// The thresholds damp flapping between two known states; the first result
 /// of a check is taken as it is.
@@ -225,8 +225,10 @@ impl CheckOptions {
         self
     }
 
-    /// Runs slower than this are logged at `warn`. Defaults to half the
-    /// timeout.
+    /// Runs slower than this are logged at `warn` ("health check slow").
+    /// Defaults to half the timeout. A run cut at its timeout is logged as
+    /// timed out instead: as "health check failing" when it makes the check
+    /// fail, or "health check timed out, below its failure threshold".
     #[must_use]
     pub const fn slow_threshold(mut self, threshold: Duration) -> Self {
         self.slow_threshold = Some(threshold);

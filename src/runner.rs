@@ -446,7 +446,8 @@ impl Shared {
 fn log_run(entry: &Entry, before: Effective, run: &Run) {
     let name = &*entry.name;
     let duration_ms = run.duration.as_secs_f64() * 1000.0;
-    // A run cut at its timeout is reported as timed out below, not as slow.
+    // A run cut at its timeout is logged as timed out below (as failing, or
+    // as a timeout below the failure threshold), not as slow.
     if run.duration > entry.options.effective_slow_threshold()
         && !matches!(run.failure, Some(Failure::TimedOut(_)))
     {
@@ -472,13 +473,25 @@ fn log_run(entry: &Entry, before: Effective, run: &Run) {
         _ => {}
     }
     if run.status == Status::Unhealthy && entry.view.effective != Effective::Failing {
-        tracing::debug!(
-            check = name,
-            error = message,
-            failures = entry.view.failures,
-            threshold = entry.options.failure_threshold,
-            "health check failed below its failure threshold"
-        );
+        // A timeout is worth a warning even below the threshold: it is the
+        // "slow" warning this run did not log.
+        if let Some(Failure::TimedOut(timeout)) = run.failure {
+            tracing::warn!(
+                check = name,
+                timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                failures = entry.view.failures,
+                threshold = entry.options.failure_threshold,
+                "health check timed out, below its failure threshold"
+            );
+        } else {
+            tracing::debug!(
+                check = name,
+                error = message,
+                failures = entry.view.failures,
+                threshold = entry.options.failure_threshold,
+                "health check failed below its failure threshold"
+            );
+        }
     }
 }
 
@@ -597,6 +610,11 @@ async fn run(shared: Arc<Shared>) {
                     Ok((task, finished)) => {
                         running.remove(&task);
                         shared.record(finished);
+                    }
+                    // The run of a check `remove_check` removed: nothing to
+                    // record.
+                    Err(error) if error.is_cancelled() => {
+                        running.remove(&error.id());
                     }
                     // Panics inside a check are caught in `run_once`; this is
                     // a panic outside that guard, such as the check's future

@@ -8,7 +8,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -43,6 +43,7 @@ async fn transitions_and_slow_runs_are_logged() {
     // when other tests emit the same events on other threads.
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
+    let runs = AtomicUsize::new(0);
     let healthy = Arc::new(AtomicBool::new(true));
     let flag = healthy.clone();
     let health = HealthChecks::builder()
@@ -70,6 +71,24 @@ async fn transitions_and_slow_runs_are_logged() {
             CheckOptions::new()
                 .interval(Duration::from_secs(1))
                 .timeout(Duration::from_millis(500)),
+        )
+        // Passes once, then hangs, below a failure threshold it never
+        // reaches here: each timeout is still a warning.
+        .check_with(
+            "hung-damped",
+            move || {
+                let first = runs.fetch_add(1, Ordering::SeqCst) == 0;
+                async move {
+                    if !first {
+                        std::future::pending::<()>().await;
+                    }
+                    CheckResult::healthy()
+                }
+            },
+            CheckOptions::new()
+                .interval(Duration::from_secs(1))
+                .timeout(Duration::from_millis(500))
+                .failure_threshold(10),
         )
         .build()
         .unwrap();
@@ -100,6 +119,21 @@ async fn transitions_and_slow_runs_are_logged() {
     assert!(
         timed_out.contains("WARN") && timed_out.contains("TimedOut"),
         "{timed_out}"
+    );
+    let damped = event(
+        &log,
+        "health check timed out, below its failure threshold",
+        "hung-damped",
+    );
+    assert!(
+        damped.contains("WARN") && damped.contains("timeout_ms=500"),
+        "{damped}"
+    );
+    assert!(
+        !log.lines()
+            .any(|line| line.contains("hung-damped")
+                && !line.contains("below its failure threshold")),
+        "{log}"
     );
     let failing = event(&log, "health check failing", "db");
     assert!(

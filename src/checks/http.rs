@@ -11,10 +11,13 @@
 //!
 //! The client keeps connections alive between runs, so a run reuses the
 //! previous run's connection. An upstream may close that connection as idle
-//! just as the next run sends its request; a request with an idempotent
-//! method (`GET`, `HEAD`, ...) whose connection closed or reset before any
-//! answer is sent once more, on a new connection, within the same timeout.
-//! A refused or unreachable upstream is never retried. [`HttpCheck::new`] builds a plain-HTTP client;
+//! just as the next run sends its request. A request with an idempotent
+//! method (`GET`, `HEAD`, ...) whose connection was closed or reset before
+//! a complete response head arrived is sent once more, within the same
+//! timeout, on another connection: a new one, unless the client's pool holds
+//! another idle connection to the upstream (a client shared through
+//! [`HttpCheck::with_client`] may). A refused or unreachable upstream is
+//! never retried. [`HttpCheck::new`] builds a plain-HTTP client;
 //! for HTTPS, or to share the application's own client and its pool, pass a
 //! client to [`HttpCheck::with_client`] (for example one built on
 //! `hyper-rustls`'s connector).
@@ -255,11 +258,13 @@ where
                     let take = data.len().min(self.max_body_bytes - read);
                     read += take;
                     if let Some(needle) = &self.body_contains {
-                        // Search only what could hold a new match: the new
-                        // bytes and the tail that a match may start in.
-                        let from = seen.len().saturating_sub(needle.len().saturating_sub(1));
+                        // `seen` holds only the tail of the body read so far
+                        // that a match may start in: search it with the new
+                        // bytes, then keep the new tail.
                         seen.extend_from_slice(&data[..take]);
-                        found = contains(&seen[from..], needle);
+                        found = contains(&seen, needle);
+                        let keep = needle.len().saturating_sub(1);
+                        seen.drain(..seen.len().saturating_sub(keep));
                     }
                 }
             }

@@ -229,9 +229,11 @@ async fn a_kept_alive_connection_closed_unanswered_is_retried_once() {
     let upstream = Closer::start(1).await;
     let check = HttpCheck::new(uri(upstream.addr, "/ok"));
     assert_eq!(check.check().await.status(), Status::Healthy);
-    // Let the first connection go back to the pool (real time; nothing is
-    // asserted about durations).
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // Let hyper-util's idle task put the first connection back in the pool
+    // (real time; nothing is asserted about durations). Had it not, the
+    // second run would open a new connection and the counts below would be
+    // (2, 0): the test fails rather than passing without a reuse.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let result = check.check().await;
     assert_eq!(result.status(), Status::Healthy, "{result:?}");
     assert_eq!(upstream.counts(), (2, 1), "one reuse, closed unanswered");
