@@ -1762,4 +1762,11 @@ fn criterion_section(report: &mut String) {
         );
     }
     let _ = writeln!(report);
+    // The same arms timed in interleaved rounds, written by `overhead.rs`
+    // when `run.sh` sets the path.
+    if let Some(table) =
+        std::env::var_os("OVERHEAD_INTERLEAVED").and_then(|path| std::fs::read_to_string(path).ok())
+    {
+        let _ = writeln!(report, "{table}");
+    }
 }

@@ -29,6 +29,13 @@
 //! that builds its JSON per call, the usual kind. The goals are judged
 //! against `bare`, the cheaper of the two.
 //!
+//! After criterion, the same arms are timed in interleaved rounds
+//! (`OVERHEAD_ROUNDS`, 100, of `OVERHEAD_ROUND_CALLS`, 10,000, calls per arm;
+//! `OVERHEAD_ROUNDS=0` skips them): each round times every arm in an order
+//! rotated one place per round, and each arm's ratio to `bare` is taken
+//! within the round. The medians over rounds are printed, and written to
+//! the path in `OVERHEAD_INTERLEAVED` if it is set.
+//!
 //! With `OVERHEAD_COUNT=<arm>` the binary runs that arm `OVERHEAD_CALLS`
 //! times (100,000) instead of benchmarking: `benches/instructions.sh` counts
 //! its instructions under callgrind.
@@ -39,7 +46,7 @@ use std::{
     hint::black_box,
     pin::pin,
     task::{Context, Poll, Waker},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -275,6 +282,82 @@ fn overhead(c: &mut Criterion, arms: &mut Arms) {
     group.finish();
 }
 
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The arms timed side by side: every round times each arm over `calls`
+/// calls, in an order rotated one place per round, and each arm is compared
+/// with `bare` within its round. Criterion times one arm for seconds, then
+/// the next, so a shared host that slows down between two arms shows up in
+/// their ratio; here such drift touches both sides of a round's ratio, and
+/// the median over rounds drops the rounds a preemption hit. The first round
+/// is a warm-up and is not counted.
+fn interleaved(arms: &mut Arms, rounds: usize, calls: usize) -> String {
+    let mut ns: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); ARMS.len()];
+    for round in 0..=rounds {
+        for k in 0..ARMS.len() {
+            let i = (k + round) % ARMS.len();
+            let (arm, path) = ARMS[i];
+            let requests: Vec<Req> = (0..calls).map(|_| request(path)).collect();
+            let start = Instant::now();
+            for request in requests {
+                black_box(arms.run(arm, request));
+            }
+            let per_call = start.elapsed().as_nanos() as f64 / calls as f64;
+            if round > 0 {
+                ns[i].push(per_call);
+            }
+        }
+    }
+    assert_eq!(ARMS[0].0, "bare", "ratios are taken to the first arm");
+    let bare = &ns[0];
+    let mut table = format!(
+        "## In-process overhead, interleaved (`benches/overhead.rs`)\n\n\
+         {rounds} rounds of {calls} calls per arm, arms rotated each round; \
+         medians over rounds of each arm's figure and of its ratio to `bare` \
+         in the same round.\n\n\
+         | arm | ns per call | ratio to bare | per-round ratios (10th – 90th percentile) | added ns | goal |\n\
+         |---|---:|---:|---:|---:|---|\n"
+    );
+    for (i, (arm, _)) in ARMS.iter().enumerate() {
+        let ratios: Vec<f64> = ns[i].iter().zip(bare).map(|(a, b)| a / b).collect();
+        let added: Vec<f64> = ns[i].iter().zip(bare).map(|(a, b)| a - b).collect();
+        let (ratio, added) = (median(&ratios), median(&added));
+        let goal = match *arm {
+            "pass_through" => format!("adds < 100 ns: {}", met(added < 100.0)),
+            "readyz_hit" => format!("≤ bare: {}", met(ratio <= 1.0)),
+            _ => String::new(),
+        };
+        table.push_str(&format!(
+            "| `{arm}` | {:.1} | {ratio:.3} | {:.3} – {:.3} | {added:+.1} | {goal} |\n",
+            median(&ns[i]),
+            percentile(&ratios, 0.1),
+            percentile(&ratios, 0.9),
+        ));
+    }
+    table
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "**met**" } else { "**not met**" }
+}
+
+fn median(values: &[f64]) -> f64 {
+    percentile(values, 0.5)
+}
+
+/// The `p` quantile of `values` (nearest rank).
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[rank]
+}
+
 fn main() {
     let mut arms = Arms::new();
     // `OVERHEAD_COUNT=arm` runs that arm `OVERHEAD_CALLS` times (100,000)
@@ -298,6 +381,14 @@ fn main() {
         let mut criterion = Criterion::default().configure_from_args();
         overhead(&mut criterion, &mut arms);
         criterion.final_summary();
+        let rounds = env_or("OVERHEAD_ROUNDS", 100);
+        if rounds > 0 {
+            let table = interleaved(&mut arms, rounds, env_or("OVERHEAD_ROUND_CALLS", 10_000));
+            println!("\n{table}");
+            if let Some(path) = std::env::var_os("OVERHEAD_INTERLEAVED") {
+                std::fs::write(&path, table).expect("the interleaved report is writable");
+            }
+        }
     }
     arms.health.shutdown();
     drop(arms.runtime);

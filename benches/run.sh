@@ -40,8 +40,13 @@ if command -v pg_isready >/dev/null 2>&1; then
 fi
 
 criterion_args=(--warm-up-time 1 --measurement-time 3 --noplot)
+# overhead.rs also times the arms in interleaved rounds and writes the table
+# here; http.rs puts it in the report after criterion's.
+export OVERHEAD_INTERLEAVED="$out/interleaved.md"
+rm -f "$OVERHEAD_INTERLEAVED"
 if [ -n "${BENCH_QUICK:-}" ]; then
     criterion_args=(--warm-up-time 0.5 --measurement-time 1 --noplot)
+    export OVERHEAD_ROUNDS="${OVERHEAD_ROUNDS:-20}"
     export BENCH_ROUNDS="${BENCH_ROUNDS:-2}" BENCH_SECS="${BENCH_SECS:-1}" \
         BENCH_STORM_SECS="${BENCH_STORM_SECS:-6}" BENCH_C_STORM_SECS="${BENCH_C_STORM_SECS:-2}" \
         BENCH_PROBES="${BENCH_PROBES:-50000}" BENCH_OUTAGE_SECS="${BENCH_OUTAGE_SECS:-1}" \
