@@ -160,16 +160,14 @@ impl HeartbeatSlot {
             return;
         }
         let name = &*self.name;
-        // As u64, like the crate's other `_ms` fields (a u128 is recorded
-        // as a string by tracing's default visitors). The deadline is at
-        // most 100 years, so it fits.
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let deadline_ms = ms(self.deadline);
+        // As u64, like the crate's other `_ms` fields (tracing records a
+        // u128 as a string); durations here are at most 100 years.
+        let deadline_ms = self.deadline.as_millis() as u64;
         match beat {
             Beat::Missed { last } => tracing::warn!(
                 heartbeat = name,
                 deadline_ms,
-                since_last_beat_ms = ms(now.saturating_duration_since(last)),
+                since_last_beat_ms = now.saturating_duration_since(last).as_millis() as u64,
                 "heartbeat missed its deadline"
             ),
             Beat::Dropped => tracing::warn!(

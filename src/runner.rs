@@ -12,7 +12,6 @@
 
 use std::{
     any::Any,
-    collections::HashMap,
     future::Future,
     panic::{AssertUnwindSafe, catch_unwind},
     pin::Pin,
@@ -373,11 +372,7 @@ impl Shared {
     /// Publishes again if the published answers expired (a result turned
     /// stale, a heartbeat deadline passed), starts every due run, and
     /// returns when the task should next wake up.
-    fn start_due(
-        self: &Arc<Self>,
-        tasks: &mut JoinSet<Finished>,
-        running: &mut HashMap<tokio::task::Id, u64>,
-    ) -> Option<Instant> {
+    fn start_due(self: &Arc<Self>, tasks: &mut JoinSet<Finished>) -> Option<Instant> {
         let mut state = self.lock();
         let now = Instant::now();
         if state.fresh_until.is_some_and(|until| until <= now) {
@@ -394,13 +389,26 @@ impl Shared {
                     entry.check.clone(),
                     entry.options.timeout,
                 ));
-                running.insert(task.id(), entry.id);
                 entry.running = Some(task);
             } else {
                 next = Some(next.map_or(entry.next_due, |n| n.min(entry.next_due)));
             }
         }
         next
+    }
+
+    /// A run whose task ended in a join error: recorded as lost for the
+    /// check it belongs to, if that check is still registered.
+    fn lost(&self, task: tokio::task::Id) {
+        let id = self
+            .lock()
+            .checks
+            .iter()
+            .find(|e| e.running.as_ref().is_some_and(|run| run.id() == task))
+            .map(|e| e.id);
+        if let Some(id) = id {
+            self.record(Finished::lost(id));
+        }
     }
 
     fn record(&self, finished: Finished) {
@@ -478,7 +486,7 @@ fn log_run(entry: &Entry, before: Effective, run: &Run) {
         if let Some(Failure::TimedOut(timeout)) = run.failure {
             tracing::warn!(
                 check = name,
-                timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                timeout_ms = timeout.as_millis() as u64,
                 failures = entry.view.failures,
                 threshold = entry.options.failure_threshold,
                 "health check timed out, below its failure threshold"
@@ -591,13 +599,11 @@ where
 /// The refresher task.
 async fn run(shared: Arc<Shared>) {
     let mut tasks: JoinSet<Finished> = JoinSet::new();
-    // Which check each run belongs to, for a run that ends in a join error.
-    let mut running: HashMap<tokio::task::Id, u64> = HashMap::new();
     loop {
         if shared.is_stopped() {
             break;
         }
-        let next = shared.start_due(&mut tasks, &mut running);
+        let next = shared.start_due(&mut tasks);
         let sleep = async {
             match next {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -607,24 +613,14 @@ async fn run(shared: Arc<Shared>) {
         tokio::select! {
             Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                 match joined {
-                    Ok((task, finished)) => {
-                        running.remove(&task);
-                        shared.record(finished);
-                    }
-                    // The run of a check `remove_check` removed: nothing to
-                    // record.
-                    Err(error) if error.is_cancelled() => {
-                        running.remove(&error.id());
-                    }
+                    Ok((_, finished)) => shared.record(finished),
                     // Panics inside a check are caught in `run_once`; this is
                     // a panic outside that guard, such as the check's future
                     // panicking while it is dropped at its timeout. The check
-                    // must still be reported and scheduled again.
-                    Err(error) => {
-                        if let Some(id) = running.remove(&error.id()) {
-                            shared.record(Finished::lost(id));
-                        }
-                    }
+                    // must still be reported and scheduled again. (A run
+                    // `remove_check` aborted has no entry left: nothing to
+                    // record.)
+                    Err(error) => shared.lost(error.id()),
                 }
             }
             // Due checks and expired answers are handled at the top of the

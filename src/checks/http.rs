@@ -183,15 +183,16 @@ where
         request
     }
 
-    /// Sends the request, once more on a fresh connection if the upstream
-    /// closed the connection before answering (see [`closed_unanswered`]).
+    /// Sends the request, and once more (on another connection) if the
+    /// upstream closed the connection before answering (see
+    /// [`closed_unanswered`]).
     async fn send(&self) -> Result<Response<Incoming>, legacy::Error> {
         match self.client.request(self.request()).await {
             Err(e) if self.method.is_idempotent() && closed_unanswered(&e) => {
                 tracing::debug!(
                     url = %self.shown,
                     error = %error_chain(&e),
-                    "health: HTTP check retrying on a new connection"
+                    "health: HTTP check retrying on another connection"
                 );
                 self.client.request(self.request()).await
             }

@@ -83,11 +83,7 @@ impl fmt::Debug for TcpCheck {
 
 impl Check for TcpCheck {
     async fn check(&self) -> CheckResult {
-        let connected = match tokio::net::lookup_host(self.address.as_str()).await {
-            Ok(addrs) => connect_any(addrs.collect()).await,
-            Err(e) => Err(e),
-        };
-        match connected {
+        match connect(&self.address).await {
             Ok(stream) => {
                 drop(stream);
                 CheckResult::healthy()
@@ -100,6 +96,12 @@ impl Check for TcpCheck {
             )),
         }
     }
+}
+
+/// Resolves `address` (every run: DNS changes are followed) and connects to
+/// one of its addresses.
+async fn connect(address: &str) -> io::Result<TcpStream> {
+    connect_any(tokio::net::lookup_host(address).await?.collect()).await
 }
 
 /// Connects to the first of `addrs` that accepts, starting each next
