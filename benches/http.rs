@@ -60,6 +60,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod stats;
+
 use axum::{Json, Router, extract::Path as UrlPath, routing::get, serve::ListenerExt};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header::CONTENT_TYPE};
@@ -76,6 +78,8 @@ use tokio::{
 };
 use tower::{Layer as _, Service, service_fn};
 use tower_health::{Check as _, CheckOptions, HealthChecks, HealthHandle, checks::sqlx::SqlxCheck};
+
+use stats::{median, met};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -1644,20 +1648,6 @@ fn replace_host_port(url: &str, addr: SocketAddr) -> Result<String, BoxError> {
     ))
 }
 
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    if v.len().is_multiple_of(2) {
-        (v[mid - 1] + v[mid]) / 2.0
-    } else {
-        v[mid]
-    }
-}
-
 fn list(values: impl Iterator<Item = f64>) -> String {
     values
         .map(|v| format!("{v:.3}"))
@@ -1673,10 +1663,6 @@ fn micros(us: f64) -> String {
     } else {
         format!("{us:.0} µs")
     }
-}
-
-fn met(ok: bool) -> &'static str {
-    if ok { "**met**" } else { "**not met**" }
 }
 
 /// The criterion figures of `benches/overhead.rs`, if it ran before.

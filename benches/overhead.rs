@@ -49,6 +49,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod stats;
+
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion};
 use http::{Request, Response, StatusCode, header::CONTENT_TYPE};
@@ -58,6 +60,8 @@ use tower::{
     util::{ServiceFn, service_fn},
 };
 use tower_health::{CheckOptions, CheckResult, Health, HealthChecks, HealthHandle};
+
+use stats::{median, met};
 
 type Req = Request<Empty<Bytes>>;
 
@@ -326,7 +330,10 @@ fn interleaved(arms: &mut Arms, rounds: usize, calls: usize) -> String {
     for (i, (arm, _)) in ARMS.iter().enumerate() {
         let ratios: Vec<f64> = ns[i].iter().zip(bare).map(|(a, b)| a / b).collect();
         let added: Vec<f64> = ns[i].iter().zip(bare).map(|(a, b)| a - b).collect();
-        let (ratio, added) = (median(&ratios), median(&added));
+        let (ratio, added) = (
+            median(ratios.iter().copied()),
+            median(added.iter().copied()),
+        );
         let goal = match *arm {
             "pass_through" => format!("adds < 100 ns: {}", met(added < 100.0)),
             "readyz_hit" => format!("≤ bare: {}", met(ratio <= 1.0)),
@@ -334,20 +341,12 @@ fn interleaved(arms: &mut Arms, rounds: usize, calls: usize) -> String {
         };
         table.push_str(&format!(
             "| `{arm}` | {:.1} | {ratio:.3} | {:.3} – {:.3} | {added:+.1} | {goal} |\n",
-            median(&ns[i]),
+            median(ns[i].iter().copied()),
             percentile(&ratios, 0.1),
             percentile(&ratios, 0.9),
         ));
     }
     table
-}
-
-fn met(ok: bool) -> &'static str {
-    if ok { "**met**" } else { "**not met**" }
-}
-
-fn median(values: &[f64]) -> f64 {
-    percentile(values, 0.5)
 }
 
 /// The `p` quantile of `values` (nearest rank).
