@@ -5,9 +5,10 @@
 //! blocking task, so a hung network filesystem blocks a thread of Tokio's
 //! blocking pool, never the runtime, and the runner still cuts the run at
 //! its timeout. A call that outlives its run is not abandoned: the next run
-//! waits for it instead of starting another, so a filesystem that hangs for
-//! hours holds one thread, not one more every interval (Tokio's pool has
-//! 512, and `tokio::fs` and DNS lookups queue behind them). Free space is
+//! (or a clone of the check running at the same time) waits for it instead
+//! of starting another, so a filesystem that hangs for hours holds one
+//! thread, not one more every interval (Tokio's pool has 512, and
+//! `tokio::fs` and DNS lookups queue behind them). Free space is
 //! the space available to unprivileged users (`f_bavail`), which is what
 //! the application can write.
 //!
@@ -51,11 +52,10 @@
 use std::{
     fmt,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
 };
 
-use tokio::task::{JoinError, JoinHandle};
-
+use super::blocking::{OneAtATime, Panicked};
 use crate::{Check, CheckResult};
 
 /// A free-space threshold: bytes, percent of the filesystem's size, or
@@ -84,13 +84,15 @@ impl Threshold {
 
 /// Checks the free space of the filesystem holding a path. See the
 /// [module documentation](self).
+///
+/// A clone shares the original's `statvfs` call in flight, if any.
+#[derive(Clone)]
 pub struct DiskSpaceCheck {
     path: Arc<Path>,
     degraded: Threshold,
     unhealthy: Threshold,
-    /// The `statvfs` call of a run that was cut, if it has not been
-    /// waited for since.
-    pending: Pending<nix::Result<Space>>,
+    /// The `statvfs` call in flight, if any.
+    statvfs: OneAtATime<(), nix::Result<Space>>,
 }
 
 impl DiskSpaceCheck {
@@ -107,7 +109,7 @@ impl DiskSpaceCheck {
                 bytes: None,
                 percent: Some(5.0),
             },
-            pending: Pending::default(),
+            statvfs: OneAtATime::default(),
         }
     }
 
@@ -157,20 +159,6 @@ impl DiskSpaceCheck {
     }
 }
 
-impl Clone for DiskSpaceCheck {
-    /// The same path and thresholds. The clone is a check of its own: it
-    /// does not share a call left running by this one (two checks sharing
-    /// one slot could each start a call and then leave both).
-    fn clone(&self) -> Self {
-        Self {
-            path: self.path.clone(),
-            degraded: self.degraded,
-            unhealthy: self.unhealthy,
-            pending: Pending::default(),
-        }
-    }
-}
-
 impl fmt::Debug for DiskSpaceCheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DiskSpaceCheck")
@@ -182,6 +170,7 @@ impl fmt::Debug for DiskSpaceCheck {
 }
 
 /// Free and total bytes of one `statvfs` call.
+#[derive(Clone, Copy)]
 struct Space {
     free: u64,
     total: u64,
@@ -198,51 +187,10 @@ fn stat(path: &Path) -> nix::Result<Space> {
     })
 }
 
-/// A blocking call left running by a run that was cut.
-type Pending<T> = Arc<Mutex<Option<JoinHandle<T>>>>;
-
-/// Runs `call` on Tokio's blocking pool, at most one at a time per
-/// `pending` (one check's runs never overlap): if this run is cut (its
-/// future dropped), the call is left in `pending`, and the next run waits
-/// for it (and takes its result) instead of starting another. A call that
-/// has finished by then is dropped and a new one made: its result is old.
-async fn one_at_a_time<T: Send + 'static>(
-    pending: &Pending<T>,
-    call: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, JoinError> {
-    let earlier = pending
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take()
-        .filter(|handle| !handle.is_finished());
-    let mut waiting = Waiting {
-        pending,
-        handle: Some(earlier.unwrap_or_else(|| tokio::task::spawn_blocking(call))),
-    };
-    let handle = waiting.handle.as_mut().expect("set above");
-    let result = handle.await;
-    waiting.handle = None;
-    result
-}
-
-/// Puts a call that was not waited for to the end back in its slot.
-struct Waiting<'a, T> {
-    pending: &'a Pending<T>,
-    handle: Option<JoinHandle<T>>,
-}
-
-impl<T> Drop for Waiting<'_, T> {
-    fn drop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            *self.pending.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
-        }
-    }
-}
-
 impl Check for DiskSpaceCheck {
     async fn check(&self) -> CheckResult {
         let path = self.path.clone();
-        let space = match one_at_a_time(&self.pending, move || stat(&path)).await {
+        let space = match self.statvfs.run((), move || stat(&path)).await {
             Ok(Ok(space)) => space,
             Ok(Err(errno)) => {
                 return CheckResult::unhealthy(format!(
@@ -251,9 +199,9 @@ impl Check for DiskSpaceCheck {
                     self.path.display()
                 ));
             }
-            Err(e) => {
+            Err(Panicked) => {
                 return CheckResult::unhealthy(format!(
-                    "the blocking task reading the free space of {} failed: {e}",
+                    "statvfs on {} panicked on the blocking pool (see the log)",
                     self.path.display()
                 ));
             }
@@ -327,90 +275,6 @@ mod tests {
         assert!(!t.crossed(100, Some(5.0)));
         assert!(!t.crossed(1000, None));
         assert!(!Threshold::default().crossed(0, Some(0.0)));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn a_hung_call_is_waited_for_not_repeated() {
-        use std::sync::{
-            atomic::{AtomicUsize, Ordering},
-            mpsc,
-        };
-        use std::time::Duration;
-
-        // Real time: a paused clock would not move while a blocking call
-        // runs. The durations bound the waits; nothing asserts on them.
-        async fn until(what: &str, done: impl Fn() -> bool) {
-            for _ in 0..1000 {
-                if done() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            panic!("timed out waiting until {what}");
-        }
-
-        let pending: Pending<usize> = Pending::default();
-        let started = Arc::new(AtomicUsize::new(0));
-        let (release, hung) = mpsc::channel::<()>();
-        let hung = Arc::new(Mutex::new(hung));
-        // Calls 1 and 2 hang until released; later ones return at once.
-        let call = || {
-            let started = started.clone();
-            let hung = hung.clone();
-            move || {
-                let n = started.fetch_add(1, Ordering::SeqCst) + 1;
-                if n <= 2 {
-                    hung.lock().unwrap().recv().unwrap();
-                }
-                n
-            }
-        };
-        let cut = Duration::from_millis(20);
-        for _ in 0..3 {
-            let run = tokio::time::timeout(cut, one_at_a_time(&pending, call())).await;
-            assert!(run.is_err(), "the first call still hangs");
-        }
-        until("the pool starts the call", || {
-            started.load(Ordering::SeqCst) > 0
-        })
-        .await;
-        assert_eq!(started.load(Ordering::SeqCst), 1, "one thread, not three");
-
-        // A run that finds call 1 still hanging waits for it and takes its
-        // result when it is released.
-        let fourth = tokio::spawn({
-            let pending = pending.clone();
-            let call = call();
-            async move { one_at_a_time(&pending, call).await }
-        });
-        until("the run takes the hung call", || {
-            pending.lock().unwrap().is_none()
-        })
-        .await;
-        release.send(()).unwrap();
-        assert_eq!(fourth.await.unwrap().unwrap(), 1, "call 1's own result");
-        assert_eq!(started.load(Ordering::SeqCst), 1);
-
-        // Call 2 is cut, then finishes before the next run: that run makes
-        // a new call rather than report call 2's old result.
-        let run = tokio::time::timeout(cut, one_at_a_time(&pending, call())).await;
-        assert!(run.is_err());
-        release.send(()).unwrap();
-        until("call 2 finishes", || {
-            pending
-                .lock()
-                .unwrap()
-                .as_ref()
-                .is_some_and(|h| h.is_finished())
-        })
-        .await;
-        assert_eq!(one_at_a_time(&pending, call()).await.unwrap(), 3);
-        assert!(pending.lock().unwrap().is_none());
-
-        // A clone is a check of its own, with its own slot: two checks
-        // sharing one could each start a call and leave both.
-        let check = DiskSpaceCheck::new("/");
-        assert!(!Arc::ptr_eq(&check.pending, &check.clone().pending));
     }
 
     #[test]

@@ -53,7 +53,17 @@
 //! # fn main() {}
 //! ```
 
-use std::{error::Error as StdError, fmt, io::ErrorKind, ops::RangeInclusive};
+use std::{
+    error::Error as StdError,
+    fmt,
+    future::Future,
+    io::{self, ErrorKind},
+    net::SocketAddr,
+    ops::RangeInclusive,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{
@@ -65,11 +75,12 @@ use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{
         self, Client,
-        connect::{Connect, HttpConnector},
+        connect::{Connect, HttpConnector, dns::Name},
     },
     rt::{TokioExecutor, TokioTimer},
 };
 
+use super::dns::Lookups;
 use crate::{Check, CheckResult};
 
 /// The default limit on the body bytes a run reads.
@@ -78,7 +89,7 @@ const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 /// Requests a URL and checks the status and, optionally, the body. See the
 /// [module documentation](self).
 #[derive(Clone)]
-pub struct HttpCheck<C = HttpConnector, B = Empty<Bytes>> {
+pub struct HttpCheck<C = HttpConnector<Resolver>, B = Empty<Bytes>> {
     client: Client<C, B>,
     uri: Uri,
     /// The URI without user info or query, for messages.
@@ -92,12 +103,64 @@ pub struct HttpCheck<C = HttpConnector, B = Empty<Bytes>> {
 
 impl HttpCheck {
     /// A check of `uri` with its own plain-HTTP client (`http://` only),
-    /// keeping idle connections for 90 seconds.
+    /// keeping idle connections for 90 seconds. Its host name is looked up
+    /// by a [`Resolver`] of the check's own.
     pub fn new(uri: Uri) -> Self {
+        const IDLE: Duration = Duration::from_secs(90);
+        let mut connector = HttpConnector::new_with_resolver(Resolver {
+            lookups: Lookups::default(),
+        });
+        // As `build_http` does: TCP keepalive for as long as the pool keeps
+        // an idle connection.
+        connector.set_keepalive(Some(IDLE));
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
-            .build_http();
+            .pool_idle_timeout(IDLE)
+            .build(connector);
         Self::with_client(client, uri)
+    }
+}
+
+/// The host name resolver of [`HttpCheck::new`]'s client.
+///
+/// Like hyper's default resolver, it calls the system's `getaddrinfo` on
+/// Tokio's blocking pool; unlike it, it makes at most one lookup at a time
+/// for its check. With the DNS server down a lookup can take 30 s or more,
+/// while the runner cuts the check's run at its timeout: a run then waits
+/// for the lookup the cut one left running instead of starting another, so
+/// the check holds one blocking thread, not one more every interval. A
+/// lookup that has finished is not reused: every new connection looks the
+/// name up again, so DNS changes are followed.
+///
+/// A client passed to [`HttpCheck::with_client`] keeps its own resolver.
+#[derive(Clone)]
+pub struct Resolver {
+    lookups: Lookups,
+}
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolver").finish_non_exhaustive()
+    }
+}
+
+impl tower_service::Service<Name> for Resolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let lookups = self.lookups.clone();
+        // The connector sets the port; `getaddrinfo` is asked for 0, as
+        // hyper's resolver does. IP addresses never reach a resolver.
+        Box::pin(async move {
+            let addrs = lookups.lookup(&format!("{name}:0")).await?;
+            Ok(addrs.into_iter())
+        })
     }
 }
 
@@ -394,5 +457,58 @@ mod tests {
         assert!(contains(b"status: ok", b"ok"));
         assert!(!contains(b"o", b"ok"));
         assert!(contains(b"", b""));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_hung_lookup_is_waited_for_not_repeated() {
+        use std::convert::Infallible;
+
+        use http_body_util::Full;
+        use hyper_util::rt::TokioIo;
+        use tokio::net::TcpListener;
+
+        use crate::{Status, checks::dns::tests as dns};
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let ok = hyper::service::service_fn(|_| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), ok),
+                );
+            }
+        });
+        let connector = HttpConnector::new_with_resolver(Resolver {
+            lookups: Lookups::with(dns::hanging),
+        });
+        let client: Client<_, Empty<Bytes>> =
+            Client::builder(TokioExecutor::new()).build(connector);
+        let uri = format!("http://http-hang.test:{port}/").parse().unwrap();
+        let target = "http-hang.test:0";
+        let _releases = dns::Releases(target.to_owned());
+        let check = HttpCheck::with_client(client, uri);
+        // Runs cut by the runner's timeout, from the check and a clone.
+        for check in [&check, &check.clone(), &check] {
+            let run = tokio::time::timeout(Duration::from_millis(20), check.check()).await;
+            assert!(run.is_err(), "the lookup hangs");
+        }
+        for _ in 0..500 {
+            if dns::started(target) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(dns::started(target), 1, "one lookup, not three");
+        // A run joins the hung lookup (on its first poll) and connects with
+        // its result once it is released.
+        let (result, ()) = tokio::join!(check.check(), async { dns::release(target) });
+        assert_eq!(result.status(), Status::Healthy, "{result:?}");
+        assert_eq!(dns::started(target), 1);
+        server.abort();
     }
 }

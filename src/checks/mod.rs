@@ -113,6 +113,12 @@ pub mod tcp;
 #[cfg_attr(docsrs, doc(cfg(all(feature = "disk", unix))))]
 pub mod disk;
 
+#[cfg(any(feature = "tcp", feature = "http-client", all(feature = "disk", unix)))]
+mod blocking;
+
+#[cfg(any(feature = "tcp", feature = "http-client"))]
+mod dns;
+
 /// Observations of a connection pool, shared by the pool checks.
 #[cfg(any(
     feature = "postgres",

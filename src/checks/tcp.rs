@@ -7,8 +7,10 @@
 //! something accepts connections on that port, not that the service behind
 //! it works; prefer a protocol-level check where one exists.
 //!
-//! The host name is resolved on every run, so DNS changes are followed. When
-//! it resolves to several addresses (IPv6 and IPv4, several replicas), they
+//! The host name is resolved on every run, so DNS changes are followed. A
+//! lookup still running when its run was cut (DNS down) is not repeated:
+//! the next run waits for it, so a check holds at most one of Tokio's
+//! blocking threads in `getaddrinfo`. When it resolves to several addresses (IPv6 and IPv4, several replicas), they
 //! are tried in the resolver's order: the next one is started as soon as an
 //! attempt fails, or after [`ATTEMPT_DELAY`] without an answer, and the
 //! first to connect wins (RFC 8305's "happy eyeballs", without its family
@@ -45,6 +47,7 @@ use std::{fmt, io, net::SocketAddr, time::Duration};
 
 use tokio::{net::TcpStream, task::JoinSet};
 
+use super::dns::Lookups;
 use crate::{Check, CheckResult};
 
 /// How long a connection attempt runs alone before the next address is
@@ -53,9 +56,12 @@ pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 
 /// Opens and closes a TCP connection to an address. See the
 /// [module documentation](self).
+///
+/// A clone shares the original's lookup in flight, if any.
 #[derive(Clone)]
 pub struct TcpCheck {
     address: String,
+    lookups: Lookups,
 }
 
 impl TcpCheck {
@@ -64,6 +70,7 @@ impl TcpCheck {
     pub fn new(address: impl Into<String>) -> Self {
         Self {
             address: address.into(),
+            lookups: Lookups::default(),
         }
     }
 
@@ -83,7 +90,7 @@ impl fmt::Debug for TcpCheck {
 
 impl Check for TcpCheck {
     async fn check(&self) -> CheckResult {
-        match connect(&self.address).await {
+        match connect(&self.lookups, &self.address).await {
             Ok(stream) => {
                 drop(stream);
                 CheckResult::healthy()
@@ -100,8 +107,8 @@ impl Check for TcpCheck {
 
 /// Resolves `address` (every run: DNS changes are followed) and connects to
 /// one of its addresses.
-async fn connect(address: &str) -> io::Result<TcpStream> {
-    connect_any(tokio::net::lookup_host(address).await?.collect()).await
+async fn connect(lookups: &Lookups, address: &str) -> io::Result<TcpStream> {
+    connect_any(lookups.lookup(address).await?).await
 }
 
 /// Connects to the first of `addrs` that accepts, starting each next
@@ -151,7 +158,11 @@ mod tests {
 
     use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-    use super::connect_any;
+    use super::{TcpCheck, connect_any};
+    use crate::{
+        Check, Status,
+        checks::dns::{Lookups, tests as dns},
+    };
 
     /// A loopback address whose connects hang: a listener that never
     /// accepts, its accept queue filled, drops further SYNs.
@@ -205,5 +216,37 @@ mod tests {
         assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
         let e = connect_any(Vec::new()).await.unwrap_err();
         assert!(e.to_string().contains("no address"), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_hung_lookup_is_waited_for_not_repeated() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = format!("tcp-hang.test:{}", listener.local_addr().unwrap().port());
+        let check = TcpCheck {
+            address: target.clone(),
+            lookups: Lookups::with(dns::hanging),
+        };
+        let _releases = dns::Releases(target.clone());
+        // Runs cut by the runner's timeout, from the check and a clone.
+        for check in [&check, &check.clone(), &check] {
+            let run = tokio::time::timeout(Duration::from_millis(20), check.check()).await;
+            assert!(run.is_err(), "the lookup hangs");
+        }
+        for _ in 0..500 {
+            if dns::started(&target) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(dns::started(&target), 1, "one lookup, not three");
+        // A run joins the hung lookup (on its first poll) and connects with
+        // its result once it is released.
+        let (result, ()) = tokio::join!(check.check(), async { dns::release(&target) });
+        assert_eq!(result.status(), Status::Healthy, "{result:?}");
+        assert_eq!(dns::started(&target), 1);
+        // A lookup that has returned is not reused: DNS changes are followed.
+        let result = check.check().await;
+        assert_eq!(result.status(), Status::Healthy, "{result:?}");
+        assert_eq!(dns::started(&target), 2);
     }
 }

@@ -1,0 +1,149 @@
+//! Host name lookups for the checks that connect by name (`TcpCheck`, and
+//! `HttpCheck`'s own client).
+//!
+//! A lookup is `getaddrinfo` on Tokio's blocking pool, as with
+//! `tokio::net::lookup_host` and hyper's default resolver, but at most one
+//! per check at a time (see [`super::blocking`]): with the DNS server down a
+//! lookup can take its resolver's full timeout and retries (30 s and more
+//! with the glibc defaults), and a check that started one every interval and
+//! gave up on each at its timeout would pile them up on the pool.
+
+use std::{
+    io,
+    net::{SocketAddr, ToSocketAddrs},
+    sync::Arc,
+};
+
+use super::blocking::{OneAtATime, Panicked};
+
+/// A lookup's result; the error is shared by the callers that joined it.
+type Resolved = Result<Vec<SocketAddr>, Arc<io::Error>>;
+
+/// One check's lookups. Clones share the lookup in flight.
+#[derive(Clone)]
+pub(crate) struct Lookups {
+    running: OneAtATime<String, Resolved>,
+    resolve: fn(&str) -> io::Result<Vec<SocketAddr>>,
+}
+
+impl Default for Lookups {
+    fn default() -> Self {
+        Self {
+            running: OneAtATime::default(),
+            resolve: getaddrinfo,
+        }
+    }
+}
+
+impl Lookups {
+    /// Lookups made by `resolve` instead of the system's resolver.
+    #[cfg(test)]
+    pub(crate) fn with(resolve: fn(&str) -> io::Result<Vec<SocketAddr>>) -> Self {
+        Self {
+            running: OneAtATime::default(),
+            resolve,
+        }
+    }
+
+    /// The addresses of `target`, `host:port`: at once for an IP address,
+    /// otherwise by a lookup (or the one for the same target still running).
+    pub(crate) async fn lookup(&self, target: &str) -> io::Result<Vec<SocketAddr>> {
+        if let Ok(addr) = target.parse::<SocketAddr>() {
+            return Ok(vec![addr]);
+        }
+        let resolve = self.resolve;
+        let owned = target.to_owned();
+        match self
+            .running
+            .run(target.to_owned(), move || resolve(&owned).map_err(Arc::new))
+            .await
+        {
+            Ok(Ok(addrs)) => Ok(addrs),
+            Ok(Err(e)) => Err(io::Error::new(e.kind(), e)),
+            Err(Panicked) => Err(io::Error::other(format!(
+                "the lookup of {target} panicked on the blocking pool"
+            ))),
+        }
+    }
+}
+
+fn getaddrinfo(target: &str) -> io::Result<Vec<SocketAddr>> {
+    Ok(target.to_socket_addrs()?.collect())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::{
+        io,
+        net::SocketAddr,
+        sync::{Condvar, Mutex},
+    };
+
+    use super::Lookups;
+
+    /// The targets of the lookups started, and the targets let through.
+    static STARTED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    static RELEASED: (Mutex<Vec<String>>, Condvar) = (Mutex::new(Vec::new()), Condvar::new());
+
+    /// A resolver that hangs until [`release`] is called for the target,
+    /// then answers `127.0.0.1` and the target's port.
+    pub(crate) fn hanging(target: &str) -> io::Result<Vec<SocketAddr>> {
+        STARTED.lock().unwrap().push(target.to_owned());
+        let (released, changed) = &RELEASED;
+        let mut released = released.lock().unwrap();
+        while !released.iter().any(|t| t == target) {
+            released = changed.wait(released).unwrap();
+        }
+        let port = target
+            .rsplit_once(':')
+            .map_or(0, |(_, p)| p.parse().unwrap());
+        Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))])
+    }
+
+    pub(crate) fn started(target: &str) -> usize {
+        STARTED
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|t| *t == target)
+            .count()
+    }
+
+    pub(crate) fn release(target: &str) {
+        let (released, changed) = &RELEASED;
+        released.lock().unwrap().push(target.to_owned());
+        changed.notify_all();
+    }
+
+    /// Releases the target when dropped: a test that fails before its
+    /// release must not leave a blocking thread hanging, or dropping its
+    /// runtime (which waits for the blocking pool) would hang the test.
+    pub(crate) struct Releases(pub(crate) String);
+
+    impl Drop for Releases {
+        fn drop(&mut self) {
+            release(&self.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_address_needs_no_lookup() {
+        let lookups = Lookups::with(|_| panic!("looked up"));
+        let addrs = lookups.lookup("[::1]:6379").await.unwrap();
+        assert_eq!(addrs, ["[::1]:6379".parse::<SocketAddr>().unwrap()]);
+    }
+
+    #[tokio::test]
+    async fn names_are_looked_up_by_the_system() {
+        let addrs = Lookups::default().lookup("localhost:5432").await.unwrap();
+        assert!(
+            addrs
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 5432)
+                && !addrs.is_empty(),
+            "{addrs:?}"
+        );
+        let e = Lookups::default().lookup("no-port").await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+    }
+}
