@@ -2,7 +2,10 @@ use std::{fmt, sync::Arc};
 
 use http::{
     HeaderMap, HeaderName, HeaderValue, StatusCode,
-    header::{CACHE_CONTROL, CONTENT_TYPE},
+    header::{
+        ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, TE,
+        TRAILER, TRANSFER_ENCODING, UPGRADE,
+    },
 };
 use tower_layer::Layer;
 
@@ -15,6 +18,22 @@ use crate::{
 
 /// The default name of the processing-time header.
 pub const PROCESS_TIME_HEADER: HeaderName = HeaderName::from_static("x-process-time-ms");
+
+/// The names [`HealthLayer::process_time_header`] refuses.
+const RESERVED_HEADERS: [HeaderName; 12] = [
+    CONTENT_LENGTH,
+    TRANSFER_ENCODING,
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    TE,
+    TRAILER,
+    UPGRADE,
+    CONTENT_TYPE,
+    CONTENT_ENCODING,
+    CACHE_CONTROL,
+    ALLOW,
+];
 
 /// Answers the health paths from the published snapshot and passes every
 /// other request to the wrapped service, adding `x-process-time-ms` to every
@@ -301,10 +320,22 @@ impl HealthLayer {
     /// Names the processing-time header (default `x-process-time-ms`).
     ///
     /// The header is inserted into every response, replacing one of the
-    /// same name: use a name of your own, never one the response itself
-    /// needs, such as `content-length` or `content-type`.
+    /// same name, so use a name of your own. A name that HTTP's framing or
+    /// connection handling reads (`content-length`, `transfer-encoding`,
+    /// `connection`, `keep-alive`, `proxy-connection`, `te`, `trailer`,
+    /// `upgrade`) or that the health answers need (`content-type`,
+    /// `content-encoding`, `cache-control`, `allow`) would break responses:
+    /// it is ignored, with a warning logged, and the header stays as it was.
     #[must_use]
     pub fn process_time_header(self, name: HeaderName) -> Self {
+        if RESERVED_HEADERS.contains(&name) {
+            tracing::warn!(
+                header = %name,
+                "tower-health: the processing-time header cannot replace a header responses \
+                 need; ignored"
+            );
+            return self;
+        }
         self.configure(|config| config.process_time_header = Some(name))
     }
 

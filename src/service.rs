@@ -824,6 +824,27 @@ mod http_tests {
         assert!(reply.headers.contains_key("x-took"));
         assert!(!reply.headers.contains_key("x-process-time-ms"));
 
+        // A name responses need is refused: the header stays as it was.
+        for reserved in [
+            CONTENT_LENGTH,
+            http::header::TRANSFER_ENCODING,
+            CACHE_CONTROL,
+        ] {
+            let mut app = app_with(health.layer().process_time_header(reserved.clone()));
+            for path in ["/readyz", "/anything"] {
+                let reply = get(&mut app, path).await;
+                assert!(
+                    reply.headers.contains_key("x-process-time-ms"),
+                    "{reserved}"
+                );
+                let value = reply.headers.get(&reserved).map(|v| v.to_str().unwrap());
+                assert!(
+                    value.is_none_or(|v| !v.contains('.')),
+                    "{reserved}: {value:?}"
+                );
+            }
+        }
+
         let mut quiet = app_with(health.layer().without_process_time_header());
         let reply = get(&mut quiet, "/anything").await;
         assert!(!reply.headers.contains_key("x-process-time-ms"));
