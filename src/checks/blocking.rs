@@ -9,24 +9,33 @@
 //! running is joined instead: the next run, or a concurrent one from a clone
 //! of the check, waits for it and takes its result.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::{
+    collections::HashMap,
+    fmt,
+    hash::Hash,
+    panic::{self, AssertUnwindSafe},
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use tokio::sync::watch;
 
-/// At most one blocking call at a time for the same key; clones share the
-/// call in flight.
+/// At most one blocking call at a time per key; clones share the calls in
+/// flight.
 pub(crate) struct OneAtATime<K, T> {
-    latest: Arc<Mutex<Option<Call<K, T>>>>,
+    /// The calls made, by what they were asked; those that have returned
+    /// are dropped on the next run.
+    calls: Arc<Mutex<HashMap<K, Call<T>>>>,
 }
 
-/// A call and what it was asked (`K`). Its channel holds `None` until the
-/// call returns; the sender is dropped without a value if the call panicked.
-type Call<K, T> = (K, watch::Receiver<Option<T>>);
+/// A call's channel: `None` until it returns its value, or the message of
+/// its panic. The sender is dropped without a value only if the task never
+/// ran.
+type Call<T> = watch::Receiver<Option<Result<T, Arc<str>>>>;
 
 impl<K, T> Clone for OneAtATime<K, T> {
     fn clone(&self) -> Self {
         Self {
-            latest: self.latest.clone(),
+            calls: self.calls.clone(),
         }
     }
 }
@@ -34,18 +43,32 @@ impl<K, T> Clone for OneAtATime<K, T> {
 impl<K, T> Default for OneAtATime<K, T> {
     fn default() -> Self {
         Self {
-            latest: Arc::default(),
+            calls: Arc::default(),
         }
     }
 }
 
-/// The blocking call panicked.
+/// Why a blocking call gave no value.
 #[derive(Debug)]
-pub(crate) struct Panicked;
+pub(crate) enum Failed {
+    /// It panicked, with this message.
+    Panicked(Arc<str>),
+    /// It was dropped before it ran: the runtime is shutting down.
+    NotRun,
+}
+
+impl fmt::Display for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Panicked(message) => write!(f, "panicked: {message}"),
+            Self::NotRun => f.write_str("never ran: the runtime is shutting down"),
+        }
+    }
+}
 
 impl<K, T> OneAtATime<K, T>
 where
-    K: PartialEq,
+    K: Eq + Hash,
     T: Clone + Send + Sync + 'static,
 {
     /// `call`'s result, or the result of the call for the same `key` that is
@@ -58,44 +81,52 @@ where
         &self,
         key: K,
         call: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, Panicked> {
+    ) -> Result<T, Failed> {
         let mut running = {
-            let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
-            match &*latest {
-                Some((asked, running))
-                    if *asked == key
-                        && running.borrow().is_none()
-                        && running.has_changed().is_ok() =>
-                {
-                    running.clone()
-                }
-                _ => {
-                    let (sender, running) = watch::channel(None);
+            let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+            calls.retain(|_, call| still_running(call));
+            calls
+                .entry(key)
+                .or_insert_with(|| {
+                    let (sender, receiver) = watch::channel(None);
                     tokio::task::spawn_blocking(move || {
-                        sender.send_replace(Some(call()));
+                        let outcome = panic::catch_unwind(AssertUnwindSafe(call))
+                            .map_err(|payload| panic_message(&*payload));
+                        sender.send_replace(Some(outcome));
                     });
-                    *latest = Some((key, running.clone()));
-                    running
-                }
-            }
+                    receiver
+                })
+                .clone()
         };
         // `wait_for` looks at the value before it looks for a closed
         // channel, so a result sent just before the sender dropped is seen.
-        let result = running
+        let outcome = running
             .wait_for(Option::is_some)
             .await
-            .map_err(|_| Panicked)?;
-        Ok(result.clone().expect("waited for a result"))
+            .map_err(|_| Failed::NotRun)?
+            .clone()
+            .expect("waited for an outcome");
+        outcome.map_err(Failed::Panicked)
     }
 
     /// Whether a call is running (for tests).
     #[cfg(test)]
     pub(crate) fn is_running(&self) -> bool {
-        self.latest
-            .lock()
-            .unwrap()
-            .as_ref()
-            .is_some_and(|(_, running)| running.borrow().is_none() && running.has_changed().is_ok())
+        self.calls.lock().unwrap().values().any(still_running)
+    }
+}
+
+fn still_running<T>(call: &watch::Receiver<Option<T>>) -> bool {
+    call.borrow().is_none() && call.has_changed().is_ok()
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> Arc<str> {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        Arc::from(*message)
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        Arc::from(message.as_str())
+    } else {
+        Arc::from("(a panic payload that is not a string)")
     }
 }
 
@@ -168,11 +199,16 @@ mod tests {
         // A run that finds call 1 still hanging waits for it and takes its
         // result when it is released; so does a concurrent one from a clone
         // (both join the call on their first poll, before the release).
+        // (Bounded only so that a regression fails instead of hanging.)
         let clone = calls_of.clone();
-        let (first, second, ()) =
+        let joined = async {
             tokio::join!(calls_of.run("a", call()), clone.run("a", call()), async {
                 release.send(()).unwrap()
-            },);
+            },)
+        };
+        let (first, second, ()) = tokio::time::timeout(Duration::from_secs(10), joined)
+            .await
+            .expect("a run started a call of its own");
         assert_eq!(
             (first.unwrap(), second.unwrap()),
             (1, 1),
@@ -190,23 +226,32 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn a_call_for_another_key_is_not_joined() {
+    async fn calls_for_other_keys_run_beside_it() {
         let calls_of = OneAtATime::<&str, usize>::default();
         let (started, release, call) = calls(1);
         let run = tokio::time::timeout(Duration::from_millis(20), calls_of.run("a", call())).await;
         assert!(run.is_err());
-        // Bounded only so that a regression (joining call 1) fails instead
-        // of hanging.
-        let other = tokio::time::timeout(Duration::from_secs(10), calls_of.run("b", call()));
-        assert_eq!(other.await.expect("joined the call for a").unwrap(), 2);
-        release.send(()).unwrap();
+        until("the pool starts the call", || {
+            started.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        // (Bounded only so that a regression fails instead of hanging.)
+        let bounded = |run| tokio::time::timeout(Duration::from_secs(10), run);
+        let other = bounded(calls_of.run("b", call())).await;
+        assert_eq!(other.expect("joined the call for a").unwrap(), 2);
+        // The call for "a" is still the one to join: "b" did not replace it.
+        let (again, ()) = tokio::join!(bounded(calls_of.run("a", call())), async {
+            release.send(()).unwrap()
+        });
+        assert_eq!(again.expect("started another call for a").unwrap(), 1);
         assert_eq!(started.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_panicking_call_is_reported_and_made_again() {
         let calls_of = OneAtATime::<(), usize>::default();
-        assert!(calls_of.run((), || panic!("boom")).await.is_err());
+        let failed = calls_of.run((), || panic!("boom")).await.unwrap_err();
+        assert_eq!(failed.to_string(), "panicked: boom");
         assert_eq!(calls_of.run((), || 7).await.unwrap(), 7);
     }
 }

@@ -55,7 +55,7 @@ use std::{
     sync::Arc,
 };
 
-use super::blocking::{OneAtATime, Panicked};
+use super::blocking::OneAtATime;
 use crate::{Check, CheckResult};
 
 /// A free-space threshold: bytes, percent of the filesystem's size, or
@@ -199,9 +199,9 @@ impl Check for DiskSpaceCheck {
                     self.path.display()
                 ));
             }
-            Err(Panicked) => {
+            Err(failed) => {
                 return CheckResult::unhealthy(format!(
-                    "statvfs on {} panicked on the blocking pool (see the log)",
+                    "the blocking call reading the free space of {} {failed}",
                     self.path.display()
                 ));
             }

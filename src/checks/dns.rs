@@ -14,12 +14,13 @@ use std::{
     sync::Arc,
 };
 
-use super::blocking::{OneAtATime, Panicked};
+use super::blocking::OneAtATime;
 
 /// A lookup's result; the error is shared by the callers that joined it.
 type Resolved = Result<Vec<SocketAddr>, Arc<io::Error>>;
 
-/// One check's lookups. Clones share the lookup in flight.
+/// One check's lookups. Clones share the lookups in flight (one per
+/// target).
 #[derive(Clone)]
 pub(crate) struct Lookups {
     running: OneAtATime<String, Resolved>,
@@ -60,9 +61,7 @@ impl Lookups {
         {
             Ok(Ok(addrs)) => Ok(addrs),
             Ok(Err(e)) => Err(io::Error::new(e.kind(), e)),
-            Err(Panicked) => Err(io::Error::other(format!(
-                "the lookup of {target} panicked on the blocking pool"
-            ))),
+            Err(failed) => Err(io::Error::other(format!("the lookup of {target} {failed}"))),
         }
     }
 }
@@ -76,7 +75,7 @@ pub(crate) mod tests {
     use std::{
         io,
         net::SocketAddr,
-        sync::{Condvar, Mutex},
+        sync::{Condvar, Mutex, MutexGuard, PoisonError},
     };
 
     use super::Lookups;
@@ -88,30 +87,33 @@ pub(crate) mod tests {
     /// A resolver that hangs until [`release`] is called for the target,
     /// then answers `127.0.0.1` and the target's port.
     pub(crate) fn hanging(target: &str) -> io::Result<Vec<SocketAddr>> {
-        STARTED.lock().unwrap().push(target.to_owned());
-        let (released, changed) = &RELEASED;
-        let mut released = released.lock().unwrap();
-        while !released.iter().any(|t| t == target) {
-            released = changed.wait(released).unwrap();
-        }
         let port = target
             .rsplit_once(':')
-            .map_or(0, |(_, p)| p.parse().unwrap());
+            .map_or(0, |(_, p)| p.parse().unwrap_or(0));
+        lock(&STARTED).push(target.to_owned());
+        let (released, changed) = &RELEASED;
+        let mut released = lock(released);
+        while !released.iter().any(|t| t == target) {
+            released = changed
+                .wait(released)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
         Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))])
     }
 
+    /// The statics are shared by tests running in parallel: one test's
+    /// panic must not fail the others.
+    fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+        mutex.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub(crate) fn started(target: &str) -> usize {
-        STARTED
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|t| *t == target)
-            .count()
+        lock(&STARTED).iter().filter(|t| *t == target).count()
     }
 
     pub(crate) fn release(target: &str) {
         let (released, changed) = &RELEASED;
-        released.lock().unwrap().push(target.to_owned());
+        lock(released).push(target.to_owned());
         changed.notify_all();
     }
 

@@ -107,9 +107,7 @@ impl HttpCheck {
     /// by a [`Resolver`] of the check's own.
     pub fn new(uri: Uri) -> Self {
         const IDLE: Duration = Duration::from_secs(90);
-        let mut connector = HttpConnector::new_with_resolver(Resolver {
-            lookups: Lookups::default(),
-        });
+        let mut connector = HttpConnector::new_with_resolver(Resolver::new());
         // As `build_http` does: TCP keepalive for as long as the pool keeps
         // an idle connection.
         connector.set_keepalive(Some(IDLE));
@@ -132,10 +130,43 @@ impl HttpCheck {
 /// lookup that has finished is not reused: every new connection looks the
 /// name up again, so DNS changes are followed.
 ///
-/// A client passed to [`HttpCheck::with_client`] keeps its own resolver.
-#[derive(Clone)]
+/// A client passed to [`HttpCheck::with_client`] keeps its own resolver;
+/// give it this one with `HttpConnector::new_with_resolver`, for instance
+/// under a TLS connector:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use http_body_util::Empty;
+/// use hyper::body::Bytes;
+/// use hyper_util::{
+///     client::legacy::{Client, connect::HttpConnector},
+///     rt::TokioExecutor,
+/// };
+/// use tower_health::checks::http::{HttpCheck, Resolver};
+///
+/// let connector = HttpConnector::new_with_resolver(Resolver::new());
+/// // (wrap `connector` in hyper-rustls' or hyper-tls' connector for HTTPS)
+/// let client: Client<_, Empty<Bytes>> =
+///     Client::builder(TokioExecutor::new()).build(connector);
+/// let check = HttpCheck::with_client(client, "http://localhost:8081/health".parse()?);
+/// # drop(check);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Clones share the lookups in flight, one per host name, so one resolver
+/// may serve a client that reaches several hosts.
+#[derive(Clone, Default)]
 pub struct Resolver {
     lookups: Lookups,
+}
+
+impl Resolver {
+    /// A resolver with no lookup in flight.
+    pub fn new() -> Self {
+        Self::default()
+    }
 }
 
 impl fmt::Debug for Resolver {

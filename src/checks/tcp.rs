@@ -10,11 +10,12 @@
 //! The host name is resolved on every run, so DNS changes are followed. A
 //! lookup still running when its run was cut (DNS down) is not repeated:
 //! the next run waits for it, so a check holds at most one of Tokio's
-//! blocking threads in `getaddrinfo`. When it resolves to several addresses (IPv6 and IPv4, several replicas), they
-//! are tried in the resolver's order: the next one is started as soon as an
-//! attempt fails, or after [`ATTEMPT_DELAY`] without an answer, and the
-//! first to connect wins (RFC 8305's "happy eyeballs", without its family
-//! interleaving). So one address that silently drops packets does not fail
+//! blocking threads in `getaddrinfo`. When the name resolves to several
+//! addresses (IPv6 and IPv4, several replicas), they are tried in the
+//! resolver's order: the next one is started as soon as an attempt fails,
+//! or after [`ATTEMPT_DELAY`] without an answer, and the first to connect
+//! wins (RFC 8305's "happy eyeballs", without its family interleaving). So
+//! one address that silently drops packets does not fail
 //! the check while another accepts. If every attempt fails the run is
 //! [`unhealthy`](crate::Status::Unhealthy) with the last error; while any
 //! attempt still hangs, the runner cuts the run at the check's timeout

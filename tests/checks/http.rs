@@ -95,6 +95,30 @@ async fn status_range_and_body_substring() {
     server.abort();
 }
 
+/// `HttpCheck::new`'s own resolver (the system's `getaddrinfo`, one lookup
+/// at a time) finds the upstream by name.
+#[tokio::test]
+async fn a_host_name_is_resolved() {
+    let (addr, server) = upstream().await;
+    let uri = format!("http://localhost:{}/ok", addr.port())
+        .parse()
+        .unwrap();
+    let check = HttpCheck::new(uri);
+    for _ in 0..2 {
+        let result = check.check().await;
+        assert_eq!(result.status(), Status::Healthy, "{result:?}");
+    }
+    server.abort();
+    let result = HttpCheck::new("http://no-such-host.invalid/".parse().unwrap())
+        .check()
+        .await;
+    assert_eq!(result.status(), Status::Unhealthy);
+    assert!(
+        result.message().unwrap().contains("dns error"),
+        "{result:?}"
+    );
+}
+
 #[tokio::test]
 async fn body_reading_is_bounded() {
     let (addr, server) = upstream().await;
