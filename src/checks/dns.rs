@@ -28,17 +28,14 @@ pub(crate) struct Lookups {
 }
 
 impl Default for Lookups {
+    /// Lookups by the system's resolver.
     fn default() -> Self {
-        Self {
-            running: OneAtATime::default(),
-            resolve: getaddrinfo,
-        }
+        Self::with(getaddrinfo)
     }
 }
 
 impl Lookups {
-    /// Lookups made by `resolve` instead of the system's resolver.
-    #[cfg(test)]
+    /// Lookups made by `resolve` (tests hang it).
     pub(crate) fn with(resolve: fn(&str) -> io::Result<Vec<SocketAddr>>) -> Self {
         Self {
             running: OneAtATime::default(),
@@ -109,6 +106,19 @@ pub(crate) mod tests {
 
     pub(crate) fn started(target: &str) -> usize {
         lock(&STARTED).iter().filter(|t| *t == target).count()
+    }
+
+    /// [`started`], once the blocking pool has begun at least one lookup
+    /// of `target` (real time: a paused clock would not move while a
+    /// blocking call runs; the wait is bounded, nothing asserts on it).
+    pub(crate) async fn started_once_begun(target: &str) -> usize {
+        for _ in 0..500 {
+            if started(target) > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        started(target)
     }
 
     pub(crate) fn release(target: &str) {

@@ -528,13 +528,11 @@ mod tests {
             let run = tokio::time::timeout(Duration::from_millis(20), check.check()).await;
             assert!(run.is_err(), "the lookup hangs");
         }
-        for _ in 0..500 {
-            if dns::started(target) > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(dns::started(target), 1, "one lookup, not three");
+        assert_eq!(
+            dns::started_once_begun(target).await,
+            1,
+            "one lookup, not three"
+        );
         // A run joins the hung lookup (on its first poll) and connects with
         // its result once it is released.
         let (result, ()) = tokio::join!(check.check(), async { dns::release(target) });
