@@ -1,20 +1,27 @@
 //! Blocking calls that can hang (`statvfs` on a dead network mount,
 //! `getaddrinfo` with DNS down), made at most one at a time per check.
 //!
-//! Such a call runs on Tokio's blocking pool, and nothing can stop it once
-//! it has started: when the runner cuts a run at its timeout, the call goes
-//! on. Made afresh on every run, a call that hangs for minutes would hold one
-//! more of the pool's threads every interval (Tokio's pool has 512, and
-//! `tokio::fs` and every DNS lookup queue behind them). So a call still
-//! running is joined instead: the next run, or a concurrent one from a clone
-//! of the check, waits for it and takes its result.
+//! Nothing can stop such a call once it has started: when the runner cuts
+//! a run at its timeout, the call goes on. Made afresh on every run, a call
+//! that hangs for minutes would hold one more thread every interval. So a
+//! call still running is joined instead: the next run, or a concurrent one
+//! from a clone of the check, waits for it and takes its result.
+//!
+//! The call runs on a thread of its own, not on Tokio's blocking pool:
+//! dropping a runtime waits for every task of its blocking pool, so a
+//! `statvfs` stuck on a hard-mounted NFS share would keep the process from
+//! exiting after `main` returns (in Kubernetes, a pod stuck in `Terminating`
+//! until it is killed). A thread of its own is left behind instead, and ends
+//! with the process. Starting a thread costs some tens of microseconds, once
+//! per run of a check that runs every few seconds.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, hash_map::Entry},
     fmt,
     hash::Hash,
     panic::{self, AssertUnwindSafe},
     sync::{Arc, Mutex, PoisonError},
+    thread,
 };
 
 use tokio::sync::watch;
@@ -28,8 +35,7 @@ pub(crate) struct OneAtATime<K, T> {
 }
 
 /// A call's channel: `None` until it returns its value, or the message of
-/// its panic. The sender is dropped without a value only if the task never
-/// ran.
+/// its panic. (Its thread always sends before it ends.)
 type Call<T> = watch::Receiver<Option<Result<T, Arc<str>>>>;
 
 impl<K, T> Clone for OneAtATime<K, T> {
@@ -53,15 +59,16 @@ impl<K, T> Default for OneAtATime<K, T> {
 pub(crate) enum Failed {
     /// It panicked, with this message.
     Panicked(Arc<str>),
-    /// It was dropped before it ran: the runtime is shutting down.
-    NotRun,
+    /// Its thread could not be started (or, which should not happen, ended
+    /// without a result), for this reason.
+    NoThread(Arc<str>),
 }
 
 impl fmt::Display for Failed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Panicked(message) => write!(f, "panicked: {message}"),
-            Self::NotRun => f.write_str("never ran: the runtime is shutting down"),
+            Self::NoThread(reason) => write!(f, "could not run on a thread: {reason}"),
         }
     }
 }
@@ -85,25 +92,28 @@ where
         let mut running = {
             let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
             calls.retain(|_, call| still_running(call));
-            calls
-                .entry(key)
-                .or_insert_with(|| {
+            match calls.entry(key) {
+                Entry::Occupied(running) => running.get().clone(),
+                Entry::Vacant(slot) => {
                     let (sender, receiver) = watch::channel(None);
-                    tokio::task::spawn_blocking(move || {
-                        let outcome = panic::catch_unwind(AssertUnwindSafe(call))
-                            .map_err(|payload| panic_message(&*payload));
-                        sender.send_replace(Some(outcome));
-                    });
-                    receiver
-                })
-                .clone()
+                    thread::Builder::new()
+                        .name("tower-health-blocking".to_owned())
+                        .spawn(move || {
+                            let outcome = panic::catch_unwind(AssertUnwindSafe(call))
+                                .map_err(|payload| panic_message(&*payload));
+                            sender.send_replace(Some(outcome));
+                        })
+                        .map_err(|e| Failed::NoThread(Arc::from(e.to_string())))?;
+                    slot.insert(receiver).clone()
+                }
+            }
         };
         // `wait_for` looks at the value before it looks for a closed
         // channel, so a result sent just before the sender dropped is seen.
         let outcome = running
             .wait_for(Option::is_some)
             .await
-            .map_err(|_| Failed::NotRun)?
+            .map_err(|_| Failed::NoThread(Arc::from("its thread ended without a result")))?
             .clone()
             .expect("waited for an outcome");
         outcome.map_err(Failed::Panicked)
@@ -137,7 +147,7 @@ mod tests {
         atomic::{AtomicUsize, Ordering},
         mpsc,
     };
-    use std::time::Duration;
+    use std::{thread, time::Duration};
 
     use super::OneAtATime;
 
@@ -253,5 +263,35 @@ mod tests {
         let failed = calls_of.run((), || panic!("boom")).await.unwrap_err();
         assert_eq!(failed.to_string(), "panicked: boom");
         assert_eq!(calls_of.run((), || 7).await.unwrap(), 7);
+    }
+
+    /// Dropping a runtime waits for its blocking pool: a call that hangs
+    /// there keeps the process from exiting after `main` returns. Ours runs
+    /// on a thread of its own, left behind.
+    #[test]
+    fn a_hung_call_does_not_hold_up_the_runtime_s_shutdown() {
+        let calls_of = OneAtATime::<(), usize>::default();
+        let (started, release, call) = calls(1);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let run =
+                tokio::time::timeout(Duration::from_millis(20), calls_of.run((), call())).await;
+            assert!(run.is_err(), "the call hangs");
+            until("the call starts", || started.load(Ordering::SeqCst) == 1).await;
+        });
+        let (dropped, done) = mpsc::channel();
+        thread::spawn(move || {
+            drop(runtime);
+            dropped.send(()).unwrap();
+        });
+        // (Bounded so that a regression fails instead of hanging; the call
+        // is released either way.)
+        let shut_down = done.recv_timeout(Duration::from_secs(10));
+        release.send(()).unwrap();
+        shut_down.expect("dropping the runtime waited for the hung call");
     }
 }

@@ -1,14 +1,15 @@
 //! Free space on the filesystem that holds a path (feature `disk`, Unix
 //! only).
 //!
-//! [`DiskSpaceCheck`] calls `statvfs(3)` (through `nix`'s safe wrapper) in a
-//! blocking task, so a hung network filesystem blocks a thread of Tokio's
-//! blocking pool, never the runtime, and the runner still cuts the run at
-//! its timeout. A call that outlives its run is not abandoned: the next run
-//! (or a clone of the check running at the same time) waits for it instead
-//! of starting another, so a filesystem that hangs for hours holds one
-//! thread, not one more every interval (Tokio's pool has 512, and
-//! `tokio::fs` and DNS lookups queue behind them). Free space is
+//! [`DiskSpaceCheck`] calls `statvfs(3)` (through `nix`'s safe wrapper) on
+//! a thread of its own, so a hung network filesystem blocks that thread,
+//! never the runtime, and the runner still cuts the run at its timeout. A
+//! call that outlives its run is not abandoned: the next run (or a clone of
+//! the check running at the same time) waits for it instead of starting
+//! another, so a filesystem that hangs for hours holds one thread, not one
+//! more every interval. The thread is not one of Tokio's blocking pool,
+//! whose tasks a runtime waits for when it is dropped: a hung call does not
+//! keep the process from exiting. Free space is
 //! the space available to unprivileged users (`f_bavail`), which is what
 //! the application can write.
 //!

@@ -1,12 +1,13 @@
 //! Host name lookups for the checks that connect by name (`TcpCheck`, and
 //! `HttpCheck`'s own client).
 //!
-//! A lookup is `getaddrinfo` on Tokio's blocking pool, as with
-//! `tokio::net::lookup_host` and hyper's default resolver, but at most one
-//! per check at a time (see [`super::blocking`]): with the DNS server down a
-//! lookup can take its resolver's full timeout and retries (30 s and more
-//! with the glibc defaults), and a check that started one every interval and
-//! gave up on each at its timeout would pile them up on the pool.
+//! A lookup is `getaddrinfo`, as with `tokio::net::lookup_host` and hyper's
+//! default resolver, but on a thread of its own and at most one per check at
+//! a time (see [`super::blocking`]): with the DNS server down a lookup can
+//! take its resolver's full timeout and retries (30 s and more with the
+//! glibc defaults). A check that started one every interval and gave up on
+//! each at its timeout would pile them up, and on Tokio's blocking pool the
+//! one still running would hold up the runtime's shutdown.
 
 use std::{
     io,
@@ -108,7 +109,7 @@ pub(crate) mod tests {
         lock(&STARTED).iter().filter(|t| *t == target).count()
     }
 
-    /// [`started`], once the blocking pool has begun at least one lookup
+    /// [`started`], once at least one lookup
     /// of `target` (real time: a paused clock would not move while a
     /// blocking call runs; the wait is bounded, nothing asserts on it).
     pub(crate) async fn started_once_begun(target: &str) -> usize {
@@ -128,8 +129,7 @@ pub(crate) mod tests {
     }
 
     /// Releases the target when dropped: a test that fails before its
-    /// release must not leave a blocking thread hanging, or dropping its
-    /// runtime (which waits for the blocking pool) would hang the test.
+    /// release must not leave its lookup's thread hanging.
     pub(crate) struct Releases(pub(crate) String);
 
     impl Drop for Releases {

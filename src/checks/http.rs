@@ -121,12 +121,14 @@ impl HttpCheck {
 
 /// The host name resolver of [`HttpCheck::new`]'s client.
 ///
-/// Like hyper's default resolver, it calls the system's `getaddrinfo` on
-/// Tokio's blocking pool; unlike it, it makes at most one lookup at a time
-/// for its check. With the DNS server down a lookup can take 30 s or more,
-/// while the runner cuts the check's run at its timeout: a run then waits
-/// for the lookup the cut one left running instead of starting another, so
-/// the check holds one blocking thread, not one more every interval. A
+/// Like hyper's default resolver, it calls the system's `getaddrinfo`;
+/// unlike it, it makes at most one lookup at a time for its check, on a
+/// thread of its own. With the DNS server down a lookup can take 30 s or
+/// more, while the runner cuts the check's run at its timeout: a run then
+/// waits for the lookup the cut one left running instead of starting
+/// another, so the check holds one thread, not one more every interval, and
+/// that thread (not one of Tokio's blocking pool, which a runtime waits for
+/// when dropped) does not hold up the process's exit. A
 /// lookup that has finished is not reused: every new connection looks the
 /// name up again, so DNS changes are followed.
 ///
