@@ -200,7 +200,9 @@ impl CheckOptions {
     }
 
     /// Consecutive failures before a passing check counts as failing
-    /// (0 is treated as 1).
+    /// (0 is treated as 1). A result that follows a stale one (older than
+    /// [`max_age`](Self::max_age)) is taken as it is: the thresholds damp
+    /// flapping between known states only.
     #[must_use]
     pub const fn failure_threshold(mut self, n: u32) -> Self {
         self.failure_threshold = n;

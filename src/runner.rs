@@ -422,6 +422,18 @@ impl Shared {
         let run = Arc::new(finished.run);
         let before = entry.view.effective;
         let view = &mut entry.view;
+        // Flap damping holds a known state against a few contrary runs. A
+        // passing result older than `max_age` is no longer known (probes
+        // have been failing it as stale), so the new result is taken as it
+        // is, like a first one.
+        let stale = view
+            .last
+            .as_ref()
+            .is_some_and(|last| now.saturating_duration_since(last.at) >= view.max_age);
+        let known = match before {
+            Effective::Passing(_) if stale => Effective::Pending,
+            known => known,
+        };
         let passed = run.status.is_passing();
         if passed {
             view.successes = view.successes.saturating_add(1);
@@ -431,7 +443,7 @@ impl Shared {
             view.successes = 0;
             view.last_failure = Some(run.clone());
         }
-        view.effective = match (before, passed) {
+        view.effective = match (known, passed) {
             // The first result is taken as it is.
             (Effective::Pending, true) => Effective::Passing(run.status),
             (Effective::Pending, false) => Effective::Failing,
@@ -1121,6 +1133,45 @@ mod tests {
             until > tokio::time::Instant::now(),
             "the runner must republish as deadlines pass, or every probe renders"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_after_a_stale_result_is_not_damped() {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                switch(&healthy),
+                CheckOptions::new().interval(secs(5)).failure_threshold(3),
+            )
+            .build()
+            .unwrap();
+        let mut app = app(&health);
+        settle().await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+
+        // The refresher is held up for 20 s (a starved runtime), so the
+        // result of t=0 turns stale (max_age 2 × 5 s + 2 s), and the
+        // dependency fails meanwhile.
+        healthy.store(false, Ordering::SeqCst);
+        tokio::time::advance(secs(20)).await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 503);
+        settle().await; // the refresher catches up: one run, which fails
+        let detail = get(&mut app, "/health/db").await.json();
+        assert_eq!(detail["consecutive_failures"], 1);
+        assert_eq!(
+            get(&mut app, "/readyz").await.status,
+            503,
+            "a stale success followed by a failure is not a passing check"
+        );
+
+        // Damping still applies between known states.
+        healthy.store(true, Ordering::SeqCst);
+        advance(secs(5)).await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        healthy.store(false, Ordering::SeqCst);
+        advance(secs(5)).await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
     }
 
     #[tokio::test(start_paused = true)]
