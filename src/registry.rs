@@ -272,8 +272,9 @@ pub enum Error {
          (for example in an async fn under #[tokio::main])"
     )]
     NoRuntime,
-    /// The checker was shut down ([`HealthHandle::shutdown`]) or every
-    /// handle and layer was dropped.
+    /// The checker was shut down ([`HealthHandle::shutdown`]), every
+    /// handle and layer was dropped, or its refresher task is gone with the
+    /// Tokio runtime [`build`](HealthChecksBuilder::build) was called in.
     #[error("the health checker has shut down")]
     ShutDown,
 }

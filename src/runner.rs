@@ -608,8 +608,28 @@ where
     }
 }
 
+/// Marks the checker stopped when the refresher task ends, however it ends.
+/// Stopped by a handle, it has been marked already; dropped by its runtime
+/// shutting down (a runtime other than the server's, say one `build()` was
+/// called in and then dropped) or killed by a panic, it has not: checks no
+/// longer run, and adding one must fail rather than wait forever.
+struct MarkStopped(Arc<Shared>);
+
+impl Drop for MarkStopped {
+    fn drop(&mut self) {
+        if !self.0.stopped.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                "health: the refresher task ended without a shutdown (its Tokio runtime was \
+                 dropped?): checks no longer run, results will turn stale and new checks are \
+                 refused"
+            );
+        }
+    }
+}
+
 /// The refresher task.
 async fn run(shared: Arc<Shared>) {
+    let _mark = MarkStopped(shared.clone());
     let mut tasks: JoinSet<Finished> = JoinSet::new();
     loop {
         if shared.is_stopped() {
@@ -632,7 +652,13 @@ async fn run(shared: Arc<Shared>) {
                     // must still be reported and scheduled again. (A run
                     // `remove_check` aborted has no entry left: nothing to
                     // record.)
-                    Err(error) => shared.lost(error.id()),
+                    Err(error) => {
+                        let task = error.id();
+                        // The panic's payload is the check's own value: its
+                        // drop may panic too, which must not end this task.
+                        let _ = catch_unwind(AssertUnwindSafe(move || drop(error)));
+                        shared.lost(task);
+                    }
                 }
             }
             // Due checks and expired answers are handled at the top of the
@@ -1135,6 +1161,50 @@ mod tests {
         );
     }
 
+    /// `build()` in one runtime, served from another: when the first is
+    /// dropped, its refresher is gone, and new checks or heartbeats would
+    /// never run.
+    #[test]
+    fn a_refresher_dropped_with_its_runtime_refuses_new_checks() {
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let health = first.block_on(async {
+            let health = HealthChecks::builder().build().unwrap();
+            settle().await; // the refresher has started
+            health
+        });
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        second.block_on(async {
+            health
+                .add_check(
+                    "db",
+                    || async { CheckResult::healthy() },
+                    CheckOptions::new(),
+                )
+                .expect("the refresher is alive");
+        });
+        drop(first);
+        second.block_on(async {
+            let added = health.add_check(
+                "cache",
+                || async { CheckResult::healthy() },
+                CheckOptions::new(),
+            );
+            assert!(matches!(added, Err(crate::Error::ShutDown)), "{added:?}");
+            let beat = health.heartbeat("worker", secs(1));
+            assert!(
+                matches!(beat, Err(crate::Error::ShutDown)),
+                "{:?}",
+                beat.err()
+            );
+        });
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_failure_after_a_stale_result_is_not_damped() {
         let healthy = Arc::new(AtomicBool::new(true));
@@ -1296,6 +1366,63 @@ mod tests {
             runs.load(Ordering::SeqCst) >= 3,
             "it must be scheduled again"
         );
+    }
+
+    /// A panic payload whose own drop panics.
+    struct Bomb;
+
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("the panic payload's drop panicked");
+        }
+    }
+
+    /// Panics with a [`Bomb`] when dropped.
+    struct PanicsWithABomb;
+
+    impl std::future::Future for PanicsWithABomb {
+        type Output = CheckResult;
+        fn poll(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<CheckResult> {
+            std::task::Poll::Pending
+        }
+    }
+
+    impl Drop for PanicsWithABomb {
+        fn drop(&mut self) {
+            std::panic::panic_any(Bomb);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panic_payload_panicking_when_dropped_does_not_stop_the_refresher() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counter = runs.clone();
+        let health = HealthChecks::builder()
+            .check_with(
+                "cursed",
+                move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    PanicsWithABomb
+                },
+                CheckOptions::new().interval(secs(1)).timeout(secs(1)),
+            )
+            .build()
+            .unwrap();
+        advance(secs(7)).await;
+        assert!(
+            runs.load(Ordering::SeqCst) >= 3,
+            "it must be scheduled again"
+        );
+        health
+            .add_check(
+                "more",
+                || async { CheckResult::healthy() },
+                CheckOptions::new(),
+            )
+            .expect("the refresher is alive");
     }
 
     #[tokio::test(start_paused = true)]
