@@ -1,5 +1,5 @@
-//! Host name lookups for the checks that connect by name (`TcpCheck`, and
-//! `HttpCheck`'s own client).
+//! Host name lookups and connections for the checks that connect by name
+//! (`TcpCheck`, and `HttpCheck::new`'s [`Connector`](super::http::Connector)).
 //!
 //! A lookup is `getaddrinfo`, as with `tokio::net::lookup_host` and hyper's
 //! default resolver, but on a thread of its own and at most one per check at
@@ -8,12 +8,21 @@
 //! glibc defaults). A check that started one every interval and gave up on
 //! each at its timeout would pile them up, and on Tokio's blocking pool the
 //! one still running would hold up the runtime's shutdown.
+//!
+//! A name with several addresses (IPv6 and IPv4, several replicas) is
+//! connected to as RFC 8305 describes, without its family interleaving: the
+//! next address is tried beside the last one after [`ATTEMPT_DELAY`] or as
+//! soon as it fails, and the first to connect wins, so one address that
+//! silently drops packets does not hide another that accepts.
 
 use std::{
     io,
     net::{SocketAddr, ToSocketAddrs},
     sync::Arc,
+    time::Duration,
 };
+
+use tokio::{net::TcpStream, task::JoinSet};
 
 use super::blocking::OneAtATime;
 
@@ -68,6 +77,57 @@ fn getaddrinfo(target: &str) -> io::Result<Vec<SocketAddr>> {
     Ok(target.to_socket_addrs()?.collect())
 }
 
+/// How long a connection attempt runs alone before the next address is
+/// tried beside it: RFC 8305's recommended "Connection Attempt Delay".
+pub(crate) const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// Resolves `address`, `host:port` (every time: DNS changes are followed),
+/// and connects to one of its addresses.
+pub(crate) async fn connect(lookups: &Lookups, address: &str) -> io::Result<TcpStream> {
+    connect_any(lookups.lookup(address).await?).await
+}
+
+/// Connects to the first of `addrs` that accepts, starting each next
+/// attempt when the previous ones failed or [`ATTEMPT_DELAY`] passed. The
+/// attempts still running when one wins (or when the run is cut) are
+/// aborted with the `JoinSet`.
+pub(crate) async fn connect_any(addrs: Vec<SocketAddr>) -> io::Result<TcpStream> {
+    if addrs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the host name resolved to no address",
+        ));
+    }
+    let mut waiting = addrs.into_iter();
+    let mut attempts = JoinSet::new();
+    loop {
+        if let Some(addr) = waiting.next() {
+            attempts.spawn(TcpStream::connect(addr));
+        }
+        let more = waiting.len() > 0;
+        let delay = tokio::time::sleep(ATTEMPT_DELAY);
+        tokio::pin!(delay);
+        loop {
+            tokio::select! {
+                Some(joined) = attempts.join_next() => {
+                    let error = match joined {
+                        Ok(Ok(stream)) => return Ok(stream),
+                        Ok(Err(e)) => e,
+                        Err(e) => io::Error::other(e),
+                    };
+                    if more {
+                        break; // start the next address now
+                    }
+                    if attempts.is_empty() {
+                        return Err(error); // the last attempt's error
+                    }
+                }
+                () = &mut delay, if more => break,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use std::{
@@ -75,6 +135,8 @@ pub(crate) mod tests {
         net::SocketAddr,
         sync::{Condvar, Mutex, MutexGuard, PoisonError},
     };
+
+    use tokio::net::{TcpSocket, TcpStream};
 
     use super::Lookups;
 
@@ -120,6 +182,34 @@ pub(crate) mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         started(target)
+    }
+
+    /// A loopback address whose connects hang: a listener that never
+    /// accepts, its accept queue filled, drops further SYNs.
+    #[cfg(target_os = "linux")]
+    pub(crate) async fn hanging_address() -> (
+        std::net::SocketAddr,
+        Vec<TcpStream>,
+        tokio::net::TcpListener,
+    ) {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..64 {
+            match tokio::time::timeout(
+                std::time::Duration::from_millis(200),
+                TcpStream::connect(addr),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => queued.push(stream),
+                Ok(Err(e)) => panic!("connect to the filling listener failed: {e}"),
+                Err(_) => return (addr, queued, listener), // full: connects hang
+            }
+        }
+        panic!("the accept queue never filled");
     }
 
     pub(crate) fn release(target: &str) {

@@ -17,10 +17,16 @@
 //! timeout, on another connection: a new one, unless the client's pool holds
 //! another idle connection to the upstream (a client shared through
 //! [`HttpCheck::with_client`] may). A refused or unreachable upstream is
-//! never retried. [`HttpCheck::new`] builds a plain-HTTP client;
-//! for HTTPS, or to share the application's own client and its pool, pass a
-//! client to [`HttpCheck::with_client`] (for example one built on
-//! `hyper-rustls`'s connector).
+//! never retried.
+//!
+//! [`HttpCheck::new`] builds a plain-HTTP client on a [`Connector`], which
+//! looks a host name up at most once at a time (DNS down does not pile up
+//! lookups) and, when the name has several addresses, tries the next one
+//! beside an attempt that has not answered in 250 ms (a dead replica does
+//! not fail the check while another accepts). For HTTPS, or to share the
+//! application's own client and its pool, pass a client to
+//! [`HttpCheck::with_client`] (for example one built on `hyper-rustls`'s
+//! connector, around a [`Connector`]).
 //!
 //! Observations: `status_code` and `body_bytes` (bytes of body read). The
 //! messages name the URL without its user info and query string, which can
@@ -58,7 +64,6 @@ use std::{
     fmt,
     future::Future,
     io::{self, ErrorKind},
-    net::SocketAddr,
     ops::RangeInclusive,
     pin::Pin,
     task::{Context, Poll},
@@ -73,14 +78,12 @@ use http_body::Body;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::{
-    client::legacy::{
-        self, Client,
-        connect::{Connect, HttpConnector, dns::Name},
-    },
-    rt::{TokioExecutor, TokioTimer},
+    client::legacy::{self, Client, connect::Connect},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
 };
+use tokio::net::TcpStream;
 
-use super::dns::Lookups;
+use super::dns::{Lookups, connect_any};
 use crate::{Check, CheckResult};
 
 /// The default limit on the body bytes a run reads.
@@ -89,7 +92,7 @@ const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 /// Requests a URL and checks the status and, optionally, the body. See the
 /// [module documentation](self).
 #[derive(Clone)]
-pub struct HttpCheck<C = HttpConnector<Resolver>, B = Empty<Bytes>> {
+pub struct HttpCheck<C = Connector, B = Empty<Bytes>> {
     client: Client<C, B>,
     uri: Uri,
     /// The URI without user info or query, for messages.
@@ -99,55 +102,62 @@ pub struct HttpCheck<C = HttpConnector<Resolver>, B = Empty<Bytes>> {
     status: RangeInclusive<u16>,
     body_contains: Option<Vec<u8>>,
     max_body_bytes: usize,
+    /// Made by [`HttpCheck::new`], whose client cannot speak TLS.
+    plain_http: bool,
 }
 
 impl HttpCheck {
-    /// A check of `uri` with its own plain-HTTP client (`http://` only),
-    /// keeping idle connections for 90 seconds. Its host name is looked up
-    /// by a [`Resolver`] of the check's own.
+    /// A check of `uri` with its own plain-HTTP client (`http://` only; a
+    /// run of an `https://` URL fails and says to use
+    /// [`with_client`](Self::with_client)), keeping idle connections for 90
+    /// seconds. It connects through a [`Connector`] of the check's own.
     pub fn new(uri: Uri) -> Self {
-        const IDLE: Duration = Duration::from_secs(90);
-        let mut connector = HttpConnector::new_with_resolver(Resolver::new());
-        // As `build_http` does: TCP keepalive for as long as the pool keeps
-        // an idle connection.
-        connector.set_keepalive(Some(IDLE));
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(IDLE)
-            .build(connector);
-        Self::with_client(client, uri)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(Connector::new());
+        Self {
+            plain_http: true,
+            ..Self::with_client(client, uri)
+        }
     }
 }
 
-/// The host name resolver of [`HttpCheck::new`]'s client.
+/// The connector of [`HttpCheck::new`]'s client: TCP to the URL's host
+/// (port 80 for `http`, 443 for `https`), with its own host name lookups.
 ///
-/// Like hyper's default resolver, it calls the system's `getaddrinfo`;
-/// unlike it, it makes at most one lookup at a time for its check, on a
-/// thread of its own. With the DNS server down a lookup can take 30 s or
-/// more, while the runner cuts the check's run at its timeout: a run then
-/// waits for the lookup the cut one left running instead of starting
-/// another, so the check holds one thread, not one more every interval, and
-/// that thread (not one of Tokio's blocking pool, which a runtime waits for
-/// when dropped) does not hold up the process's exit. A
-/// lookup that has finished is not reused: every new connection looks the
-/// name up again, so DNS changes are followed.
+/// Unlike hyper-util's `HttpConnector` (with hyper's default resolver):
 ///
-/// A client passed to [`HttpCheck::with_client`] keeps its own resolver;
-/// give it this one with `HttpConnector::new_with_resolver`, for instance
-/// under a TLS connector:
+/// - It makes at most one lookup at a time for its check, on a thread of its
+///   own. With the DNS server down a lookup can take 30 s or more, while
+///   the runner cuts the check's run at its timeout: a run then waits for
+///   the lookup the cut one left running instead of starting another, so
+///   the check holds one thread, not one more every interval, and that
+///   thread (not one of Tokio's blocking pool, which a runtime waits for
+///   when dropped) does not hold up the process's exit. A lookup that has
+///   finished is not reused: every new connection looks the name up again,
+///   so DNS changes are followed.
+/// - When the name has several addresses, the next one is tried beside the
+///   last after 250 ms without an answer (RFC 8305's "Connection Attempt
+///   Delay") or as soon as it fails, and the first to connect wins. Without
+///   a connect timeout, `HttpConnector` tries the addresses of one family
+///   one after another, so a first address that silently drops packets (a
+///   dead replica) fails every run at its timeout while the next one
+///   accepts.
+///
+/// Connections have `TCP_NODELAY` set. A client passed to
+/// [`HttpCheck::with_client`] keeps its own connector; to give it this one,
+/// build it on a `Connector`, for instance under a TLS connector:
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use http_body_util::Empty;
 /// use hyper::body::Bytes;
-/// use hyper_util::{
-///     client::legacy::{Client, connect::HttpConnector},
-///     rt::TokioExecutor,
-/// };
-/// use tower_health::checks::http::{HttpCheck, Resolver};
+/// use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+/// use tower_health::checks::http::{Connector, HttpCheck};
 ///
-/// let connector = HttpConnector::new_with_resolver(Resolver::new());
+/// let connector = Connector::new();
 /// // (wrap `connector` in hyper-rustls' or hyper-tls' connector for HTTPS)
 /// let client: Client<_, Empty<Bytes>> =
 ///     Client::builder(TokioExecutor::new()).build(connector);
@@ -157,28 +167,28 @@ impl HttpCheck {
 /// # }
 /// ```
 ///
-/// Clones share the lookups in flight, one per host name, so one resolver
-/// may serve a client that reaches several hosts.
+/// Clones share the lookups in flight, one per host and port, so one
+/// connector may serve a client that reaches several hosts.
 #[derive(Clone, Default)]
-pub struct Resolver {
+pub struct Connector {
     lookups: Lookups,
 }
 
-impl Resolver {
-    /// A resolver with no lookup in flight.
+impl Connector {
+    /// A connector with no lookup in flight.
     pub fn new() -> Self {
         Self::default()
     }
 }
 
-impl fmt::Debug for Resolver {
+impl fmt::Debug for Connector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Resolver").finish_non_exhaustive()
+        f.debug_struct("Connector").finish_non_exhaustive()
     }
 }
 
-impl tower_service::Service<Name> for Resolver {
-    type Response = std::vec::IntoIter<SocketAddr>;
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<TcpStream>;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
 
@@ -186,15 +196,39 @@ impl tower_service::Service<Name> for Resolver {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, name: Name) -> Self::Future {
+    fn call(&mut self, uri: Uri) -> Self::Future {
         let lookups = self.lookups.clone();
-        // The connector sets the port; `getaddrinfo` is asked for 0, as
-        // hyper's resolver does. IP addresses never reach a resolver.
         Box::pin(async move {
-            let addrs = lookups.lookup(&format!("{name}:0")).await?;
-            Ok(addrs.into_iter())
+            let target = target(&uri)?;
+            let addrs = lookups
+                .lookup(&target)
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("dns error: {e}")))?;
+            let stream = connect_any(addrs)
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("tcp connect error: {e}")))?;
+            stream.set_nodelay(true)?;
+            Ok(TokioIo::new(stream))
         })
     }
+}
+
+/// `host:port` of a URL (an IPv6 address keeps its brackets).
+fn target(uri: &Uri) -> io::Result<String> {
+    let default_port = match uri.scheme_str() {
+        Some("http") | None => 80,
+        Some("https") => 443,
+        Some(other) => {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                format!("unsupported URL scheme {other:?}: use http or https"),
+            ));
+        }
+    };
+    let host = uri
+        .host()
+        .ok_or_else(|| io::Error::new(ErrorKind::InvalidInput, "the URL has no host"))?;
+    Ok(format!("{host}:{}", uri.port_u16().unwrap_or(default_port)))
 }
 
 impl<C, B> HttpCheck<C, B>
@@ -218,6 +252,7 @@ where
             status: 200..=299,
             body_contains: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            plain_http: false,
         }
     }
 
@@ -297,6 +332,13 @@ where
     }
 
     async fn run(&self) -> CheckResult {
+        if self.plain_http && self.uri.scheme_str() == Some("https") {
+            return CheckResult::unhealthy(format!(
+                "{} is https, which HttpCheck::new's plain-HTTP client cannot reach: build the \
+                 check with HttpCheck::with_client and a client with a TLS connector",
+                self.shown
+            ));
+        }
         let response = match self.send().await {
             Ok(response) => response,
             Err(e) => {
@@ -473,6 +515,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
 
     #[test]
@@ -492,18 +536,37 @@ mod tests {
         assert!(contains(b"", b""));
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn a_hung_lookup_is_waited_for_not_repeated() {
+    #[test]
+    fn target_is_host_and_port() {
+        let target = |uri: &str| super::target(&uri.parse().unwrap());
+        assert_eq!(target("http://db.test/x").unwrap(), "db.test:80");
+        assert_eq!(target("https://db.test/x").unwrap(), "db.test:443");
+        assert_eq!(target("http://[::1]:8080/").unwrap(), "[::1]:8080");
+        let e = target("ftp://db.test/").unwrap_err();
+        assert!(e.to_string().contains("\"ftp\""), "{e}");
+    }
+
+    #[tokio::test]
+    async fn new_says_it_cannot_reach_https() {
+        let check = HttpCheck::new("https://127.0.0.1:1/health?token=x".parse().unwrap());
+        let result = check.check().await;
+        assert_eq!(result.status(), crate::Status::Unhealthy);
+        let message = result.message().unwrap();
+        assert!(
+            message.contains("https://127.0.0.1:1/health?…") && message.contains("with_client"),
+            "{message}"
+        );
+    }
+
+    /// A server answering 200 to everything, on a loopback port.
+    async fn ok_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
         use std::convert::Infallible;
 
         use http_body_util::Full;
-        use hyper_util::rt::TokioIo;
         use tokio::net::TcpListener;
 
-        use crate::{Status, checks::dns::tests as dns};
-
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
@@ -516,13 +579,53 @@ mod tests {
                 );
             }
         });
-        let connector = HttpConnector::new_with_resolver(Resolver {
+        (addr, server)
+    }
+
+    /// What [`listed`] resolves every name to.
+    static LISTED: std::sync::Mutex<Vec<SocketAddr>> = std::sync::Mutex::new(Vec::new());
+
+    fn listed(_: &str) -> io::Result<Vec<SocketAddr>> {
+        Ok(LISTED.lock().unwrap().clone())
+    }
+
+    // Linux drops a SYN when the listener's accept queue is full, which
+    // `hanging_address` relies on.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn an_address_that_drops_packets_does_not_hide_one_that_accepts() {
+        use crate::{Status, checks::dns::tests as dns};
+
+        let (hung, _queued, _listener) = dns::hanging_address().await;
+        let (good, server) = ok_server().await;
+        *LISTED.lock().unwrap() = vec![hung, good];
+        let client: Client<_, Empty<Bytes>> =
+            Client::builder(TokioExecutor::new()).build(Connector {
+                lookups: Lookups::with(listed),
+            });
+        let check = HttpCheck::with_client(client, "http://replicas.test/health".parse().unwrap());
+        // Bounded only so that a regression fails instead of hanging.
+        let result = tokio::time::timeout(Duration::from_secs(20), check.check())
+            .await
+            .expect("waited on the first address");
+        assert_eq!(result.status(), Status::Healthy, "{result:?}");
+        server.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_hung_lookup_is_waited_for_not_repeated() {
+        use crate::{Status, checks::dns::tests as dns};
+
+        let (addr, server) = ok_server().await;
+        let port = addr.port();
+        let connector = Connector {
             lookups: Lookups::with(dns::hanging),
-        });
+        };
         let client: Client<_, Empty<Bytes>> =
             Client::builder(TokioExecutor::new()).build(connector);
         let uri = format!("http://http-hang.test:{port}/").parse().unwrap();
-        let target = "http-hang.test:0";
+        let target = format!("http-hang.test:{port}");
+        let target = target.as_str();
         let _releases = dns::Releases(target.to_owned());
         let check = HttpCheck::with_client(client, uri);
         // Runs cut by the runner's timeout, from the check and a clone.

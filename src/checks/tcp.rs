@@ -9,8 +9,9 @@
 //!
 //! The host name is resolved on every run, so DNS changes are followed. A
 //! lookup still running when its run was cut (DNS down) is not repeated:
-//! the next run waits for it, so a check holds at most one of Tokio's
-//! blocking threads in `getaddrinfo`. When the name resolves to several
+//! the next run waits for it, so a check holds at most one thread in
+//! `getaddrinfo` (its own, not one of Tokio's blocking pool, which would
+//! hold up the runtime's shutdown). When the name resolves to several
 //! addresses (IPv6 and IPv4, several replicas), they are tried in the
 //! resolver's order: the next one is started as soon as an attempt fails,
 //! or after [`ATTEMPT_DELAY`] without an answer, and the first to connect
@@ -44,16 +45,15 @@
 //! # fn main() {}
 //! ```
 
-use std::{fmt, io, net::SocketAddr, time::Duration};
+use std::{fmt, time::Duration};
 
-use tokio::{net::TcpStream, task::JoinSet};
-
-use super::dns::Lookups;
+use super::dns::{Lookups, connect};
 use crate::{Check, CheckResult};
 
 /// How long a connection attempt runs alone before the next address is
-/// tried beside it: RFC 8305's recommended "Connection Attempt Delay".
-pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+/// tried beside it: RFC 8305's recommended "Connection Attempt Delay". (The
+/// same for [`HttpCheck::new`](super::http::HttpCheck::new)'s connections.)
+pub const ATTEMPT_DELAY: Duration = super::dns::ATTEMPT_DELAY;
 
 /// Opens and closes a TCP connection to an address. See the
 /// [module documentation](self).
@@ -106,94 +106,24 @@ impl Check for TcpCheck {
     }
 }
 
-/// Resolves `address` (every run: DNS changes are followed) and connects to
-/// one of its addresses.
-async fn connect(lookups: &Lookups, address: &str) -> io::Result<TcpStream> {
-    connect_any(lookups.lookup(address).await?).await
-}
-
-/// Connects to the first of `addrs` that accepts, starting each next
-/// attempt when the previous ones failed or [`ATTEMPT_DELAY`] passed. The
-/// attempts still running when one wins (or when the run is cut) are
-/// aborted with the `JoinSet`.
-async fn connect_any(addrs: Vec<SocketAddr>) -> io::Result<TcpStream> {
-    if addrs.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            "the host name resolved to no address",
-        ));
-    }
-    let mut waiting = addrs.into_iter();
-    let mut attempts = JoinSet::new();
-    loop {
-        if let Some(addr) = waiting.next() {
-            attempts.spawn(TcpStream::connect(addr));
-        }
-        let more = waiting.len() > 0;
-        let delay = tokio::time::sleep(ATTEMPT_DELAY);
-        tokio::pin!(delay);
-        loop {
-            tokio::select! {
-                Some(joined) = attempts.join_next() => {
-                    let error = match joined {
-                        Ok(Ok(stream)) => return Ok(stream),
-                        Ok(Err(e)) => e,
-                        Err(e) => io::Error::other(e),
-                    };
-                    if more {
-                        break; // start the next address now
-                    }
-                    if attempts.is_empty() {
-                        return Err(error); // the last attempt's error
-                    }
-                }
-                () = &mut delay, if more => break,
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use tokio::net::{TcpListener, TcpSocket, TcpStream};
+    use tokio::net::TcpListener;
 
-    use super::{TcpCheck, connect_any};
+    use super::TcpCheck;
     use crate::{
         Check, Status,
-        checks::dns::{Lookups, tests as dns},
+        checks::dns::{Lookups, connect_any, tests as dns},
     };
-
-    /// A loopback address whose connects hang: a listener that never
-    /// accepts, its accept queue filled, drops further SYNs.
-    #[cfg(target_os = "linux")]
-    async fn hanging() -> (
-        std::net::SocketAddr,
-        Vec<TcpStream>,
-        tokio::net::TcpListener,
-    ) {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let listener = socket.listen(1).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut queued = Vec::new();
-        for _ in 0..64 {
-            match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
-                Ok(Ok(stream)) => queued.push(stream),
-                Ok(Err(e)) => panic!("connect to the filling listener failed: {e}"),
-                Err(_) => return (addr, queued, listener), // full: connects hang
-            }
-        }
-        panic!("the accept queue never filled");
-    }
 
     // Linux drops a SYN when the listener's accept queue is full, which
     // `hanging` relies on; other stacks may answer with a reset.
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn a_hanging_address_does_not_hide_one_that_accepts() {
-        let (hung, _queued, _listener) = hanging().await;
+        let (hung, _queued, _listener) = dns::hanging_address().await;
         let good = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let good_addr = good.local_addr().unwrap();
         // Bounded only so that a regression fails instead of hanging.
