@@ -236,29 +236,56 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
     }
 }
 
-/// Whether the client asked for `application/health+json` (and did not
-/// give it `q=0`).
+/// Whether the client prefers `application/health+json` to plain JSON.
+///
+/// Only a range that names it exactly asks for it (`*/*` and
+/// `application/*` are answered with plain JSON), and only with a weight
+/// above zero and at least the weight `application/json` gets from the most
+/// specific range that matches it (`application/json`, `application/*`,
+/// `*/*`). So `application/json, application/health+json;q=0.1` is plain
+/// JSON and `application/health+json, */*;q=0.8` is not. Weights are `q`
+/// parameters (the name in any case); one that is not a number counts as 1.
 fn wants_health_json(headers: &HeaderMap) -> bool {
     // A probe's handful of headers is scanned for `Accept` faster than the
     // name is hashed for a lookup.
     if headers.keys_len() <= 8 && !headers.keys().any(|name| name == ACCEPT) {
         return false;
     }
-    headers
+    let mut health_json: Option<f32> = None;
+    // `application/json`'s weight, with the specificity of the range that
+    // gave it (2 exact, 1 `application/*`, 0 `*/*`).
+    let mut json: Option<(u8, f32)> = None;
+    let ranges = headers
         .get_all(ACCEPT)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|range| {
-            let mut parts = range.split(';');
-            let media = parts.next().unwrap_or("").trim();
-            media.eq_ignore_ascii_case("application/health+json")
-                && !parts.any(|p| {
-                    let p = p.trim();
-                    p.strip_prefix("q=")
-                        .is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0))
-                })
-        })
+        .flat_map(|value| value.split(','));
+    for range in ranges {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim();
+        let weight = parts
+            .filter_map(|param| param.split_once('='))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
+            .and_then(|(_, q)| q.trim().parse::<f32>().ok())
+            .map_or(1.0, |q| q.clamp(0.0, 1.0));
+        let specificity = if media.eq_ignore_ascii_case("application/health+json") {
+            health_json = Some(health_json.map_or(weight, |q| q.max(weight)));
+            continue;
+        } else if media.eq_ignore_ascii_case("application/json") {
+            2
+        } else if media.eq_ignore_ascii_case("application/*") {
+            1
+        } else if media == "*/*" {
+            0
+        } else {
+            continue;
+        };
+        json = match json {
+            Some((s, q)) if s > specificity || (s == specificity && q >= weight) => Some((s, q)),
+            _ => Some((specificity, weight)),
+        };
+    }
+    health_json.is_some_and(|q| q > 0.0 && q >= json.map_or(0.0, |(_, q)| q))
 }
 
 pub(crate) const JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -474,6 +501,35 @@ mod tests {
         );
         assert!(!wants_health_json(&headers));
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        assert!(!wants_health_json(&headers));
+        for (accept, wanted) in [
+            ("application/health+json", true),
+            ("application/health+json;Q=0", false),
+            ("application/health+json; q = 0.0", false),
+            ("application/json, application/health+json;q=0.1", false),
+            ("application/health+json;q=0.5, application/*", false),
+            ("application/health+json;q=0.5, */*", false),
+            ("application/health+json, */*;q=0.8", true),
+            (
+                "application/*;q=0.2, application/health+json;q=0.5, */*",
+                true,
+            ),
+            ("application/json;q=0.9, */*, application/health+json", true),
+            ("application/health+json, application/json", true),
+            ("APPLICATION/HEALTH+JSON;q=1.0", true),
+            ("application/health+json;q=oops", true),
+            ("*/*", false),
+            ("application/*", false),
+        ] {
+            headers.insert(ACCEPT, HeaderValue::from_static(accept));
+            assert_eq!(wants_health_json(&headers), wanted, "Accept: {accept}");
+        }
+        // Several `Accept` headers are one list.
+        headers.insert(
+            ACCEPT,
+            HeaderValue::from_static("application/health+json;q=0.4"),
+        );
+        headers.append(ACCEPT, HeaderValue::from_static("application/json"));
         assert!(!wants_health_json(&headers));
     }
 
