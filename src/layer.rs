@@ -4,7 +4,7 @@ use http::{
     HeaderMap, HeaderName, HeaderValue, StatusCode,
     header::{
         ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, TE,
-        TRAILER, TRANSFER_ENCODING, UPGRADE,
+        TRAILER, TRANSFER_ENCODING, UPGRADE, X_CONTENT_TYPE_OPTIONS,
     },
 };
 use tower_layer::Layer;
@@ -12,7 +12,7 @@ use tower_layer::Layer;
 use crate::{
     details::RevealDetails,
     runner::Owner,
-    service::{HEALTH_JSON, Health, JSON, NO_STORE, TEXT},
+    service::{HEALTH_JSON, Health, JSON, NO_STORE, NOSNIFF, TEXT},
     snapshot::{Format, Probe, ProbeStatus},
 };
 
@@ -20,7 +20,7 @@ use crate::{
 pub const PROCESS_TIME_HEADER: HeaderName = HeaderName::from_static("x-process-time-ms");
 
 /// The names [`HealthLayer::process_time_header`] refuses.
-const RESERVED_HEADERS: [HeaderName; 12] = [
+const RESERVED_HEADERS: [HeaderName; 13] = [
     CONTENT_LENGTH,
     TRANSFER_ENCODING,
     CONNECTION,
@@ -33,6 +33,7 @@ const RESERVED_HEADERS: [HeaderName; 12] = [
     CONTENT_ENCODING,
     CACHE_CONTROL,
     ALLOW,
+    X_CONTENT_TYPE_OPTIONS,
 ];
 
 /// Answers the health paths from the published snapshot and passes every
@@ -174,6 +175,13 @@ impl Config {
             headers.insert(CACHE_CONTROL, NO_STORE);
             if let Some(name) = &self.process_time_header {
                 headers.insert(name.clone(), HeaderValue::from_static("0.000"));
+            }
+            // Text answers repeat parts of the query (`?exclude=` names that
+            // match nothing): a browser must not sniff them as HTML. (Last,
+            // so the processing-time header has the same index in every
+            // format.)
+            if format == Format::Text {
+                headers.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
             }
             self.answer_headers[format as usize] = headers;
         }

@@ -279,9 +279,12 @@ pub enum Error {
     ShutDown,
 }
 
+/// The longest check or heartbeat name, in bytes (ASCII).
+pub(crate) const MAX_NAME_LEN: usize = 64;
+
 pub(crate) fn validate_name(name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
-        && name.len() <= 64
+        && name.len() <= MAX_NAME_LEN
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));

@@ -292,6 +292,7 @@ pub(crate) const JSON: HeaderValue = HeaderValue::from_static("application/json"
 pub(crate) const HEALTH_JSON: HeaderValue = HeaderValue::from_static("application/health+json");
 pub(crate) const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 pub(crate) const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+pub(crate) const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 const GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
 
 /// Builds an answer, with its processing-time header if `start` is set.
@@ -427,7 +428,7 @@ fn answer<B>(
                 let unmatched: Vec<&str> = query
                     .exclude
                     .iter()
-                    .filter(|name| snapshot.component(name).is_none())
+                    .filter(|name| !view.covers(probe, name))
                     .map(|name| &**name)
                     .collect();
                 text::render(&view, probe, &unmatched)
@@ -769,6 +770,13 @@ mod http_tests {
         let reply = get(&mut app, "/readyz?verbose").await;
         assert_eq!(reply.status, 503);
         assert_eq!(reply.headers["content-type"], "text/plain; charset=utf-8");
+        assert_eq!(reply.headers["x-content-type-options"], "nosniff");
+        let ms: f64 = reply.headers["x-process-time-ms"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(ms >= 0.0);
         assert_eq!(
             reply.body,
             "[-]db failed: reason withheld\n[+]cache degraded\nreadyz check failed\n"
@@ -797,6 +805,88 @@ mod http_tests {
              warn: some health checks cannot be excluded: no matches for \
              \"x\\\"\\n[+]db ok\\nreadyz check passed\",\"zz\"\n\
              readyz check failed\n"
+        );
+
+        // A name longer than any check's is cut: the answer does not grow
+        // with the query.
+        let long = get(
+            &mut app,
+            &format!("/readyz?verbose&exclude={}", "a".repeat(4000)),
+        )
+        .await;
+        assert!(long.body.len() < 300, "{}", long.body);
+        assert!(
+            long.body
+                .contains(&format!("no matches for \"{}\"…\n", "a".repeat(64))),
+            "{}",
+            long.body
+        );
+
+        // `db` is not a liveness check: excluding it there matches nothing,
+        // as Kubernetes says of a name that is not one of the endpoint's.
+        let live = get(&mut app, "/livez?verbose&exclude=db&exclude=cache").await;
+        assert_eq!(
+            live.body,
+            "[+]cache excluded: ok\n\
+             warn: some health checks cannot be excluded: no matches for \"db\"\n\
+             livez check passed\n"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exclude_applies_to_what_startup_waits_for() {
+        let health = HealthChecks::builder()
+            .check("db", || async { CheckResult::healthy() })
+            .check_with(
+                "migrations",
+                || async {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    CheckResult::healthy()
+                },
+                CheckOptions::new().probes(Probes::STARTUP),
+            )
+            .build()
+            .unwrap();
+        let mut app = app(&health);
+        settle().await;
+        let waiting = get(&mut app, "/startupz?verbose").await;
+        assert_eq!(waiting.status, 503);
+        assert_eq!(
+            waiting.body,
+            "[-]migrations failed: not started yet\nstartupz check failed\n"
+        );
+        let excluded = get(&mut app, "/startupz?verbose&exclude=migrations").await;
+        assert_eq!(excluded.status, 200);
+        assert_eq!(
+            excluded.body,
+            "[+]migrations excluded: ok\nstartupz check passed\n"
+        );
+        assert_eq!(
+            get(&mut app, "/startupz?exclude=migrations").await.status,
+            200
+        );
+        // Readiness waits for startup, so excluding what startup waits for
+        // lets it judge its own checks; /health too.
+        assert_eq!(get(&mut app, "/readyz").await.status, 503);
+        let ready = get(&mut app, "/readyz?verbose&exclude=migrations").await;
+        assert_eq!(ready.status, 200, "{}", ready.body);
+        assert_eq!(ready.body, "[+]db ok\nreadyz check passed\n");
+        assert_eq!(
+            get(&mut app, "/health?exclude=migrations").await.status,
+            200
+        );
+        // Liveness does not wait for startup: nothing to exclude there.
+        let live = get(&mut app, "/livez?verbose&exclude=migrations").await;
+        assert!(
+            live.body.contains("no matches for \"migrations\""),
+            "{}",
+            live.body
+        );
+        // Once started, startup has nothing left to exclude.
+        crate::test_util::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            get(&mut app, "/startupz?verbose").await.body,
+            "[+]started ok\nstartupz check passed\n"
         );
     }
 

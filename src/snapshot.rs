@@ -437,7 +437,29 @@ impl<'a> View<'a> {
     }
 
     pub(crate) fn excluded(&self, c: &Component) -> bool {
-        self.exclude.iter().any(|name| **name == *c.name)
+        self.excluded_name(&c.name)
+    }
+
+    pub(crate) fn excluded_name(&self, name: &str) -> bool {
+        self.exclude.iter().any(|excluded| **excluded == *name)
+    }
+
+    /// What startup still waits for, less what the request excludes.
+    fn startup_waiting(&self) -> Vec<&'a str> {
+        let mut waiting = self.snap.startup_waiting();
+        waiting.retain(|name| !self.excluded_name(name));
+        waiting
+    }
+
+    /// Whether `name` is one of the things `probe` judges, so that
+    /// `?exclude=name` changes something: one of its members or, before
+    /// startup, something startup waits for (not for liveness, which does
+    /// not wait for startup).
+    pub(crate) fn covers(&self, probe: Probe, name: &str) -> bool {
+        self.members(probe).any(|c| *c.name == *name)
+            || (!self.snap.started
+                && probe != Probe::Liveness
+                && self.snap.startup_waiting().contains(&name))
     }
 
     /// The components `probe` shows, in registration order.
@@ -458,8 +480,10 @@ impl<'a> View<'a> {
         };
         if probe == Probe::Startup {
             if !snap.started {
-                verdict.status = ProbeStatus::Starting;
-                verdict.waiting = snap.startup_waiting();
+                verdict.waiting = self.startup_waiting();
+                if !verdict.waiting.is_empty() {
+                    verdict.status = ProbeStatus::Starting;
+                }
             }
             return verdict;
         }
@@ -469,9 +493,12 @@ impl<'a> View<'a> {
                 return verdict;
             }
             if !snap.started {
-                verdict.status = ProbeStatus::Starting;
-                verdict.waiting = snap.startup_waiting();
-                return verdict;
+                let waiting = self.startup_waiting();
+                if !waiting.is_empty() {
+                    verdict.status = ProbeStatus::Starting;
+                    verdict.waiting = waiting;
+                    return verdict;
+                }
             }
             if probe == Probe::Readiness && self.busy {
                 verdict.status = ProbeStatus::Busy;

@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use crate::{
     Status,
+    registry::MAX_NAME_LEN,
     snapshot::{Answer, Judged, Probe, ProbeStatus, View},
 };
 
@@ -29,8 +30,12 @@ pub(crate) fn render(view: &View<'_>, probe: Probe, unmatched: &[&str]) -> Answe
         if snap.started {
             out.push_str("[+]started ok\n");
         } else {
-            for name in &verdict.waiting {
-                let _ = writeln!(out, "[-]{name} failed: not started yet");
+            for name in snap.startup_waiting() {
+                if view.excluded_name(name) {
+                    let _ = writeln!(out, "[+]{name} excluded: ok");
+                } else {
+                    let _ = writeln!(out, "[-]{name} failed: not started yet");
+                }
             }
         }
     } else {
@@ -52,7 +57,7 @@ pub(crate) fn render(view: &View<'_>, probe: Probe, unmatched: &[&str]) -> Answe
                 }
                 Judged::Fail(reason) => {
                     let text = match reason.message().filter(|_| view.reveal) {
-                        Some(message) => message.replace('\n', " "),
+                        Some(message) => message.replace(['\r', '\n'], " "),
                         None if reason.is_withheld() => "reason withheld".to_owned(),
                         None => reason.public().into_owned(),
                     };
@@ -81,14 +86,22 @@ pub(crate) fn render(view: &View<'_>, probe: Probe, unmatched: &[&str]) -> Answe
         // As Kubernetes writes it: one line, the names sorted, each quoted
         // with its escapes (Rust's, not Go's), joined by commas; so a name
         // from the query (decoded, it may hold a newline) cannot add lines
-        // of its own.
+        // of its own. A name longer than any check's can match nothing
+        // anywhere: it is cut, so the answer does not grow with the query.
         let mut names = unmatched.to_vec();
         names.sort_unstable();
         names.dedup();
         out.push_str("warn: some health checks cannot be excluded: no matches for ");
         for (i, name) in names.iter().enumerate() {
             let separator = if i == 0 { "" } else { "," };
-            let _ = write!(out, "{separator}{name:?}");
+            match name.char_indices().nth(MAX_NAME_LEN) {
+                None => {
+                    let _ = write!(out, "{separator}{name:?}");
+                }
+                Some((cut, _)) => {
+                    let _ = write!(out, "{separator}{:?}…", &name[..cut]);
+                }
+            }
         }
         out.push('\n');
     }
