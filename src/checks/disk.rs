@@ -207,16 +207,10 @@ impl Check for DiskSpaceCheck {
                 ));
             }
         };
-        // Pseudo filesystems report a size of 0: no percentage then.
-        let percent = (space.total > 0)
-            .then(|| (space.free as f64 / space.total as f64 * 10_000.0).round() / 100.0);
-        let status = if self.unhealthy.crossed(space.free, percent) {
-            Some(("unhealthy", &self.unhealthy))
-        } else if self.degraded.crossed(space.free, percent) {
-            Some(("degraded", &self.degraded))
-        } else {
-            None
-        };
+        let status = self.level(space);
+        // Shown with two decimals; judged unrounded (`level`), so 4.996 %
+        // is below a 5 % threshold though it shows as 5 %.
+        let percent = space.percent_free().map(|p| (p * 100.0).round() / 100.0);
         let mut result = match status {
             None => CheckResult::healthy(),
             Some((level, threshold)) => {
@@ -242,6 +236,28 @@ impl Check for DiskSpaceCheck {
             result = result.with_observation("free_percent", percent, Some("%"));
         }
         result
+    }
+}
+
+impl Space {
+    /// Free space in percent of the filesystem's size; none for pseudo
+    /// filesystems, which report a size of 0.
+    fn percent_free(self) -> Option<f64> {
+        (self.total > 0).then(|| self.free as f64 / self.total as f64 * 100.0)
+    }
+}
+
+impl DiskSpaceCheck {
+    /// The threshold `space` crosses, if any: unhealthy first.
+    fn level(&self, space: Space) -> Option<(&'static str, &Threshold)> {
+        let percent = space.percent_free();
+        if self.unhealthy.crossed(space.free, percent) {
+            Some(("unhealthy", &self.unhealthy))
+        } else if self.degraded.crossed(space.free, percent) {
+            Some(("degraded", &self.degraded))
+        } else {
+            None
+        }
     }
 }
 
@@ -276,6 +292,18 @@ mod tests {
         assert!(!t.crossed(100, Some(5.0)));
         assert!(!t.crossed(1000, None));
         assert!(!Threshold::default().crossed(0, Some(0.0)));
+    }
+
+    #[test]
+    fn thresholds_are_judged_before_rounding() {
+        let check = DiskSpaceCheck::new("/");
+        let level = |free, total| check.level(Space { free, total }).map(|(level, _)| level);
+        // 4.996 % free shows as 5 %, but is below the 5 % threshold.
+        assert_eq!(level(49_960, 1_000_000), Some("unhealthy"));
+        assert_eq!(level(50_000, 1_000_000), Some("degraded"));
+        assert_eq!(level(99_999, 1_000_000), Some("degraded"));
+        assert_eq!(level(100_000, 1_000_000), None);
+        assert_eq!(level(0, 0), None);
     }
 
     #[test]
