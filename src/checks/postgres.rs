@@ -58,7 +58,7 @@
 //! # fn main() {}
 //! ```
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Pool, PoolError, TimeoutType};
 
 use super::PoolState;
 use crate::{Check, CheckResult};
@@ -116,10 +116,22 @@ impl Check for DeadpoolPostgresCheck {
         let client = match self.pool.get().await {
             Ok(client) => client,
             Err(e) => {
+                let hint = match &e {
+                    PoolError::Timeout(TimeoutType::Wait) => {
+                        "every client stayed in use for the pool's wait timeout: the pool is \
+                         saturated; raise its max_size, or find what holds its clients"
+                    }
+                    PoolError::Timeout(TimeoutType::Create) => {
+                        "a new connection took longer than the pool's create timeout; check \
+                         that the server is reachable from this host and not overloaded"
+                    }
+                    _ => {
+                        "check that the server is running and reachable from this host, and \
+                         the pool's credentials and database name"
+                    }
+                };
                 return observe(CheckResult::unhealthy(format!(
-                    "PostgreSQL pool could not hand out a client: {e}; check that the server \
-                     is running and reachable from this host, and the pool's credentials and \
-                     database name"
+                    "PostgreSQL pool could not hand out a client: {e}; {hint}"
                 )));
             }
         };

@@ -89,11 +89,36 @@ where
                 "Redis answered PING with {other:?} instead of PONG; check that the address \
                  points at a Redis server (not a proxy or another service)"
             )),
-            Err(e) => CheckResult::unhealthy(format!(
-                "Redis PING failed: {e}; check that the server is running and reachable from \
-                 this host (a ConnectionManager reconnects by itself, a MultiplexedConnection \
-                 must be replaced by the application)"
-            )),
+            Err(e) => CheckResult::unhealthy(format!("Redis PING failed: {e}; {}", hint(&e))),
+        }
+    }
+}
+
+/// What to look at after a failed `PING`. (A server that answers with an
+/// error is unhealthy all the same: the application cannot use it either.)
+fn hint(e: &::redis::RedisError) -> &'static str {
+    match e.code() {
+        Some("LOADING") => {
+            "the server is loading its dataset into memory (after a restart or a full \
+             resync) and answers once it has"
+        }
+        Some("MASTERDOWN") => {
+            "this replica has lost its link to the master and is set not to serve stale data \
+             (replica-serve-stale-data no)"
+        }
+        Some("NOAUTH" | "WRONGPASS") => {
+            "the server requires authentication: check the password (and ACL user) in the \
+             application's Redis URL"
+        }
+        Some(_) => "the server refused the command: look at its state and logs",
+        None if e.kind() == ::redis::ErrorKind::AuthenticationFailed => {
+            "authentication failed: check the password (and ACL user) in the application's \
+             Redis URL"
+        }
+        None => {
+            "check that the server is running and reachable from this host (a \
+             ConnectionManager reconnects by itself, a MultiplexedConnection must be replaced \
+             by the application)"
         }
     }
 }

@@ -126,3 +126,31 @@ async fn deadpool_outage_behind_a_proxy() {
     let (_health, app, runs) = support::app_with("postgres", check).await;
     support::refused_then_blackholed(&app, &runs, "postgres", "deadpool", &proxy).await;
 }
+
+/// The pool's own wait timeout (every client in use) is named as
+/// saturation, not as a server that may be down.
+#[tokio::test]
+async fn a_pool_wait_timeout_is_named_as_saturation() {
+    if crate::postgres::options().await.is_none() {
+        return;
+    }
+    let mut config = Config::new();
+    config.url = Some(support::database_url());
+    let mut pool_config = PoolConfig::new(1);
+    pool_config.timeouts.wait = Some(Duration::from_millis(50));
+    config.pool = Some(pool_config);
+    let pool = config
+        .create_pool(Some(Runtime::Tokio1), NoTls)
+        .expect("create the deadpool pool");
+    let held = pool.get().await.unwrap();
+    let result = DeadpoolPostgresCheck::new(pool.clone()).check().await;
+    assert_eq!(result.status(), Status::Unhealthy, "{result:?}");
+    let message = result.message().unwrap();
+    assert!(
+        message.contains("saturated") && message.contains("max_size"),
+        "{message}"
+    );
+    drop(held);
+    let result = DeadpoolPostgresCheck::new(pool).check().await;
+    assert_eq!(result.status(), Status::Healthy, "{result:?}");
+}

@@ -80,3 +80,34 @@ async fn private_redis_killed_and_restarted_on_the_same_port() {
         "a MultiplexedConnection does not survive a restart: {result:?}"
     );
 }
+
+/// A server that answers `PING` with an error is unhealthy, and the message
+/// says what the error means rather than "check that it is running".
+#[tokio::test]
+async fn a_server_requiring_a_password_is_named_as_such() {
+    let Some(server) = RedisServer::start(support::free_port()).await else {
+        return;
+    };
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("s3cret")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    // A new connection has not authenticated.
+    let anonymous = client.get_multiplexed_async_connection().await.unwrap();
+    let result = RedisCheck::new(anonymous).check().await;
+    assert_eq!(result.status(), Status::Unhealthy, "{result:?}");
+    let message = result.message().unwrap();
+    assert!(
+        message.contains("NOAUTH") && message.contains("requires authentication"),
+        "{message}"
+    );
+    assert!(!message.contains("s3cret"), "{message}");
+    // The connection that authenticated before still passes.
+    let result = RedisCheck::new(admin).check().await;
+    assert_eq!(result.status(), Status::Healthy, "{result:?}");
+}
