@@ -730,6 +730,38 @@ mod http_tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn health_json_keeps_the_runner_s_response_time_beside_a_check_s_own() {
+        let health = HealthChecks::builder()
+            .check("db", || async {
+                CheckResult::healthy()
+                    .with_observation("responseTime", 42, Some("us"))
+                    .with_observation("rows", 1, None)
+                    .with_observation("rows", 2, None)
+            })
+            .build()
+            .unwrap();
+        let mut app = app(&health);
+        settle().await;
+        let request = Request::get("/readyz")
+            .header("accept", "application/health+json")
+            .body(Full::default())
+            .unwrap();
+        let body = send(&mut app, request).await.json();
+        let times = body["checks"]["db:responseTime"].as_array().unwrap();
+        assert_eq!(times.len(), 2, "{body}");
+        assert_eq!(times[0]["observedUnit"], "ms", "the runner's, first");
+        assert_eq!(times[1]["observedValue"], 42);
+        assert_eq!(times[1]["observedUnit"], "us");
+        let rows: Vec<_> = body["checks"]["db:rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| entry["observedValue"].clone())
+            .collect();
+        assert_eq!(rows, [1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_pending_check_does_not_fail_liveness_in_health_json() {
         // Added after startup: before it, liveness judges heartbeats only.
         let health = HealthChecks::builder().build().unwrap();

@@ -21,7 +21,7 @@ struct Body<'a> {
     output: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     release_id: Option<&'a str>,
-    checks: BTreeMap<String, [Entry<'a>; 1]>,
+    checks: BTreeMap<String, Vec<Entry<'a>>>,
 }
 
 #[derive(Serialize)]
@@ -82,12 +82,14 @@ pub(crate) fn component(view: &View<'_>, c: &Component) -> Answer {
 }
 
 /// The `checks` member; `pending` is the status of a check with no result
-/// yet.
+/// yet. A key's array has one entry per value measured under that name: a
+/// check's own observation named `responseTime` sits beside the runner's,
+/// after it, rather than replacing it.
 fn checks<'a>(
     view: &View<'a>,
     components: impl Iterator<Item = &'a Component>,
     pending: &'static str,
-) -> BTreeMap<String, [Entry<'a>; 1]> {
+) -> BTreeMap<String, Vec<Entry<'a>>> {
     let mut checks = BTreeMap::new();
     for c in components {
         let (status, output) = match view.judge(c) {
@@ -120,23 +122,26 @@ fn checks<'a>(
                 let latency = run.map(|r| Cow::Owned(serde_json::Value::from(millis(r.duration))));
                 checks.insert(
                     format!("{}:responseTime", c.name),
-                    [entry(latency, run.map(|_| "ms"), time.clone())],
+                    vec![entry(latency, run.map(|_| "ms"), time.clone())],
                 );
                 for o in run.map_or(&[][..], |r| &r.observations[..]) {
-                    checks.insert(
-                        format!("{}:{}", c.name, o.measurement()),
-                        [entry(
+                    checks
+                        .entry(format!("{}:{}", c.name, o.measurement()))
+                        .or_default()
+                        .push(entry(
                             Some(Cow::Borrowed(o.value())),
                             o.unit(),
                             time.clone(),
-                        )],
-                    );
+                        ));
                 }
             }
             // No `time`: beats do not republish the snapshot at once, so a
             // cached answer could show an old beat. `/health/{name}` has it.
             Kind::Heartbeat(_) => {
-                checks.insert(format!("{}:heartbeat", c.name), [entry(None, None, None)]);
+                checks.insert(
+                    format!("{}:heartbeat", c.name),
+                    vec![entry(None, None, None)],
+                );
             }
         }
     }
