@@ -549,7 +549,7 @@ impl HealthHandle {
             signal.await;
             let delay = handle.shared().drain_delay;
             tracing::info!(
-                drain_delay_ms = delay.as_millis() as u64,
+                drain_delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 "shutdown signal received: readiness now reports draining"
             );
             handle.drain();
