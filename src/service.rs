@@ -730,6 +730,45 @@ mod http_tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn startup_shows_the_checks_it_waits_for() {
+        // A readiness-only check: startup still waits for its first result.
+        let health = HealthChecks::builder()
+            .check("db", || async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                CheckResult::healthy()
+            })
+            .build()
+            .unwrap();
+        let mut app = app(&health);
+        settle().await;
+        let request = Request::get("/startupz")
+            .header("accept", "application/health+json")
+            .body(Full::default())
+            .unwrap();
+        let body = send(&mut app, request).await.json();
+        assert_eq!(body["output"], "waiting for: db");
+        assert_eq!(
+            body["checks"]["db:responseTime"][0]["status"], "fail",
+            "{body}"
+        );
+        let detailed = get(&mut app, "/startupz?detailed=true").await.json();
+        assert_eq!(
+            detailed["components"]["db"]["status"], "unknown",
+            "{detailed}"
+        );
+        // Started, startup shows only its own checks (none here).
+        crate::test_util::advance(Duration::from_secs(2)).await;
+        let detailed = get(&mut app, "/startupz?detailed=true").await.json();
+        assert_eq!(detailed["status"], "healthy");
+        assert!(
+            detailed["components"]
+                .as_object()
+                .is_none_or(|c| c.is_empty()),
+            "{detailed}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn health_json_keeps_the_runner_s_response_time_beside_a_check_s_own() {
         let health = HealthChecks::builder()
             .check("db", || async {

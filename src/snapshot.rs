@@ -429,11 +429,16 @@ impl<'a> View<'a> {
             None => true,
             Some(flag) => c.probes.contains(flag),
         };
+        // Startup waits for every check's first result: until then, a
+        // check startup is waiting for is shown there, whatever its probes.
+        let awaited = probe == Probe::Startup
+            && !self.snap.started
+            && matches!(&c.kind, Kind::Check(view) if matches!(view.effective, Effective::Pending));
         // Kubernetes runs no liveness probe before startup succeeds: until
         // then only heartbeats decide liveness, never dependency checks.
         let judged_now =
             !(probe == Probe::Liveness && !self.snap.started && matches!(c.kind, Kind::Check(_)));
-        in_probe && judged_now
+        (in_probe || awaited) && judged_now
     }
 
     pub(crate) fn excluded(&self, c: &Component) -> bool {
