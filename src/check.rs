@@ -241,7 +241,10 @@ impl<E: fmt::Display> From<Result<(), E>> for CheckResult {
 ///
 /// A check should be cheap and must be async: the runner cuts it at its
 /// timeout, which only works at an `.await`. Blocking work belongs in
-/// `tokio::task::spawn_blocking`.
+/// `tokio::task::spawn_blocking`, or, if it can hang for good (a call on a
+/// network filesystem), on a thread of its own: a runtime waits for its
+/// blocking pool when it is dropped, so a hung call there keeps the process
+/// from exiting.
 ///
 /// See the [module example](crate::check).
 pub trait Check: Send + Sync + 'static {

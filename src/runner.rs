@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub(crate) snapshot: ArcSwap<Snapshot>,
     wake: Notify,
     stopped: AtomicBool,
+    /// The refresher task ended without a shutdown (see [`MarkStopped`]).
+    lost: AtomicBool,
     pub(crate) in_flight: AtomicUsize,
     pub(crate) in_flight_limit: Option<usize>,
     pub(crate) in_flight_filter: Option<InFlightFilter>,
@@ -128,6 +130,7 @@ pub(crate) fn start(builder: HealthChecksBuilder) -> Result<Owner, Error> {
         snapshot: ArcSwap::from_pointee(placeholder),
         wake: Notify::new(),
         stopped: AtomicBool::new(false),
+        lost: AtomicBool::new(false),
         in_flight: AtomicUsize::new(0),
         in_flight_limit: builder.max_in_flight,
         in_flight_filter: builder.in_flight_filter,
@@ -203,6 +206,23 @@ impl Shared {
         self.stopped.load(Ordering::SeqCst)
     }
 
+    /// `Err(ShutDown)` for a registration after the checker stopped; a
+    /// warning too if that is because the refresher vanished.
+    fn refuse_if_stopped(&self, what: &str, name: &str) -> Result<(), Error> {
+        if !self.is_stopped() {
+            return Ok(());
+        }
+        if self.lost.load(Ordering::SeqCst) {
+            tracing::warn!(
+                name,
+                "health: {what} not added: the refresher task is gone (the Tokio runtime \
+                 HealthChecksBuilder::build was called in has been dropped?), so it would never \
+                 run"
+            );
+        }
+        Err(Error::ShutDown)
+    }
+
     /// Publishes again without any other change (a heartbeat came back or
     /// was dropped).
     pub(crate) fn republish(&self) {
@@ -214,9 +234,7 @@ impl Shared {
     }
 
     pub(crate) fn add_check(&self, registration: Registration) -> Result<(), Error> {
-        if self.is_stopped() {
-            return Err(Error::ShutDown);
-        }
+        self.refuse_if_stopped("check", &registration.name)?;
         validate_name(&registration.name)?;
         let mut state = self.lock();
         if state.name_taken(&registration.name) {
@@ -271,9 +289,7 @@ impl Shared {
         name: String,
         deadline: Duration,
     ) -> Result<Heartbeat, Error> {
-        if this.is_stopped() {
-            return Err(Error::ShutDown);
-        }
+        this.refuse_if_stopped("heartbeat", &name)?;
         validate_name(&name)?;
         let mut state = this.lock();
         // A heartbeat whose handle was dropped (its task died) can be
@@ -613,16 +629,22 @@ where
 /// shutting down (a runtime other than the server's, say one `build()` was
 /// called in and then dropped) or killed by a panic, it has not: checks no
 /// longer run, and adding one must fail rather than wait forever.
+///
+/// Only a panic is worth a warning here: a runtime shutting down at the end
+/// of `main` drops the refresher before the tasks still holding a layer,
+/// which is no fault. `add_check` and `heartbeat` warn if they are refused
+/// because of it.
 struct MarkStopped(Arc<Shared>);
 
 impl Drop for MarkStopped {
     fn drop(&mut self) {
         if !self.0.stopped.swap(true, Ordering::SeqCst) {
-            tracing::warn!(
-                "health: the refresher task ended without a shutdown (its Tokio runtime was \
-                 dropped?): checks no longer run, results will turn stale and new checks are \
-                 refused"
-            );
+            self.0.lost.store(true, Ordering::SeqCst);
+            if std::thread::panicking() {
+                tracing::error!("health: the refresher task panicked: checks no longer run");
+            } else {
+                tracing::debug!("health: the refresher task was dropped with its runtime");
+            }
         }
     }
 }

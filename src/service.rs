@@ -953,6 +953,28 @@ mod http_tests {
             "{}",
             live.body
         );
+        // The application's own mark is not a check: it cannot be excluded.
+        let marked = HealthChecks::builder()
+            .require_mark_started()
+            .build()
+            .unwrap();
+        let mut marked_app = crate::test_util::app(&marked);
+        settle().await;
+        let ready = get(&mut marked_app, "/readyz?verbose&exclude=mark_started").await;
+        assert_eq!(ready.status, 503);
+        assert!(
+            ready.body.contains("no matches for \"mark_started\""),
+            "{}",
+            ready.body
+        );
+        let startup = get(&mut marked_app, "/startupz?verbose&exclude=mark_started").await;
+        assert_eq!(startup.status, 503);
+        assert_eq!(
+            startup.body,
+            "[-]mark_started failed: not started yet\n\
+             warn: some health checks cannot be excluded: no matches for \"mark_started\"\n\
+             startupz check failed\n"
+        );
         // Once started, startup has nothing left to exclude.
         crate::test_util::advance(Duration::from_secs(2)).await;
         assert_eq!(

@@ -318,22 +318,23 @@ impl Verdict<'_> {
 pub(crate) const MARK_STARTED: &str = "mark_started";
 
 impl Snapshot {
-    /// Components that are pending or, for startup checks, not passing;
-    /// plus `mark_started` when it is still required.
+    /// The checks startup waits for: those with no result yet and the
+    /// startup checks not passing.
+    pub(crate) fn awaited(&self) -> impl Iterator<Item = &Component> {
+        self.components.iter().filter(|c| match &c.kind {
+            Kind::Check(view) => match view.effective {
+                Effective::Pending => true,
+                Effective::Failing => c.probes.contains(Probes::STARTUP),
+                Effective::Passing(_) => false,
+            },
+            Kind::Heartbeat(_) => false,
+        })
+    }
+
+    /// [`awaited`](Self::awaited)'s names, plus `mark_started` when it is
+    /// still required.
     pub(crate) fn startup_waiting(&self) -> Vec<&str> {
-        let mut waiting: Vec<&str> = self
-            .components
-            .iter()
-            .filter(|c| match &c.kind {
-                Kind::Check(view) => match view.effective {
-                    Effective::Pending => true,
-                    Effective::Failing => c.probes.contains(Probes::STARTUP),
-                    Effective::Passing(_) => false,
-                },
-                Kind::Heartbeat(_) => false,
-            })
-            .map(|c| &*c.name)
-            .collect();
+        let mut waiting: Vec<&str> = self.awaited().map(|c| &*c.name).collect();
         if self.waiting_for_mark {
             waiting.push(MARK_STARTED);
         }
@@ -442,17 +443,22 @@ impl<'a> View<'a> {
     }
 
     pub(crate) fn excluded(&self, c: &Component) -> bool {
-        self.excluded_name(&c.name)
+        self.exclude.iter().any(|name| **name == *c.name)
     }
 
-    pub(crate) fn excluded_name(&self, name: &str) -> bool {
-        self.exclude.iter().any(|excluded| **excluded == *name)
-    }
-
-    /// What startup still waits for, less what the request excludes.
+    /// What startup still waits for, less the checks the request excludes.
+    /// `mark_started` is not a check and cannot be excluded: the
+    /// application has not said it is ready.
     fn startup_waiting(&self) -> Vec<&'a str> {
-        let mut waiting = self.snap.startup_waiting();
-        waiting.retain(|name| !self.excluded_name(name));
+        let snap = self.snap;
+        let mut waiting: Vec<&str> = snap
+            .awaited()
+            .filter(|c| !self.excluded(c))
+            .map(|c| &*c.name)
+            .collect();
+        if snap.waiting_for_mark {
+            waiting.push(MARK_STARTED);
+        }
         waiting
     }
 
@@ -464,7 +470,7 @@ impl<'a> View<'a> {
         self.members(probe).any(|c| *c.name == *name)
             || (!self.snap.started
                 && probe != Probe::Liveness
-                && self.snap.startup_waiting().contains(&name))
+                && self.snap.awaited().any(|c| *c.name == *name))
     }
 
     /// The components `probe` shows, in registration order.

@@ -208,9 +208,9 @@ impl Check for DiskSpaceCheck {
             }
         };
         let status = self.level(space);
-        // Shown with two decimals; judged unrounded (`level`), so 4.996 %
-        // is below a 5 % threshold though it shows as 5 %.
-        let percent = space.percent_free().map(|p| (p * 100.0).round() / 100.0);
+        // Judged unrounded (`level`); shown with two decimals, rounded down
+        // so that 4.996 % below a 5 % threshold shows as 4.99 %, not 5 %.
+        let percent = space.percent_free().map(|p| (p * 100.0).floor() / 100.0);
         let mut result = match status {
             None => CheckResult::healthy(),
             Some((level, threshold)) => {

@@ -83,6 +83,7 @@ pub(crate) const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 
 /// Resolves `address`, `host:port` (every time: DNS changes are followed),
 /// and connects to one of its addresses.
+#[cfg(feature = "tcp")]
 pub(crate) async fn connect(lookups: &Lookups, address: &str) -> io::Result<TcpStream> {
     connect_any(lookups.lookup(address).await?).await
 }

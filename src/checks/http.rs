@@ -145,9 +145,16 @@ impl HttpCheck {
 ///   dead replica) fails every run at its timeout while the next one
 ///   accepts.
 ///
-/// Connections have `TCP_NODELAY` set. A client passed to
-/// [`HttpCheck::with_client`] keeps its own connector; to give it this one,
-/// build it on a `Connector`, for instance under a TLS connector:
+/// Connections have `TCP_NODELAY` set, and no TCP keepalive (the client's
+/// pool drops an idle connection long before a keepalive probe would go
+/// out). Like `HttpConnector`, a `Connector` refuses `https://` URLs, so
+/// that a request meant to be encrypted is never sent in plain text; a TLS
+/// connector wrapped around it (which hands it `https://` URLs to open the
+/// TCP connection under TLS) needs [`enforce_http(false)`](Self::enforce_http).
+///
+/// A client passed to [`HttpCheck::with_client`] keeps its own connector;
+/// to give it this one, build it on a `Connector`, for instance under a TLS
+/// connector:
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -158,7 +165,8 @@ impl HttpCheck {
 /// use tower_health::checks::http::{Connector, HttpCheck};
 ///
 /// let connector = Connector::new();
-/// // (wrap `connector` in hyper-rustls' or hyper-tls' connector for HTTPS)
+/// // For HTTPS: wrap `Connector::new().enforce_http(false)` in hyper-rustls'
+/// // or hyper-tls' connector.
 /// let client: Client<_, Empty<Bytes>> =
 ///     Client::builder(TokioExecutor::new()).build(connector);
 /// let check = HttpCheck::with_client(client, "http://localhost:8081/health".parse()?);
@@ -169,15 +177,34 @@ impl HttpCheck {
 ///
 /// Clones share the lookups in flight, one per host and port, so one
 /// connector may serve a client that reaches several hosts.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Connector {
     lookups: Lookups,
+    enforce_http: bool,
+}
+
+impl Default for Connector {
+    fn default() -> Self {
+        Self {
+            lookups: Lookups::default(),
+            enforce_http: true,
+        }
+    }
 }
 
 impl Connector {
-    /// A connector with no lookup in flight.
+    /// A connector with no lookup in flight, for `http://` URLs only.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether `https://` URLs are refused (`true`, the default). Pass
+    /// `false` only for a connector a TLS connector wraps: on its own, a
+    /// `Connector` speaks plain TCP.
+    #[must_use]
+    pub fn enforce_http(mut self, enforce: bool) -> Self {
+        self.enforce_http = enforce;
+        self
     }
 }
 
@@ -198,7 +225,15 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let lookups = self.lookups.clone();
+        let enforce_http = self.enforce_http;
         Box::pin(async move {
+            if enforce_http && uri.scheme_str() == Some("https") {
+                return Err(io::Error::new(
+                    ErrorKind::InvalidInput,
+                    "an https:// URL on a plain-TCP connector: wrap the connector in a TLS \
+                     connector, with enforce_http(false)",
+                ));
+            }
             let target = target(&uri)?;
             let addrs = lookups
                 .lookup(&target)
@@ -207,7 +242,10 @@ impl tower_service::Service<Uri> for Connector {
             let stream = connect_any(addrs)
                 .await
                 .map_err(|e| io::Error::new(e.kind(), format!("tcp connect error: {e}")))?;
-            stream.set_nodelay(true)?;
+            // As hyper-util does: a connection without it still works.
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "health: TCP_NODELAY not set");
+            }
             Ok(TokioIo::new(stream))
         })
     }
@@ -547,6 +585,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connector_refuses_https_unless_a_tls_connector_wraps_it() {
+        use tower_service::Service;
+
+        let (addr, server) = ok_server().await;
+        let https: Uri = format!("https://{addr}/").parse().unwrap();
+        let e = Connector::new().call(https.clone()).await.unwrap_err();
+        assert!(e.to_string().contains("enforce_http(false)"), "{e}");
+        // Told a TLS connector wraps it, it opens the TCP connection.
+        let stream = Connector::new()
+            .enforce_http(false)
+            .call(https)
+            .await
+            .unwrap();
+        assert_eq!(stream.inner().peer_addr().unwrap(), addr);
+        server.abort();
+    }
+
+    #[tokio::test]
     async fn new_says_it_cannot_reach_https() {
         let check = HttpCheck::new("https://127.0.0.1:1/health?token=x".parse().unwrap());
         let result = check.check().await;
@@ -602,6 +658,7 @@ mod tests {
         let client: Client<_, Empty<Bytes>> =
             Client::builder(TokioExecutor::new()).build(Connector {
                 lookups: Lookups::with(listed),
+                enforce_http: true,
             });
         let check = HttpCheck::with_client(client, "http://replicas.test/health".parse().unwrap());
         // Bounded only so that a regression fails instead of hanging.
@@ -620,6 +677,7 @@ mod tests {
         let port = addr.port();
         let connector = Connector {
             lookups: Lookups::with(dns::hanging),
+            enforce_http: true,
         };
         let client: Client<_, Empty<Bytes>> =
             Client::builder(TokioExecutor::new()).build(connector);

@@ -16,7 +16,7 @@
 //! | [`RedisCheck`](redis::RedisCheck) | `redis` | `PING` on the application's `ConnectionManager` or `MultiplexedConnection`, expecting `PONG` | none |
 //! | [`HttpCheck`](http::HttpCheck) | `http-client` | a request to an upstream URL through a pooled hyper-util client; status in a range, optionally a substring in the first bytes of the body | `status_code`, `body_bytes` |
 //! | [`TcpCheck`](tcp::TcpCheck) | `tcp` | opens (and closes) a TCP connection to `host:port` | none |
-//! | [`DiskSpaceCheck`](disk::DiskSpaceCheck) | `disk` (Unix) | `statvfs` on a path, in a blocking task | `free_bytes`, `total_bytes`, `free_percent` |
+//! | [`DiskSpaceCheck`](disk::DiskSpaceCheck) | `disk` (Unix) | `statvfs` on a path, on a thread of its own | `free_bytes`, `total_bytes`, `free_percent` |
 //!
 //! The runner adds `responseTime` (milliseconds) to every check and cuts
 //! each run at its [`timeout`](crate::CheckOptions::timeout), reporting

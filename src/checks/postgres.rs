@@ -119,7 +119,8 @@ impl Check for DeadpoolPostgresCheck {
                 let hint = match &e {
                     PoolError::Timeout(TimeoutType::Wait) => {
                         "every client stayed in use for the pool's wait timeout: the pool is \
-                         saturated; raise its max_size, or find what holds its clients"
+                         saturated; raise its max_size, find what holds its clients, or check \
+                         whether the server stopped answering the queries that hold them"
                     }
                     PoolError::Timeout(TimeoutType::Create) => {
                         "a new connection took longer than the pool's create timeout; check \

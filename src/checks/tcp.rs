@@ -119,7 +119,7 @@ mod tests {
     };
 
     // Linux drops a SYN when the listener's accept queue is full, which
-    // `hanging` relies on; other stacks may answer with a reset.
+    // `hanging_address` relies on; other stacks may answer with a reset.
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn a_hanging_address_does_not_hide_one_that_accepts() {

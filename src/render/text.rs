@@ -13,7 +13,7 @@ use bytes::Bytes;
 use crate::{
     Status,
     registry::MAX_NAME_LEN,
-    snapshot::{Answer, Judged, Probe, ProbeStatus, View},
+    snapshot::{Answer, Judged, MARK_STARTED, Probe, ProbeStatus, View},
 };
 
 pub(crate) fn probe(view: &View<'_>, probe: Probe) -> Answer {
@@ -30,12 +30,15 @@ pub(crate) fn render(view: &View<'_>, probe: Probe, unmatched: &[&str]) -> Answe
         if snap.started {
             out.push_str("[+]started ok\n");
         } else {
-            for name in snap.startup_waiting() {
-                if view.excluded_name(name) {
-                    let _ = writeln!(out, "[+]{name} excluded: ok");
+            for c in snap.awaited() {
+                if view.excluded(c) {
+                    let _ = writeln!(out, "[+]{} excluded: ok", c.name);
                 } else {
-                    let _ = writeln!(out, "[-]{name} failed: not started yet");
+                    let _ = writeln!(out, "[-]{} failed: not started yet", c.name);
                 }
+            }
+            if snap.waiting_for_mark {
+                let _ = writeln!(out, "[-]{MARK_STARTED} failed: not started yet");
             }
         }
     } else {
