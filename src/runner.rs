@@ -1364,8 +1364,12 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_check_panicking_when_cut_is_reported_and_runs_again() {
+    /// A check, run every second and cut at 1 s, whose future never ends
+    /// (so every run is cut) and is `future`; with the count of its runs.
+    fn cut_every_run<F>(future: fn() -> F) -> (crate::HealthHandle, Arc<AtomicUsize>)
+    where
+        F: std::future::Future<Output = CheckResult> + Send + 'static,
+    {
         let runs = Arc::new(AtomicUsize::new(0));
         let counter = runs.clone();
         let health = HealthChecks::builder()
@@ -1373,12 +1377,18 @@ mod tests {
                 "cursed",
                 move || {
                     counter.fetch_add(1, Ordering::SeqCst);
-                    PanicsWhenDropped
+                    future()
                 },
                 CheckOptions::new().interval(secs(1)).timeout(secs(1)),
             )
             .build()
             .unwrap();
+        (health, runs)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_panicking_when_cut_is_reported_and_runs_again() {
+        let (health, runs) = cut_every_run(|| PanicsWhenDropped);
         let mut app = app(&health);
         advance(Duration::from_millis(1500)).await;
         let detail = get(&mut app, "/health/cursed").await.json();
@@ -1420,19 +1430,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_panic_payload_panicking_when_dropped_does_not_stop_the_refresher() {
-        let runs = Arc::new(AtomicUsize::new(0));
-        let counter = runs.clone();
-        let health = HealthChecks::builder()
-            .check_with(
-                "cursed",
-                move || {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    PanicsWithABomb
-                },
-                CheckOptions::new().interval(secs(1)).timeout(secs(1)),
-            )
-            .build()
-            .unwrap();
+        let (health, runs) = cut_every_run(|| PanicsWithABomb);
         advance(secs(7)).await;
         assert!(
             runs.load(Ordering::SeqCst) >= 3,

@@ -580,6 +580,14 @@ mod http_tests {
 
     const SECRET: &str = "postgres://admin:hunter2@10.0.0.5/prod";
 
+    /// `GET path` asking for `application/health+json`.
+    fn health_json(path: &str) -> Request<Full<Bytes>> {
+        Request::get(path)
+            .header(http::header::ACCEPT, "application/health+json")
+            .body(Full::default())
+            .unwrap()
+    }
+
     async fn failing_app() -> (HealthHandle, crate::Health<crate::test_util::Inner>) {
         let health = HealthChecks::builder()
             .version("9.9.9")
@@ -710,11 +718,7 @@ mod http_tests {
     #[tokio::test(start_paused = true)]
     async fn health_json_format() {
         let (_health, mut app) = failing_app().await;
-        let request = Request::get("/readyz")
-            .header("accept", "application/health+json")
-            .body(Full::default())
-            .unwrap();
-        let reply = send(&mut app, request).await;
+        let reply = send(&mut app, health_json("/readyz")).await;
         assert_eq!(reply.status, 503);
         assert_eq!(reply.headers["content-type"], "application/health+json");
         let body = reply.json();
@@ -741,11 +745,7 @@ mod http_tests {
             .unwrap();
         let mut app = app(&health);
         settle().await;
-        let request = Request::get("/startupz")
-            .header("accept", "application/health+json")
-            .body(Full::default())
-            .unwrap();
-        let body = send(&mut app, request).await.json();
+        let body = send(&mut app, health_json("/startupz")).await.json();
         assert_eq!(body["output"], "waiting for: db");
         assert_eq!(
             body["checks"]["db:responseTime"][0]["status"], "fail",
@@ -781,11 +781,7 @@ mod http_tests {
             .unwrap();
         let mut app = app(&health);
         settle().await;
-        let request = Request::get("/readyz")
-            .header("accept", "application/health+json")
-            .body(Full::default())
-            .unwrap();
-        let body = send(&mut app, request).await.json();
+        let body = send(&mut app, health_json("/readyz")).await.json();
         let times = body["checks"]["db:responseTime"].as_array().unwrap();
         assert_eq!(times.len(), 2, "{body}");
         assert_eq!(times[0]["observedUnit"], "ms", "the runner's, first");
@@ -817,12 +813,6 @@ mod http_tests {
             )
             .unwrap();
         settle().await;
-        let health_json = |path: &str| {
-            Request::get(path)
-                .header(http::header::ACCEPT, "application/health+json")
-                .body(Full::default())
-                .unwrap()
-        };
         let live = send(&mut app, health_json("/livez")).await;
         assert_eq!(live.status, 200);
         let body = live.json();

@@ -334,7 +334,17 @@ impl Snapshot {
     /// [`awaited`](Self::awaited)'s names, plus `mark_started` when it is
     /// still required.
     pub(crate) fn startup_waiting(&self) -> Vec<&str> {
-        let mut waiting: Vec<&str> = self.awaited().map(|c| &*c.name).collect();
+        self.startup_waiting_but(|_| false)
+    }
+
+    /// [`startup_waiting`](Self::startup_waiting) without the checks
+    /// `excluded` names. (`mark_started` is not a check: it stays.)
+    fn startup_waiting_but(&self, excluded: impl Fn(&Component) -> bool) -> Vec<&str> {
+        let mut waiting: Vec<&str> = self
+            .awaited()
+            .filter(|c| !excluded(c))
+            .map(|c| &*c.name)
+            .collect();
         if self.waiting_for_mark {
             waiting.push(MARK_STARTED);
         }
@@ -450,16 +460,7 @@ impl<'a> View<'a> {
     /// `mark_started` is not a check and cannot be excluded: the
     /// application has not said it is ready.
     fn startup_waiting(&self) -> Vec<&'a str> {
-        let snap = self.snap;
-        let mut waiting: Vec<&str> = snap
-            .awaited()
-            .filter(|c| !self.excluded(c))
-            .map(|c| &*c.name)
-            .collect();
-        if snap.waiting_for_mark {
-            waiting.push(MARK_STARTED);
-        }
-        waiting
+        self.snap.startup_waiting_but(|c| self.excluded(c))
     }
 
     /// Whether `name` is one of the things `probe` judges, so that

@@ -227,14 +227,7 @@ impl tower_service::Service<Uri> for Connector {
         let lookups = self.lookups.clone();
         let enforce_http = self.enforce_http;
         Box::pin(async move {
-            if enforce_http && uri.scheme_str() == Some("https") {
-                return Err(io::Error::new(
-                    ErrorKind::InvalidInput,
-                    "an https:// URL on a plain-TCP connector: wrap the connector in a TLS \
-                     connector, with enforce_http(false)",
-                ));
-            }
-            let target = target(&uri)?;
+            let target = target(&uri, enforce_http)?;
             let addrs = lookups
                 .lookup(&target)
                 .await
@@ -251,10 +244,18 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
-/// `host:port` of a URL (an IPv6 address keeps its brackets).
-fn target(uri: &Uri) -> io::Result<String> {
+/// `host:port` of a URL (an IPv6 address keeps its brackets); an
+/// `https://` one only if `enforce_http` is off.
+fn target(uri: &Uri, enforce_http: bool) -> io::Result<String> {
     let default_port = match uri.scheme_str() {
         Some("http") | None => 80,
+        Some("https") if enforce_http => {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                "an https:// URL on a plain-TCP connector: wrap the connector in a TLS \
+                 connector, with enforce_http(false)",
+            ));
+        }
         Some("https") => 443,
         Some(other) => {
             return Err(io::Error::new(
@@ -576,7 +577,7 @@ mod tests {
 
     #[test]
     fn target_is_host_and_port() {
-        let target = |uri: &str| super::target(&uri.parse().unwrap());
+        let target = |uri: &str| super::target(&uri.parse().unwrap(), false);
         assert_eq!(target("http://db.test/x").unwrap(), "db.test:80");
         assert_eq!(target("https://db.test/x").unwrap(), "db.test:443");
         assert_eq!(target("http://[::1]:8080/").unwrap(), "[::1]:8080");
