@@ -1345,8 +1345,8 @@ mod tests {
         again.retire();
     }
 
-    /// Never ready, and panics when dropped.
-    struct PanicsWhenDropped;
+    /// Never ready; when dropped, calls its function, which panics.
+    struct PanicsWhenDropped(fn());
 
     impl std::future::Future for PanicsWhenDropped {
         type Output = CheckResult;
@@ -1360,16 +1360,13 @@ mod tests {
 
     impl Drop for PanicsWhenDropped {
         fn drop(&mut self) {
-            panic!("dropped");
+            (self.0)();
         }
     }
 
-    /// A check, run every second and cut at 1 s, whose future never ends
-    /// (so every run is cut) and is `future`; with the count of its runs.
-    fn cut_every_run<F>(future: fn() -> F) -> (crate::HealthHandle, Arc<AtomicUsize>)
-    where
-        F: std::future::Future<Output = CheckResult> + Send + 'static,
-    {
+    /// A check, run every second and cut at 1 s, whose runs never end and
+    /// call `panic` when cut; with the count of its runs.
+    fn cut_every_run(panic: fn()) -> (crate::HealthHandle, Arc<AtomicUsize>) {
         let runs = Arc::new(AtomicUsize::new(0));
         let counter = runs.clone();
         let health = HealthChecks::builder()
@@ -1377,7 +1374,7 @@ mod tests {
                 "cursed",
                 move || {
                     counter.fetch_add(1, Ordering::SeqCst);
-                    future()
+                    PanicsWhenDropped(panic)
                 },
                 CheckOptions::new().interval(secs(1)).timeout(secs(1)),
             )
@@ -1388,7 +1385,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_check_panicking_when_cut_is_reported_and_runs_again() {
-        let (health, runs) = cut_every_run(|| PanicsWhenDropped);
+        let (health, runs) = cut_every_run(|| panic!("dropped"));
         let mut app = app(&health);
         advance(Duration::from_millis(1500)).await;
         let detail = get(&mut app, "/health/cursed").await.json();
@@ -1409,28 +1406,9 @@ mod tests {
         }
     }
 
-    /// Panics with a [`Bomb`] when dropped.
-    struct PanicsWithABomb;
-
-    impl std::future::Future for PanicsWithABomb {
-        type Output = CheckResult;
-        fn poll(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<CheckResult> {
-            std::task::Poll::Pending
-        }
-    }
-
-    impl Drop for PanicsWithABomb {
-        fn drop(&mut self) {
-            std::panic::panic_any(Bomb);
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_panic_payload_panicking_when_dropped_does_not_stop_the_refresher() {
-        let (health, runs) = cut_every_run(|| PanicsWithABomb);
+        let (health, runs) = cut_every_run(|| std::panic::panic_any(Bomb));
         advance(secs(7)).await;
         assert!(
             runs.load(Ordering::SeqCst) >= 3,
