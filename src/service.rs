@@ -398,8 +398,16 @@ fn answer<B>(
             .is_some_and(|limit| shared.in_flight.load(Ordering::Acquire) >= limit);
     let fresh = snapshot.fresh_until.is_none_or(|until| now < until);
 
+    // What the text form's last line calls the probe: its path, as
+    // Kubernetes names it (`/healthz` answers liveness as `healthz`).
+    let path = parts.uri.path();
+    let text_name = path.strip_prefix('/').unwrap_or(path);
     if let Route::Probe(probe) = route {
-        let cached = fresh && !query.detailed && query.exclude.is_empty() && !reveal;
+        let cached = fresh
+            && !query.detailed
+            && query.exclude.is_empty()
+            && !reveal
+            && (format != Format::Text || text_name == probe.name());
         if cached {
             let Answer { status, body } = snapshot.cached.get(probe, busy, format);
             return respond(
@@ -431,7 +439,7 @@ fn answer<B>(
                     .filter(|name| !view.covers(probe, name))
                     .map(|name| &**name)
                     .collect();
-                text::render(&view, probe, &unmatched)
+                text::render(&view, probe, text_name, &unmatched)
             }
         },
         Route::Component(offset) => {
@@ -708,6 +716,21 @@ mod http_tests {
             verbose.contains(&format!("[-]db failed: {SECRET}")),
             "{verbose}"
         );
+        // A degraded check's message too, in every format.
+        assert!(
+            verbose.contains("[+]cache degraded: evictions high\n"),
+            "{verbose}"
+        );
+        let cache = send(&mut private, authorized("/health/cache")).await.json();
+        assert_eq!(cache["error"], "evictions high", "{cache}");
+        let mut request = authorized("/readyz");
+        request
+            .headers_mut()
+            .insert("accept", "application/health+json".parse().unwrap());
+        let body = send(&mut private, request).await.json();
+        let entry = &body["checks"]["cache:responseTime"][0];
+        assert_eq!(entry["status"], "warn", "{body}");
+        assert_eq!(entry["output"], "evictions high", "{body}");
         let wrong = Request::get("/health/db")
             .header("authorization", "Bearer nope")
             .body(Full::default())
@@ -892,6 +915,30 @@ mod http_tests {
              warn: some health checks cannot be excluded: no matches for \"db\"\n\
              livez check passed\n"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn verbose_text_names_the_probe_by_its_path() {
+        let health = HealthChecks::builder()
+            .check("db", || async { CheckResult::healthy() })
+            .build()
+            .unwrap();
+        let mut app = app_with(health.layer().alias("/ready", Probe::Readiness));
+        settle().await;
+        // Twice each: the first answer of a path must not be the one the
+        // next path gets from the cache.
+        for _ in 0..2 {
+            for (path, last) in [
+                ("/livez?verbose", "livez check passed\n"),
+                ("/healthz?verbose", "healthz check passed\n"),
+                ("/readyz?verbose", "readyz check passed\n"),
+                ("/ready?verbose", "ready check passed\n"),
+            ] {
+                let reply = get(&mut app, path).await;
+                assert_eq!(reply.status, 200, "{path}");
+                assert!(reply.body.ends_with(last), "{path}: {:?}", reply.body);
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -434,6 +434,20 @@ impl<'a> View<'a> {
         }
     }
 
+    /// The message of the run that made `c` pass as `status` (degraded),
+    /// if this caller may see messages. A later failure still below the
+    /// failure threshold is not what `c` is shown as.
+    pub(crate) fn degraded_message(&self, c: &'a Component, status: Status) -> Option<&'a str> {
+        match &c.kind {
+            Kind::Check(check) if self.reveal && status != Status::Healthy => check
+                .last
+                .as_ref()
+                .filter(|run| run.status == status)
+                .and_then(|run| run.message.as_deref()),
+            _ => None,
+        }
+    }
+
     /// Whether `probe` judges `c` at all (before exclusions).
     pub(crate) fn member(&self, probe: Probe, c: &Component) -> bool {
         let in_probe = match probe.flag() {

@@ -8,6 +8,8 @@
 //! - optionally, a substring in the body. Only the first
 //!   [`max_body_bytes`](HttpCheck::max_body_bytes) bytes (64 KiB by default)
 //!   are read, so a huge or endless body cannot exhaust memory or time.
+//!   Without a substring to find, the status alone decides, and a slow or
+//!   streaming body is not waited for.
 //!
 //! The client keeps connections alive between runs, so a run reuses the
 //! previous run's connection. An upstream may close that connection as idle
@@ -62,7 +64,7 @@
 use std::{
     error::Error as StdError,
     fmt,
-    future::Future,
+    future::{Future, poll_fn},
     io::{self, ErrorKind},
     ops::RangeInclusive,
     pin::Pin,
@@ -74,7 +76,7 @@ use bytes::Bytes;
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, header::USER_AGENT,
 };
-use http_body::Body;
+use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -325,9 +327,13 @@ where
         self
     }
 
-    /// How many body bytes a run reads at most; 64 KiB by default. Without
-    /// [`expect_body_contains`](Self::expect_body_contains) the body is still
-    /// read up to this limit, so that the connection can be reused.
+    /// How many body bytes a run reads at most; 64 KiB by default.
+    ///
+    /// Without [`expect_body_contains`](Self::expect_body_contains) the
+    /// status decides the result, and the run reads, up to this limit, only
+    /// the part of the body that has already arrived: a short body's
+    /// connection is reused, while a slow or streaming body's connection is
+    /// closed rather than waited on.
     #[must_use]
     pub fn max_body_bytes(mut self, limit: usize) -> Self {
         self.max_body_bytes = limit;
@@ -403,14 +409,25 @@ where
             .with_observation("status_code", code, None);
         }
 
-        // Read at most `max_body_bytes`, stopping early once the needle is found.
+        // Read at most `max_body_bytes`, stopping early once the needle is
+        // found. Without a needle the status has decided: read only what
+        // has arrived, so that a short body's connection can be reused,
+        // and close a slow or endless one rather than wait for it.
         let mut body = response.into_body();
         let mut seen: Vec<u8> = Vec::new();
         let mut read = 0usize;
         let mut found = self.body_contains.as_deref().is_some_and(<[u8]>::is_empty);
         let mut complete = false;
         while read < self.max_body_bytes && !found {
-            match body.frame().await {
+            let frame = if self.body_contains.is_some() {
+                body.frame().await
+            } else {
+                match arrived(&mut body).await {
+                    Some(frame) => frame,
+                    None => break,
+                }
+            };
+            match frame {
                 None => {
                     complete = true;
                     break;
@@ -546,6 +563,22 @@ fn error_chain(e: &(dyn StdError + 'static)) -> String {
         source = s.source();
     }
     text
+}
+
+/// The body's next frame if it has arrived: polled once and, if not
+/// ready, once more after yielding to the runtime (hyper's connection task
+/// may be about to deliver it). `None` if it is still on its way.
+async fn arrived(body: &mut Incoming) -> Option<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    for turn in 0..2 {
+        if turn > 0 {
+            tokio::task::yield_now().await;
+        }
+        let next = poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await;
+        if let Poll::Ready(frame) = next {
+            return Some(frame);
+        }
+    }
+    None
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -95,7 +95,12 @@ fn checks<'a>(
         let (status, output) = match view.judge(c) {
             Judged::Pending => (pending, Some(Cow::Borrowed("awaiting first result"))),
             Judged::Pass(Status::Healthy) => ("pass", None),
-            Judged::Pass(_) => ("warn", Some(Cow::Borrowed("degraded"))),
+            Judged::Pass(status) => (
+                "warn",
+                Some(Cow::Borrowed(
+                    view.degraded_message(c, status).unwrap_or("degraded"),
+                )),
+            ),
             Judged::Fail(reason) => {
                 let text = match reason.message().filter(|_| view.reveal) {
                     Some(message) => Cow::Borrowed(message),

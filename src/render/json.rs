@@ -112,18 +112,8 @@ fn component_body<'a>(view: &View<'a>, c: &'a Component, named: bool) -> Compone
             None,
         ),
         Judged::Pass(status) => {
-            // The degraded run's own message; a later failure still below
-            // the failure threshold is not what is shown as degraded.
-            let message = match &c.kind {
-                Kind::Check(check) if status != Status::Healthy => check
-                    .last
-                    .as_ref()
-                    .filter(|run| run.status == status)
-                    .and_then(|run| run.message.as_deref()),
-                _ => None,
-            };
             let reason = (status != Status::Healthy).then_some(Cow::Borrowed("degraded"));
-            (status.as_str(), reason, message.filter(|_| view.reveal))
+            (status.as_str(), reason, view.degraded_message(c, status))
         }
         Judged::Fail(reason) => (
             "unhealthy",

@@ -17,12 +17,14 @@ use crate::{
 };
 
 pub(crate) fn probe(view: &View<'_>, probe: Probe) -> Answer {
-    render(view, probe, &[])
+    render(view, probe, probe.name(), &[])
 }
 
+/// `name` is what the last line calls the probe: as Kubernetes does, the
+/// requested path without its leading `/` (`healthz check passed`).
 /// `unmatched` are `?exclude=` names that match nothing; Kubernetes warns
 /// about them in the same place.
-pub(crate) fn render(view: &View<'_>, probe: Probe, unmatched: &[&str]) -> Answer {
+pub(crate) fn render(view: &View<'_>, probe: Probe, name: &str, unmatched: &[&str]) -> Answer {
     let verdict = view.verdict(probe);
     let mut out = String::with_capacity(256);
     let snap = view.snap;
@@ -51,9 +53,15 @@ pub(crate) fn render(view: &View<'_>, probe: Probe, unmatched: &[&str]) -> Answe
                 Judged::Pass(Status::Healthy) => {
                     let _ = writeln!(out, "[+]{} ok", c.name);
                 }
-                Judged::Pass(_) => {
-                    let _ = writeln!(out, "[+]{} degraded", c.name);
-                }
+                Judged::Pass(status) => match view.degraded_message(c, status) {
+                    Some(message) => {
+                        let message = message.replace(['\r', '\n'], " ");
+                        let _ = writeln!(out, "[+]{} degraded: {message}", c.name);
+                    }
+                    None => {
+                        let _ = writeln!(out, "[+]{} degraded", c.name);
+                    }
+                },
                 Judged::Pending => {
                     let sign = if probe == Probe::Liveness { '+' } else { '-' };
                     let _ = writeln!(out, "[{sign}]{} pending: awaiting first result", c.name);
@@ -113,7 +121,7 @@ pub(crate) fn render(view: &View<'_>, probe: Probe, unmatched: &[&str]) -> Answe
     } else {
         "failed"
     };
-    let _ = writeln!(out, "{} check {outcome}", probe.name());
+    let _ = writeln!(out, "{name} check {outcome}");
     Answer {
         status: verdict.status,
         body: Bytes::from(out),

@@ -325,3 +325,41 @@ async fn a_needle_split_across_frames_is_found() {
     assert_eq!(result.status(), Status::Unhealthy, "{result:?}");
     server.abort();
 }
+
+#[tokio::test]
+async fn a_streaming_body_is_not_waited_for_without_a_needle() {
+    // A 200 whose chunked body sends one chunk and then nothing, holding the
+    // connection open, like an event stream or a stalled upstream.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            if read_head(&mut socket).await {
+                let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
+                let _ = socket.write_all(head.as_bytes()).await;
+            }
+            held.push(socket);
+        }
+    });
+    // The status decides: the run does not wait for the rest of the body.
+    // (Bounded, so that a regression fails instead of hanging.)
+    let bounded = std::time::Duration::from_secs(10);
+    let result = tokio::time::timeout(bounded, HttpCheck::new(uri(addr, "/events")).check())
+        .await
+        .expect("the run does not wait for a body nobody asked about");
+    assert_eq!(result.status(), Status::Healthy, "{result:?}");
+    assert_eq!(observed(&result, "status_code"), 200);
+    // A needle in the part that has arrived is found without waiting either.
+    let result = tokio::time::timeout(
+        bounded,
+        HttpCheck::new(uri(addr, "/events"))
+            .expect_body_contains("hello")
+            .check(),
+    )
+    .await
+    .expect("the needle is in the first chunk");
+    assert_eq!(result.status(), Status::Healthy, "{result:?}");
+    server.abort();
+}
