@@ -14,6 +14,7 @@
 //! | [`SqlxCheck`](sqlx::SqlxCheck) for `SqlitePool` | `sqlite` | `SELECT 1`, as above | as above |
 //! | [`DeadpoolPostgresCheck`](postgres::DeadpoolPostgresCheck) | `deadpool-postgres` | `SELECT 1` on a client of the application's deadpool pool, waiting for one if none is free; `degraded` if the pool was saturated | `connections`, `idle_connections`, `max_connections`, `waiting` |
 //! | [`RedisCheck`](redis::RedisCheck) | `redis` | `PING` on the application's `ConnectionManager` or `MultiplexedConnection`, expecting `PONG` | none |
+//! | `expect_writable()` on each of the above but SQLite | | for an application that writes: instead of `SELECT 1` or `PING`, asks whether the server takes writes, and fails a replica (see [`SqlxCheck`'s replicas](sqlx#replicas)) | as above |
 //! | [`HttpCheck`](http::HttpCheck) | `http-client` | a request to an upstream URL through a pooled hyper-util client; status in a range, optionally a substring in the first bytes of the body | `status_code`, `body_bytes` |
 //! | [`TcpCheck`](tcp::TcpCheck) | `tcp` | opens (and closes) a TCP connection to `host:port` | none |
 //! | [`DiskSpaceCheck`](disk::DiskSpaceCheck) | `disk` (Unix) | `statvfs` on a path, on a thread of its own | `free_bytes`, `total_bytes`, `free_percent` |
@@ -119,6 +120,14 @@ mod blocking;
 #[cfg(any(feature = "tcp", feature = "http-client"))]
 mod dns;
 
+#[cfg(any(
+    feature = "postgres",
+    feature = "mysql",
+    feature = "sqlite",
+    feature = "deadpool-postgres"
+))]
+mod writable;
+
 /// Observations of a connection pool, shared by the pool checks.
 #[cfg(any(
     feature = "postgres",
@@ -154,11 +163,12 @@ impl PoolState {
     }
 
     /// The result of a run that found the pool saturated (`self` is the
-    /// state when it started) and whose `SELECT 1` then succeeded.
+    /// state when it started) and whose query (`SELECT 1`, or the writability
+    /// query) then succeeded.
     fn saturated_result(self, what: &str) -> crate::CheckResult {
         self.observe(crate::CheckResult::degraded(format!(
-            "{what} pool saturated: all {} connections were in use, none idle, and `SELECT 1` \
-             succeeded only after waiting for a connection, as requests do; raise the pool's \
+            "{what} pool saturated: all {} connections were in use, none idle, and the check's \
+             query succeeded only after waiting for a connection, as requests do; raise the pool's \
              maximum size or look for slow queries and connections held too long",
             self.max
         )))

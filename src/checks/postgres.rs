@@ -35,6 +35,17 @@
 //! [trade-off](super#principles) and
 //! [`failure_threshold`](crate::CheckOptions::failure_threshold).
 //!
+//! # Replicas
+//!
+//! A standby answers `SELECT 1` like the primary, so by default a pool that
+//! reaches one passes: right for an application that only reads. An
+//! application that writes asks for more with
+//! [`expect_writable`](DeadpoolPostgresCheck::expect_writable): each run
+//! asks the server, instead of `SELECT 1`, whether it is in recovery or its
+//! transactions are read-only, and fails if so. That is what a failover
+//! leaves behind when the pool keeps its clients on the old primary, now a
+//! standby, or a DNS name still points at it.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -49,7 +60,8 @@
 //! let pool = config.create_pool(Some(Runtime::Tokio1), NoTls)?;
 //!
 //! let health = HealthChecks::builder()
-//!     .check("postgres", DeadpoolPostgresCheck::new(pool.clone()))
+//!     // The application writes: a standby behind the URL must fail readiness.
+//!     .check("postgres", DeadpoolPostgresCheck::new(pool.clone()).expect_writable())
 //!     .build()?;
 //! # drop(health);
 //! # Ok(())
@@ -58,9 +70,12 @@
 //! # fn main() {}
 //! ```
 
-use deadpool_postgres::{Pool, PoolError, TimeoutType};
+use deadpool_postgres::{Pool, PoolError, TimeoutType, tokio_postgres::SimpleQueryMessage};
 
-use super::PoolState;
+use super::{
+    PoolState,
+    writable::{self, Writable},
+};
 use crate::{Check, CheckResult};
 
 /// Checks a deadpool-postgres pool with `SELECT 1` (queuing for a client if
@@ -68,13 +83,28 @@ use crate::{Check, CheckResult};
 #[derive(Clone)]
 pub struct DeadpoolPostgresCheck {
     pool: Pool,
+    writable: Option<Writable>,
 }
 
 impl DeadpoolPostgresCheck {
     /// A check on `pool`, a clone of the application's own pool (clones
     /// share the connections).
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            writable: None,
+        }
+    }
+
+    /// Fails unless the server takes writes: a standby
+    /// (`pg_is_in_recovery()`) or a session whose transactions are
+    /// read-only (`transaction_read_only`, from
+    /// `default_transaction_read_only`) is unhealthy, with a message that
+    /// says which. See [Replicas](self#replicas).
+    #[must_use]
+    pub fn expect_writable(mut self) -> Self {
+        self.writable = Some(writable::POSTGRES);
+        self
     }
 
     /// The pool this check uses.
@@ -87,6 +117,7 @@ impl std::fmt::Debug for DeadpoolPostgresCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeadpoolPostgresCheck")
             .field("status", &self.pool.status())
+            .field("expect_writable", &self.writable.is_some())
             .finish()
     }
 }
@@ -136,13 +167,32 @@ impl Check for DeadpoolPostgresCheck {
                 )));
             }
         };
-        match client.simple_query("SELECT 1").await {
-            Ok(_) if saturated => observe(state.saturated_result("PostgreSQL")),
-            Ok(_) => observe(CheckResult::healthy()),
-            Err(e) => observe(CheckResult::unhealthy(format!(
-                "PostgreSQL answered `SELECT 1` with an error: {e}; the connection was \
-                 established, so look at the server's state and logs"
-            ))),
+        let (label, query) = match self.writable {
+            None => ("`SELECT 1`", "SELECT 1"),
+            Some(writable) => (writable.label, writable.query),
+        };
+        let messages = match client.simple_query(query).await {
+            Ok(messages) => messages,
+            Err(e) => {
+                return observe(CheckResult::unhealthy(format!(
+                    "PostgreSQL answered {label} with an error: {e}; the connection was \
+                     established, so look at the server's state and logs"
+                )));
+            }
+        };
+        if let Some(writable) = self.writable {
+            let answer = messages.iter().find_map(|message| match message {
+                SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or("")),
+                _ => None,
+            });
+            if let Some(refused) = (writable.judge)(answer.unwrap_or("")) {
+                return observe(CheckResult::unhealthy(refused));
+            }
+        }
+        if saturated {
+            observe(state.saturated_result("PostgreSQL"))
+        } else {
+            observe(CheckResult::healthy())
         }
     }
 }

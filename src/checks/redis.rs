@@ -18,6 +18,17 @@
 //! cut by the runner at the check's timeout (or by the connection's own
 //! response timeout, whichever is shorter).
 //!
+//! # Replicas
+//!
+//! A replica answers `PING` like its master, so by default a connection
+//! that reaches one passes: right for an application that only reads. An
+//! application that writes asks for more with
+//! [`expect_writable`](RedisCheck::expect_writable): each run sends `ROLE`
+//! instead, and anything but a master fails. That is what a failover leaves
+//! behind when a connection stays on the old master, now a replica, or a
+//! DNS name still points at it. (`ROLE` may be renamed or disabled on some
+//! managed services; there, the check fails with the server's error.)
+//!
 //! # Example
 //!
 //! ```no_run
@@ -51,6 +62,7 @@ use crate::{Check, CheckResult};
 #[derive(Clone)]
 pub struct RedisCheck<C> {
     connection: C,
+    writable: bool,
 }
 
 impl<C> RedisCheck<C>
@@ -61,7 +73,19 @@ where
     /// `ConnectionManager` or `MultiplexedConnection` (clones share the
     /// connection).
     pub fn new(connection: C) -> Self {
-        Self { connection }
+        Self {
+            connection,
+            writable: false,
+        }
+    }
+
+    /// Fails unless the server is a master: each run sends `ROLE` instead
+    /// of `PING`, and a replica (which refuses writes with `READONLY`) or a
+    /// Sentinel is unhealthy. See [Replicas](self#replicas).
+    #[must_use]
+    pub fn expect_writable(mut self) -> Self {
+        self.writable = true;
+        self
     }
 }
 
@@ -69,6 +93,7 @@ impl<C> fmt::Debug for RedisCheck<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisCheck")
             .field("connection", &std::any::type_name::<C>())
+            .field("expect_writable", &self.writable)
             .finish()
     }
 }
@@ -79,6 +104,15 @@ where
 {
     async fn check(&self) -> CheckResult {
         let mut connection = self.connection.clone();
+        if self.writable {
+            return match ::redis::cmd("ROLE")
+                .query_async::<::redis::Value>(&mut connection)
+                .await
+            {
+                Ok(answer) => role(&answer),
+                Err(e) => CheckResult::unhealthy(format!("Redis ROLE failed: {e}; {}", hint(&e))),
+            };
+        }
         match ::redis::cmd("PING")
             .query_async::<::redis::Value>(&mut connection)
             .await
@@ -91,6 +125,42 @@ where
             )),
             Err(e) => CheckResult::unhealthy(format!("Redis PING failed: {e}; {}", hint(&e))),
         }
+    }
+}
+
+/// Judges `ROLE`'s answer: `["master", offset, replicas]`,
+/// `["slave", host, port, state, offset]` or `["sentinel", masters]`.
+fn role(answer: &::redis::Value) -> CheckResult {
+    use ::redis::Value;
+    let text = |value: Option<&Value>| match value {
+        Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+        Some(Value::SimpleString(s)) => s.clone(),
+        Some(Value::Int(n)) => n.to_string(),
+        _ => "?".to_owned(),
+    };
+    let items = match answer {
+        Value::Array(items) => &items[..],
+        _ => &[],
+    };
+    match text(items.first()).as_str() {
+        "master" => CheckResult::healthy(),
+        "slave" | "replica" => CheckResult::unhealthy(format!(
+            "Redis server is a replica (of {}:{}, link {}), which refuses writes (READONLY): \
+             the connection reaches a replica, not the master. After a failover, check that \
+             the URL (or the name it resolves) points at the new master, and that the \
+             application's connection has been replaced",
+            text(items.get(1)),
+            text(items.get(2)),
+            text(items.get(3)),
+        )),
+        "sentinel" => CheckResult::unhealthy(
+            "Redis address answers as a Sentinel, not a data server: ask the Sentinel for the \
+             master's address and connect to that",
+        ),
+        _ => CheckResult::unhealthy(format!(
+            "Redis answered ROLE with {answer:?}; check that the address points at a Redis \
+             server (not a proxy or another service)"
+        )),
     }
 }
 

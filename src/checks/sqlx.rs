@@ -38,6 +38,17 @@
 //! the error text, give the pool an `acquire_timeout` shorter than the
 //! check's [`timeout`](crate::CheckOptions::timeout).
 //!
+//! # Replicas
+//!
+//! A replica answers `SELECT 1` like the primary, so by default a pool that
+//! reaches one passes: right for an application that only reads. An
+//! application that writes asks for more with
+//! [`expect_writable`](SqlxCheck::expect_writable) (PostgreSQL and MySQL):
+//! each run asks the server, instead of `SELECT 1`, whether it takes writes,
+//! and a standby, a read-only session or a `read_only` server is unhealthy.
+//! That is what a failover leaves behind when a pool keeps its connections
+//! to the old primary, now a replica, or a DNS name still points at it.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -56,7 +67,9 @@
 //! let health = HealthChecks::builder()
 //!     .check_with(
 //!         "postgres",
-//!         SqlxCheck::new(pool.clone()), // the application keeps using `pool`
+//!         // The application keeps using `pool`; it writes, so a replica
+//!         // behind the URL must fail readiness.
+//!         SqlxCheck::new(pool.clone()).expect_writable(),
 //!         CheckOptions::new()
 //!             .interval(Duration::from_secs(5))
 //!             .timeout(Duration::from_secs(2)),
@@ -73,7 +86,10 @@ use std::fmt;
 
 use ::sqlx::{Database, Pool};
 
-use super::PoolState;
+#[allow(unused_imports)] // used by the per-database impls, each behind a feature
+use ::sqlx::Row as _;
+
+use super::{PoolState, writable::Writable};
 #[allow(unused_imports)] // used by the per-database impls, each behind a feature
 use crate::{Check, CheckResult};
 
@@ -85,13 +101,17 @@ use crate::{Check, CheckResult};
 /// `sqlite`). See the [module documentation](self).
 pub struct SqlxCheck<DB: Database> {
     pool: Pool<DB>,
+    writable: Option<Writable>,
 }
 
 impl<DB: Database> SqlxCheck<DB> {
     /// A check on `pool`, a clone of the application's own pool (clones
     /// share the connections).
     pub fn new(pool: Pool<DB>) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            writable: None,
+        }
     }
 
     /// The pool this check uses.
@@ -109,10 +129,50 @@ impl<DB: Database> SqlxCheck<DB> {
     }
 }
 
+/// `expect_writable` for one database, whose docs differ in what the
+/// server is asked.
+macro_rules! expect_writable {
+    ($feature:literal, $db:ty, $writable:expr, $doc:literal) => {
+        #[cfg(feature = $feature)]
+        #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
+        impl SqlxCheck<$db> {
+            #[doc = $doc]
+            ///
+            /// The question replaces `SELECT 1`, so a run is still one
+            /// round trip. Use it for an application that writes: without
+            /// it, a connection to a replica passes, since it answers
+            /// queries.
+            #[must_use]
+            pub fn expect_writable(mut self) -> Self {
+                self.writable = Some($writable);
+                self
+            }
+        }
+    };
+}
+
+expect_writable!(
+    "postgres",
+    ::sqlx::Postgres,
+    super::writable::POSTGRES,
+    "Fails unless the server takes writes: a standby (`pg_is_in_recovery()`) \
+     or a session whose transactions are read-only (`transaction_read_only`, \
+     from `default_transaction_read_only`) is unhealthy, with a message that \
+     says which."
+);
+expect_writable!(
+    "mysql",
+    ::sqlx::MySql,
+    super::writable::MYSQL,
+    "Fails unless the server takes writes: a server with `@@global.read_only` \
+     on, as replicas are, is unhealthy."
+);
+
 impl<DB: Database> Clone for SqlxCheck<DB> {
     fn clone(&self) -> Self {
         Self {
             pool: self.pool.clone(),
+            writable: self.writable,
         }
     }
 }
@@ -122,6 +182,7 @@ impl<DB: Database> fmt::Debug for SqlxCheck<DB> {
         f.debug_struct("SqlxCheck")
             .field("database", &DB::NAME)
             .field("pool", &self.pool)
+            .field("expect_writable", &self.writable.is_some())
             .finish()
     }
 }
@@ -149,28 +210,46 @@ macro_rules! impl_check {
                 // `&Pool` as the executor acquires a connection (an idle one,
                 // a new one that then stays in the pool, or the first one
                 // released) and returns it.
-                match ::sqlx::raw_sql("SELECT 1").execute(&self.pool).await {
-                    Ok(_) if saturated => state.saturated_result($what),
-                    Ok(_) => state.observe(CheckResult::healthy()),
+                let (label, answered) = match self.writable {
+                    None => (
+                        "`SELECT 1`",
+                        ::sqlx::raw_sql("SELECT 1")
+                            .execute(&self.pool)
+                            .await
+                            .map(|_| None),
+                    ),
+                    Some(writable) => (
+                        writable.label,
+                        ::sqlx::raw_sql(writable.query)
+                            .fetch_one(&self.pool)
+                            .await
+                            .and_then(|row| row.try_get::<String, _>(0))
+                            .map(|answer| (writable.judge)(&answer)),
+                    ),
+                };
+                match answered {
+                    Ok(Some(refused)) => state.observe(CheckResult::unhealthy(refused)),
+                    Ok(None) if saturated => state.saturated_result($what),
+                    Ok(None) => state.observe(CheckResult::healthy()),
                     Err(e @ ::sqlx::Error::PoolTimedOut) => {
                         state.observe(CheckResult::unhealthy(format!(
                             concat!(
                                 $what,
-                                " `SELECT 1` failed: {}: no connection could be had within \
+                                " {} failed: {}: no connection could be had within \
                                  the pool's acquire_timeout; check that the server is \
                                  reachable, or raise the pool's maximum size"
                             ),
-                            e
+                            label, e
                         )))
                     }
                     Err(e) => state.observe(CheckResult::unhealthy(format!(
                         concat!(
                             $what,
-                            " `SELECT 1` failed: {}; check that the server is running and \
+                            " {} failed: {}; check that the server is running and \
                              reachable from this host, and the pool's credentials and \
                              database name"
                         ),
-                        e
+                        label, e
                     ))),
                 }
             }

@@ -13,7 +13,7 @@ use crate::{
     support::{self, Proxy},
 };
 
-async fn options() -> Option<MySqlConnectOptions> {
+pub(crate) async fn options() -> Option<MySqlConnectOptions> {
     let url = support::mysql_url();
     let options = MySqlConnectOptions::from_str(&url).expect("MYSQL_URL must be a mysql URL");
     support::reachable("MariaDB/MySQL (MYSQL_URL)", &options)

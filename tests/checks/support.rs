@@ -785,9 +785,15 @@ impl RedisServer {
     /// Starts one on `port`, or returns `None` (after [`unavailable`]) when
     /// the binary is missing.
     pub async fn start(port: u16) -> Option<RedisServer> {
+        Self::start_with(port, &[]).await
+    }
+
+    /// As [`start`](Self::start), with more `redis-server` arguments.
+    pub async fn start_with(port: u16, args: &[&str]) -> Option<RedisServer> {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();

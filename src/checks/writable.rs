@@ -1,0 +1,111 @@
+//! What the database checks ask a server, with `expect_writable`, to learn
+//! whether it accepts writes; and what an answer other than yes means.
+//!
+//! One query replaces `SELECT 1`, so a run costs one round trip either
+//! way. It answers with a word rather than a flag, so that both drivers
+//! decode it the same way (tokio-postgres's simple protocol sees only
+//! text).
+
+/// A query whose one text column says whether the server takes writes,
+/// and how to read it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Writable {
+    /// Shown in messages instead of `SELECT 1`.
+    pub(super) label: &'static str,
+    pub(super) query: &'static str,
+    /// `None` if the answer means writable, otherwise why not.
+    pub(super) judge: fn(&str) -> Option<String>,
+}
+
+/// A standby (in recovery) refuses writes; so does a primary whose
+/// transactions are read-only by default (`default_transaction_read_only`
+/// for the server, database, role or connection), which is also how a
+/// primary is fenced during some failovers. The order matters: a standby's
+/// transactions are read-only too.
+#[cfg(any(feature = "postgres", feature = "deadpool-postgres"))]
+pub(super) const POSTGRES: Writable = Writable {
+    label: "the writability query (pg_is_in_recovery, transaction_read_only)",
+    query: "SELECT CASE WHEN pg_is_in_recovery() THEN 'standby' \
+            WHEN current_setting('transaction_read_only') = 'on' THEN 'read-only' \
+            ELSE 'primary' END",
+    judge: postgres,
+};
+
+#[cfg(any(feature = "postgres", feature = "deadpool-postgres"))]
+fn postgres(answer: &str) -> Option<String> {
+    match answer {
+        "primary" => None,
+        "standby" => Some(
+            "PostgreSQL server is a standby (in recovery), which refuses writes: the pool \
+             reaches a replica, not the primary. After a failover, check that the URL (or the \
+             name it resolves) points at the new primary, and that the pool has replaced the \
+             connections it opened to the old one"
+                .to_owned(),
+        ),
+        "read-only" => Some(
+            "PostgreSQL session is read-only (transaction_read_only is on, from \
+             default_transaction_read_only): writes fail; look at that setting for the server, \
+             the database, the role and the connection's options"
+                .to_owned(),
+        ),
+        other => Some(format!(
+            "PostgreSQL answered the writability query with {other:?}, not \"primary\""
+        )),
+    }
+}
+
+/// `read_only` is how MySQL and MariaDB replicas are kept from taking
+/// writes (MySQL's `super_read_only` turns it on too); the application's
+/// user, without `SUPER`, cannot write while it is on.
+#[cfg(feature = "mysql")]
+pub(super) const MYSQL: Writable = Writable {
+    label: "the writability query (@@global.read_only)",
+    query: "SELECT IF(@@global.read_only, 'read-only', 'writable')",
+    judge: mysql,
+};
+
+#[cfg(feature = "mysql")]
+fn mysql(answer: &str) -> Option<String> {
+    match answer {
+        "writable" => None,
+        "read-only" => Some(
+            "MySQL server is read-only (@@global.read_only is on), as replicas are: the pool \
+             reaches a replica, not the source, or the server was fenced during a failover. \
+             Check that the URL (or the name it resolves) points at the writable server, and \
+             that the pool has replaced the connections it opened to the old one"
+                .to_owned(),
+        ),
+        other => Some(format!(
+            "MySQL answered the writability query with {other:?}, not \"writable\""
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[allow(unused_imports)]
+    use super::*;
+
+    #[cfg(any(feature = "postgres", feature = "deadpool-postgres"))]
+    #[test]
+    fn postgres_answers() {
+        assert_eq!((POSTGRES.judge)("primary"), None);
+        for (answer, says) in [
+            ("standby", "standby"),
+            ("read-only", "read-only"),
+            ("", "\"\""),
+        ] {
+            let message = (POSTGRES.judge)(answer).expect("not writable");
+            assert!(message.contains(says), "{answer}: {message}");
+        }
+    }
+
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn mysql_answers() {
+        assert_eq!((MYSQL.judge)("writable"), None);
+        let message = (MYSQL.judge)("read-only").expect("not writable");
+        assert!(message.contains("read_only is on"), "{message}");
+        assert!((MYSQL.judge)("1").is_some());
+    }
+}
