@@ -222,22 +222,71 @@ impl From<Status> for CheckResult {
     }
 }
 
-/// `Ok(())` is healthy; `Err(e)` is unhealthy with `e`'s `Display` text as
-/// the message.
-impl<E: fmt::Display> From<Result<(), E>> for CheckResult {
+/// `Ok(())` is healthy; `Err(e)` is unhealthy, with `e` and its sources
+/// as the message (`connecting to db: connection refused`).
+///
+/// `E` is any error (anything `?` can turn into a
+/// `Box<dyn Error + Send + Sync>`): an error type, an `anyhow::Error`, a
+/// `String` or a `&str`. A source whose text the message already holds
+/// (an error that prints its cause itself) is not repeated.
+///
+/// ```
+/// use tower_health::{CheckResult, Status};
+///
+/// let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+/// #[derive(Debug)]
+/// struct Connect(std::io::Error);
+/// impl std::fmt::Display for Connect {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         f.write_str("cannot connect to the ledger")
+///     }
+/// }
+/// impl std::error::Error for Connect {
+///     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+///         Some(&self.0)
+///     }
+/// }
+///
+/// let result = CheckResult::from(Err::<(), _>(Connect(refused)));
+/// assert_eq!(result.status(), Status::Unhealthy);
+/// assert_eq!(result.message(), Some("cannot connect to the ledger: refused"));
+/// assert_eq!(CheckResult::from(Err::<(), _>("no quorum")).message(), Some("no quorum"));
+/// ```
+impl<E> From<Result<(), E>> for CheckResult
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     fn from(result: Result<(), E>) -> Self {
         match result {
             Ok(()) => Self::healthy(),
-            Err(e) => Self::unhealthy(e.to_string()),
+            Err(e) => Self::unhealthy(error_chain(&*e.into())),
         }
     }
+}
+
+/// An error and its sources, `: `-separated, leaving out a source whose
+/// text is already there (hyper's top-level errors are terse, e.g. "client
+/// error (Connect)"; others print their cause themselves).
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// A health check.
 ///
 /// Implement it for a type, or pass an async closure: any
 /// `Fn() -> impl Future<Output = R>` where `R: Into<CheckResult>` (for
-/// example `Result<(), E>` with `E: Display`) is a `Check`.
+/// example `Result<(), E>` with `E` an error, a `String` or a `&str`) is a
+/// `Check`.
 ///
 /// A check should be cheap and must be async: the runner cuts it at its
 /// timeout, which only works at an `.await`. Blocking work belongs in

@@ -86,7 +86,7 @@ use hyper_util::{
 use tokio::net::TcpStream;
 
 use super::dns::{Lookups, connect_any};
-use crate::{Check, CheckResult};
+use crate::{Check, CheckResult, check::error_chain};
 
 /// The default limit on the body bytes a run reads.
 const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
@@ -547,22 +547,6 @@ fn closed_unanswered(e: &legacy::Error) -> bool {
         source = s.source();
     }
     false
-}
-
-/// An error and its sources, `: `-separated (hyper's top-level errors are
-/// terse, e.g. "client error (Connect)").
-fn error_chain(e: &(dyn StdError + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// The body's next frame if it has arrived: polled once and, if not
