@@ -4,7 +4,8 @@
 //! cargo run --example tonic
 //! ```
 //!
-//! Serves tonic-health's own `grpc.health.v1.Health` service (so the example
+//! Serves the gRPC health service (`grpc.health.v1.Health`, tonic-health's,
+//! kept in step with the checks by `tower_health::grpc`; so the example
 //! needs no protobuf code generation) on 127.0.0.1:50051 (`PORT` overrides
 //! the port). The server accepts HTTP/1.1 (`accept_http1(true)`) so plain
 //! `curl` can reach the HTTP health endpoints, and HTTP/2 for gRPC.
@@ -18,7 +19,6 @@
 use std::{net::SocketAddr, time::Duration};
 
 use tonic::transport::{Server, server::TcpIncoming};
-use tonic_health::ServingStatus;
 use tower_health::{CheckOptions, CheckResult, HealthChecks, Probes};
 
 #[tokio::main]
@@ -60,11 +60,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .build()?;
 
-    // tonic-health's gRPC health service, the one grpc_health_probe talks to.
-    let (reporter, grpc_health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", ServingStatus::Serving)
-        .await;
+    // The gRPC health service (`grpc.health.v1.Health`, what
+    // grpc_health_probe, Kubernetes `grpc` probes and gRPC load balancers
+    // ask), answered from the same checks: `""` and `readiness` are
+    // readiness, `liveness` and `startup` the other probes, and each check
+    // is a service of its own.
+    let grpc_health = tower_health::grpc::health_service(&health).await;
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     let addr = listener.local_addr()?;
@@ -87,6 +88,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("gRPC through the same port:");
     println!("  grpcurl -plaintext {addr} grpc.health.v1.Health/Check");
     println!("  grpc_health_probe -addr={addr}");
+    println!("  grpc_health_probe -addr={addr} -service=liveness");
+    println!("  grpc_health_probe -addr={addr} -service=database");
     println!(
         "Ctrl-C drains for 5s (readiness 503 `draining`, everything else served), then exits."
     );

@@ -100,6 +100,9 @@ pub mod axum;
 pub mod check;
 pub mod checks;
 pub mod details;
+#[cfg(feature = "tonic-health")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic-health")))]
+pub mod grpc;
 pub mod heartbeat;
 pub mod registry;
 

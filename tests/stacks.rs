@@ -434,6 +434,100 @@ async fn tonic_grpc_over_http2_still_works_through_the_layer() {
     server.abort();
 }
 
+/// `tower_health::grpc`'s service on a real tonic server, asked over
+/// HTTP/2 by tonic-health's own client: the probes and the check are
+/// services, and a Watch stream follows a check going down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_service_answers_from_the_checks() {
+    let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let db_up = up.clone();
+    let health = HealthChecks::builder()
+        .check_with(
+            "db",
+            move || {
+                let up = db_up.load(std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if up {
+                        CheckResult::healthy()
+                    } else {
+                        CheckResult::unhealthy("down")
+                    }
+                }
+            },
+            CheckOptions::new().interval(Duration::from_millis(100)),
+        )
+        .build()
+        .expect("valid checks");
+    let grpc_health = tower_health::grpc::health_service(&health).await;
+    let (listener, base) = bind().await;
+    let server = tokio::spawn(
+        Server::builder()
+            .layer(health.layer())
+            .add_service(grpc_health)
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    let channel = common::guard(
+        "connecting a tonic channel",
+        Channel::from_shared(base).expect("valid URI").connect(),
+    )
+    .await
+    .expect("channel connects");
+    let mut grpc = HealthClient::new(channel);
+    let mut status_of = async |service: &str| {
+        common::guard(
+            "grpc Check",
+            grpc.check(HealthCheckRequest {
+                service: service.into(),
+            }),
+        )
+        .await
+        .map(|response| response.into_inner().status())
+    };
+
+    // Until db's first result, readiness is not serving (bounded wait).
+    let mut ready = status_of("").await.expect("the server's status");
+    for _ in 0..100 {
+        if ready == ServingStatus::Serving {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        ready = status_of("").await.expect("the server's status");
+    }
+    assert_eq!(ready, ServingStatus::Serving);
+    for service in ["readiness", "liveness", "startup", "db"] {
+        assert_eq!(
+            status_of(service).await.expect(service),
+            ServingStatus::Serving,
+            "{service}"
+        );
+    }
+    let unknown = status_of("nosuch").await.expect_err("not a service");
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+
+    // A Watch on db sees it go down.
+    let mut watch = common::guard(
+        "grpc Watch",
+        grpc.watch(HealthCheckRequest {
+            service: "db".into(),
+        }),
+    )
+    .await
+    .expect("gRPC Watch starts")
+    .into_inner();
+    let first = common::guard("first Watch message", watch.message())
+        .await
+        .expect("stream item")
+        .expect("a first message");
+    assert_eq!(first.status(), ServingStatus::Serving);
+    up.store(false, std::sync::atomic::Ordering::SeqCst);
+    let next = common::guard("next Watch message", watch.message())
+        .await
+        .expect("stream item")
+        .expect("a next message");
+    assert_eq!(next.status(), ServingStatus::NotServing);
+    server.abort();
+}
+
 // --------------------------------------------------------------- hyper ---
 
 async fn hyper_app(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {

@@ -1,0 +1,351 @@
+//! The gRPC health checking protocol (`grpc.health.v1.Health`) from the
+//! same checks (feature `tonic-health`).
+//!
+//! Kubernetes' `grpc` probes, `grpc-health-probe` and gRPC load balancers
+//! (Envoy, cloud load balancers) ask a gRPC server for its health over
+//! `grpc.health.v1.Health` rather than over HTTP paths. [`health_service`]
+//! returns tonic-health's implementation of that service, kept in step with
+//! the probes by a task of its own, so a gRPC health call is answered from
+//! memory like an HTTP probe. Its service names:
+//!
+//! | service | status |
+//! |---|---|
+//! | `""` (the server as a whole) | readiness, as `/readyz`: what load balancers ask |
+//! | [`READINESS`] (`readiness`) | the same |
+//! | [`LIVENESS`] (`liveness`) | liveness, as `/livez`: what a Kubernetes liveness probe should ask |
+//! | [`STARTUP`] (`startup`) | startup, as `/startupz` |
+//! | each check and heartbeat, by name | `SERVING` while it passes (degraded included), `NOT_SERVING` when it fails, `UNKNOWN` before its first result |
+//!
+//! A probe is `SERVING` when it passes (`healthy` or `degraded`), whatever
+//! status codes the HTTP layer maps them to; the in-flight limit, which is
+//! per HTTP request, does not count. A check or heartbeat named like one of
+//! the probes' services is left out: the probe has the name. As with the
+//! HTTP probes, staleness is judged as time passes, even when the refresher
+//! is held up, and every service turns `NOT_SERVING` once the checks are
+//! gone (every handle and layer dropped).
+//!
+//! Since `""` is readiness, a Kubernetes liveness probe must name its
+//! service, or it restarts the pod when a dependency fails:
+//!
+//! ```yaml
+//! livenessProbe:
+//!   grpc: { port: 50051, service: liveness }
+//! readinessProbe:
+//!   grpc: { port: 50051 }
+//! ```
+//!
+//! # Example
+//!
+//! ```no_run
+//! use tower_health::{HealthChecks, grpc};
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let health = HealthChecks::builder()
+//!     .check("db", || async { Ok::<_, std::io::Error>(()) })
+//!     .build()?;
+//! let health_service = grpc::health_service(&health).await;
+//!
+//! tonic::transport::Server::builder()
+//!     .add_service(health_service)
+//!     // .add_service(your services)
+//!     .serve("127.0.0.1:50051".parse()?)
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Weak},
+    time::Duration,
+};
+
+use tokio::{sync::watch, task::JoinHandle, time::Instant};
+use tonic_health::{
+    ServingStatus,
+    pb::health_server::{Health, HealthServer},
+    server::{HealthReporter, health_reporter},
+};
+
+use crate::{HealthHandle, Overview, ProbeStatus, Status, runner::Shared};
+
+/// The service name answered with liveness.
+pub const LIVENESS: &str = "liveness";
+/// The service name answered with readiness, as `""` is.
+pub const READINESS: &str = "readiness";
+/// The service name answered with startup.
+pub const STARTUP: &str = "startup";
+
+/// How often the statuses are judged again while the published results are
+/// past their freshness (the refresher is held up or gone), so that each
+/// one turning stale shows.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// tonic-health's `grpc.health.v1.Health` service, answering from `health`'s
+/// checks. See the [module documentation](self).
+///
+/// The statuses are set before this returns; a task spawned on the current
+/// Tokio runtime keeps them in step. It must be called within a runtime.
+pub async fn health_service(health: &HealthHandle) -> HealthServer<impl Health> {
+    let (reporter, server) = health_reporter();
+    report_to(health, reporter).await;
+    server
+}
+
+/// Keeps `reporter` in step with `health`'s probes and checks, for an
+/// application that already has a tonic-health reporter (and sets its own
+/// services' statuses on it too). Sets the statuses once before it
+/// returns, then spawns the task that keeps them in step, and returns it.
+pub async fn report_to(health: &HealthHandle, reporter: HealthReporter) -> JoinHandle<()> {
+    let mut sync = Sync {
+        shared: Arc::downgrade(&health.owner.shared),
+        overview: health.subscribe(),
+        reporter,
+        published: HashMap::new(),
+    };
+    let until = sync.publish().await;
+    tokio::spawn(sync.run(until))
+}
+
+/// The task that keeps a reporter in step.
+struct Sync {
+    shared: Weak<Shared>,
+    overview: watch::Receiver<Overview>,
+    reporter: HealthReporter,
+    /// What the reporter has been told, by service name.
+    published: HashMap<String, ServingStatus>,
+}
+
+impl Sync {
+    async fn run(mut self, mut until: Option<Option<Instant>>) {
+        while let Some(fresh_until) = until {
+            let recheck = match fresh_until {
+                Some(at) if at > Instant::now() => Some(at),
+                Some(_) => Some(Instant::now() + RECHECK),
+                None => None,
+            };
+            tokio::select! {
+                changed = self.overview.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                () = sleep_until(recheck) => {}
+            }
+            until = self.publish().await;
+        }
+        // The checks are gone: nothing they judged is served any more.
+        let names: Vec<String> = self.published.keys().cloned().collect();
+        for name in names {
+            self.set(name, ServingStatus::NotServing).await;
+        }
+    }
+
+    /// Judges every service now and tells the reporter what changed.
+    /// Returns the published results' freshness (when they need judging
+    /// again even without a change), or `None` once the checks are gone.
+    async fn publish(&mut self) -> Option<Option<Instant>> {
+        let snapshot = self.shared.upgrade()?.snapshot.load_full();
+        let overview = snapshot.overview(Instant::now());
+        let probes = [
+            ("", overview.readiness),
+            (READINESS, overview.readiness),
+            (LIVENESS, overview.liveness),
+            (STARTUP, overview.startup),
+        ];
+        let mut wanted: Vec<(&str, ServingStatus)> = probes
+            .iter()
+            .map(|&(name, status)| (name, serving(status)))
+            .collect();
+        for (name, status) in &overview.components {
+            if probes.iter().all(|(probe, _)| **name != **probe) {
+                let status = match status {
+                    None => ServingStatus::Unknown,
+                    Some(Status::Healthy | Status::Degraded) => ServingStatus::Serving,
+                    Some(Status::Unhealthy) => ServingStatus::NotServing,
+                };
+                wanted.push((name, status));
+            }
+        }
+        // A component no longer registered (a removed check) is no longer
+        // known to the service.
+        let gone: Vec<String> = self
+            .published
+            .keys()
+            .filter(|name| wanted.iter().all(|(wanted, _)| wanted != name))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.published.remove(&name);
+            self.reporter.clear_service_status(&name).await;
+        }
+        for (name, status) in wanted {
+            if self.published.get(name) != Some(&status) {
+                self.set(name.to_owned(), status).await;
+            }
+        }
+        Some(snapshot.fresh_until)
+    }
+
+    async fn set(&mut self, name: String, status: ServingStatus) {
+        self.reporter.set_service_status(&name, status).await;
+        self.published.insert(name, status);
+    }
+}
+
+fn serving(status: ProbeStatus) -> ServingStatus {
+    if status.is_passing() {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+
+    use tonic_health::{
+        pb::{HealthCheckRequest, health_check_response::ServingStatus as Pb},
+        server::HealthService,
+    };
+
+    use super::*;
+    use crate::{
+        CheckOptions, CheckResult, HealthChecks, Probes,
+        test_util::{advance, settle},
+    };
+
+    /// What the real tonic-health service answers for `name`; `None` for a
+    /// service it does not know.
+    async fn ask(service: &HealthService, name: &str) -> Option<Pb> {
+        let request = tonic::Request::new(HealthCheckRequest {
+            service: name.to_owned(),
+        });
+        match Health::check(service, request).await {
+            Ok(response) => Some(response.into_inner().status()),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+                None
+            }
+        }
+    }
+
+    async fn answers(service: &HealthService, names: &[&str]) -> Vec<Option<Pb>> {
+        let mut answers = Vec::new();
+        for name in names {
+            answers.push(ask(service, name).await);
+        }
+        answers
+    }
+
+    const S: Option<Pb> = Some(Pb::Serving);
+    const N: Option<Pb> = Some(Pb::NotServing);
+    const U: Option<Pb> = Some(Pb::Unknown);
+
+    #[tokio::test(start_paused = true)]
+    async fn probes_and_checks_are_services_kept_in_step() {
+        let up = Arc::new(AtomicBool::new(true));
+        let db_up = up.clone();
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                move || {
+                    let up = db_up.load(Ordering::SeqCst);
+                    async move {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if up {
+                            CheckResult::healthy()
+                        } else {
+                            CheckResult::unhealthy("down")
+                        }
+                    }
+                },
+                CheckOptions::new().interval(Duration::from_secs(5)),
+            )
+            .check_with(
+                // Named like a probe's service: left out, the probe has it.
+                "liveness",
+                || async { CheckResult::unhealthy("not a probe") },
+                CheckOptions::new()
+                    .probes(Probes::READINESS)
+                    .critical(false),
+            )
+            .build()
+            .unwrap();
+        let (reporter, _) = health_reporter();
+        let service = HealthService::from_health_reporter(reporter.clone());
+        let names = ["", READINESS, LIVENESS, STARTUP, "db", "nosuch"];
+
+        // Set before `report_to` returns: startup waits for db's first run.
+        let task = report_to(&health, reporter).await;
+        assert_eq!(answers(&service, &names).await, [N, N, S, N, U, None]);
+
+        advance(Duration::from_millis(1100)).await;
+        assert_eq!(answers(&service, &names).await, [S, S, S, S, S, None]);
+
+        // db fails: readiness with it; liveness does not judge db.
+        up.store(false, Ordering::SeqCst);
+        advance(Duration::from_secs(7)).await;
+        assert_eq!(answers(&service, &names).await, [N, N, S, S, N, None]);
+
+        // Removed: no longer a service.
+        assert!(health.remove_check("db"));
+        settle().await;
+        assert_eq!(ask(&service, "db").await, None);
+        assert_eq!(ask(&service, "").await, S);
+
+        // Every handle gone: nothing is served, and the task ends.
+        drop(health);
+        settle().await;
+        assert_eq!(answers(&service, &names[..4]).await, [N, N, N, N]);
+        assert!(task.is_finished());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_result_turning_stale_shows_without_the_refresher() {
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                || async { CheckResult::healthy() },
+                CheckOptions::new()
+                    .interval(Duration::from_secs(5))
+                    .max_age(Duration::from_secs(30)),
+            )
+            .check_with(
+                "cache",
+                || async { CheckResult::healthy() },
+                CheckOptions::new()
+                    .interval(Duration::from_secs(5))
+                    .max_age(Duration::from_secs(60)),
+            )
+            .build()
+            .unwrap();
+        settle().await;
+        let (reporter, _) = health_reporter();
+        let service = HealthService::from_health_reporter(reporter.clone());
+        let _task = report_to(&health, reporter).await;
+        let names = ["", "db", "cache"];
+        assert_eq!(answers(&service, &names).await, [S, S, S]);
+
+        // The refresher stops: nothing publishes any more, yet each result
+        // turns stale on time, as an HTTP probe would judge it; the second
+        // one after the published results' freshness has already passed.
+        health.shutdown();
+        advance(Duration::from_secs(25)).await;
+        assert_eq!(answers(&service, &names).await, [S, S, S]);
+        advance(Duration::from_secs(10)).await;
+        assert_eq!(answers(&service, &names).await, [N, N, S]);
+        advance(Duration::from_secs(30)).await;
+        assert_eq!(answers(&service, &names).await, [N, N, N]);
+    }
+}
