@@ -400,14 +400,16 @@ fn answer<B>(
 
     // What the text form's last line calls the probe: its path, as
     // Kubernetes names it (`/healthz` answers liveness as `healthz`).
-    let path = parts.uri.path();
-    let text_name = path.strip_prefix('/').unwrap_or(path);
+    let text_name = || {
+        let path = parts.uri.path();
+        path.strip_prefix('/').unwrap_or(path)
+    };
     if let Route::Probe(probe) = route {
         let cached = fresh
             && !query.detailed
             && query.exclude.is_empty()
             && !reveal
-            && (format != Format::Text || text_name == probe.name());
+            && (format != Format::Text || text_name() == probe.name());
         if cached {
             let Answer { status, body } = snapshot.cached.get(probe, busy, format);
             return respond(
@@ -439,7 +441,7 @@ fn answer<B>(
                     .filter(|name| !view.covers(probe, name))
                     .map(|name| &**name)
                     .collect();
-                text::render(&view, probe, text_name, &unmatched)
+                text::render(&view, probe, text_name(), &unmatched)
             }
         },
         Route::Component(offset) => {
