@@ -738,6 +738,30 @@ mod http_tests {
             .body(Full::default())
             .unwrap();
         assert!(!send(&mut private, wrong).await.body.contains("hunter2"));
+        // The same app, asked without the token or with a wrong one, in
+        // every format, cached or rendered per request: nothing revealed.
+        for uri in [
+            "/readyz?verbose",
+            "/healthz?verbose",
+            "/readyz?verbose&exclude=db",
+            "/readyz",
+            "/health/cache",
+        ] {
+            for token in [None, Some("Bearer nope")] {
+                for accept in ["*/*", "application/health+json"] {
+                    let mut request = Request::get(uri).header("accept", accept);
+                    if let Some(token) = token {
+                        request = request.header("authorization", token);
+                    }
+                    let reply = send(&mut private, request.body(Full::default()).unwrap()).await;
+                    assert!(
+                        !reply.body.contains("hunter2") && !reply.body.contains("evictions"),
+                        "{uri} {token:?} {accept} leaked: {}",
+                        reply.body
+                    );
+                }
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

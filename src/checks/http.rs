@@ -9,7 +9,7 @@
 //!   [`max_body_bytes`](HttpCheck::max_body_bytes) bytes (64 KiB by default)
 //!   are read, so a huge or endless body cannot exhaust memory or time.
 //!   Without a substring to find, the status alone decides, and a slow or
-//!   streaming body is not waited for.
+//!   streaming body is not waited for (100 ms at most).
 //!
 //! The client keeps connections alive between runs, so a run reuses the
 //! previous run's connection. An upstream may close that connection as idle
@@ -64,7 +64,7 @@
 use std::{
     error::Error as StdError,
     fmt,
-    future::{Future, poll_fn},
+    future::Future,
     io::{self, ErrorKind},
     ops::RangeInclusive,
     pin::Pin,
@@ -76,7 +76,7 @@ use bytes::Bytes;
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, header::USER_AGENT,
 };
-use http_body::{Body, Frame};
+use http_body::Body;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -90,6 +90,13 @@ use crate::{Check, CheckResult, check::error_chain};
 
 /// The default limit on the body bytes a run reads.
 const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Without [`HttpCheck::expect_body_contains`], how long a run goes on
+/// reading the body after a passing status: long enough for a short body
+/// (a JSON health document, chunked or not) to arrive so the connection is
+/// reused, short enough that a slow or streaming body does not hold up the
+/// run.
+const BODY_GRACE: Duration = Duration::from_millis(100);
 
 /// Requests a URL and checks the status and, optionally, the body. See the
 /// [module documentation](self).
@@ -330,10 +337,10 @@ where
     /// How many body bytes a run reads at most; 64 KiB by default.
     ///
     /// Without [`expect_body_contains`](Self::expect_body_contains) the
-    /// status decides the result, and the run reads, up to this limit, only
-    /// the part of the body that has already arrived: a short body's
-    /// connection is reused, while a slow or streaming body's connection is
-    /// closed rather than waited on.
+    /// status decides the result, and the run reads the body, up to this
+    /// limit, for 100 ms at most: a short body's connection is reused, while
+    /// a slow or streaming body's connection is closed rather than waited
+    /// on (`body_bytes` is then what arrived in that time).
     #[must_use]
     pub fn max_body_bytes(mut self, limit: usize) -> Self {
         self.max_body_bytes = limit;
@@ -410,9 +417,11 @@ where
         }
 
         // Read at most `max_body_bytes`, stopping early once the needle is
-        // found. Without a needle the status has decided: read only what
-        // has arrived, so that a short body's connection can be reused,
-        // and close a slow or endless one rather than wait for it.
+        // found. Without a needle the status has decided: read the rest of
+        // the body for a short grace only, so that a short body's
+        // connection can be reused, and close a slow or endless one rather
+        // than wait for it.
+        let grace = tokio::time::Instant::now() + BODY_GRACE;
         let mut body = response.into_body();
         let mut seen: Vec<u8> = Vec::new();
         let mut read = 0usize;
@@ -422,9 +431,9 @@ where
             let frame = if self.body_contains.is_some() {
                 body.frame().await
             } else {
-                match arrived(&mut body).await {
-                    Some(frame) => frame,
-                    None => break,
+                match tokio::time::timeout_at(grace, body.frame()).await {
+                    Ok(frame) => frame,
+                    Err(_) => break,
                 }
             };
             match frame {
@@ -547,22 +556,6 @@ fn closed_unanswered(e: &legacy::Error) -> bool {
         source = s.source();
     }
     false
-}
-
-/// The body's next frame if it has arrived: polled once and, if not
-/// ready, once more after yielding to the runtime (hyper's connection task
-/// may be about to deliver it). `None` if it is still on its way.
-async fn arrived(body: &mut Incoming) -> Option<Option<Result<Frame<Bytes>, hyper::Error>>> {
-    for turn in 0..2 {
-        if turn > 0 {
-            tokio::task::yield_now().await;
-        }
-        let next = poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await;
-        if let Poll::Ready(frame) = next {
-            return Some(frame);
-        }
-    }
-    None
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

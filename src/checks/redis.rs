@@ -24,10 +24,13 @@
 //! that reaches one passes: right for an application that only reads. An
 //! application that writes asks for more with
 //! [`expect_writable`](RedisCheck::expect_writable): each run sends `ROLE`
-//! instead, and anything but a master fails. That is what a failover leaves
-//! behind when a connection stays on the old master, now a replica, or a
-//! DNS name still points at it. (`ROLE` may be renamed or disabled on some
-//! managed services; there, the check fails with the server's error.)
+//! beside `PING` (one round trip), and anything but a master fails. That is
+//! what a failover leaves behind when a connection stays on the old master,
+//! now a replica, or a DNS name still points at it. `ROLE` is in the
+//! `@admin` and `@dangerous` ACL categories: an ACL user without them needs
+//! `+role`, or every run fails with `NOPERM` (and a message that says so).
+//! Some managed services rename or disable it; there, the check fails with
+//! the server's error.
 //!
 //! # Example
 //!
@@ -79,9 +82,10 @@ where
         }
     }
 
-    /// Fails unless the server is a master: each run sends `ROLE` instead
-    /// of `PING`, and a replica (which refuses writes with `READONLY`) or a
-    /// Sentinel is unhealthy. See [Replicas](self#replicas).
+    /// Fails unless the server is a master: each run sends `ROLE` beside
+    /// `PING`, and a replica (which refuses writes with `READONLY`) or a
+    /// Sentinel is unhealthy. The connection's ACL user needs `+role`. See
+    /// [Replicas](self#replicas).
     #[must_use]
     pub fn expect_writable(mut self) -> Self {
         self.writable = true;
@@ -105,12 +109,18 @@ where
     async fn check(&self) -> CheckResult {
         let mut connection = self.connection.clone();
         if self.writable {
-            return match ::redis::cmd("ROLE")
-                .query_async::<::redis::Value>(&mut connection)
+            // `PING` as well, in the same round trip: a server still
+            // loading its data answers `ROLE` but not `PING`.
+            return match ::redis::pipe()
+                .cmd("PING")
+                .cmd("ROLE")
+                .query_async::<(::redis::Value, ::redis::Value)>(&mut connection)
                 .await
             {
-                Ok(answer) => role(&answer),
-                Err(e) => CheckResult::unhealthy(format!("Redis ROLE failed: {e}; {}", hint(&e))),
+                Ok((_, answer)) => role(&answer),
+                Err(e) => {
+                    CheckResult::unhealthy(format!("Redis PING and ROLE failed: {e}; {}", hint(&e)))
+                }
             };
         }
         match ::redis::cmd("PING")
@@ -179,6 +189,10 @@ fn hint(e: &::redis::RedisError) -> &'static str {
         Some("NOAUTH" | "WRONGPASS") => {
             "the server requires authentication: check the password (and ACL user) in the \
              application's Redis URL"
+        }
+        Some("NOPERM") => {
+            "the connection's ACL user may not run the command: grant it (expect_writable \
+             needs `+role` besides `+ping`)"
         }
         Some(_) => "the server refused the command: look at its state and logs",
         None if e.kind() == ::redis::ErrorKind::AuthenticationFailed => {

@@ -56,11 +56,14 @@ fn postgres(answer: &str) -> Option<String> {
 
 /// `read_only` is how MySQL and MariaDB replicas are kept from taking
 /// writes (MySQL's `super_read_only` turns it on too); the application's
-/// user, without `SUPER`, cannot write while it is on.
+/// user, without `SUPER`, cannot write while it is on. Its value is 0 or 1
+/// in MySQL, `OFF` or `ON` in MariaDB 10, and since MariaDB 12 also
+/// `NO_LOCK` or `NO_LOCK_NO_ADMIN` (read-only too): compared as text, since
+/// a word counts as 0 in a numeric context.
 #[cfg(feature = "mysql")]
 pub(super) const MYSQL: Writable = Writable {
     label: "the writability query (@@global.read_only)",
-    query: "SELECT IF(@@global.read_only, 'read-only', 'writable')",
+    query: "SELECT IF(CAST(@@global.read_only AS CHAR) IN ('0', 'OFF'), 'writable', 'read-only')",
     judge: mysql,
 };
 
@@ -97,6 +100,38 @@ mod tests {
         ] {
             let message = (POSTGRES.judge)(answer).expect("not writable");
             assert!(message.contains(says), "{answer}: {message}");
+        }
+    }
+
+    /// The query's reading of every form `read_only` takes, asked of the
+    /// real server at `MYSQL_URL` with the variable replaced by each value.
+    #[cfg(feature = "mysql")]
+    #[tokio::test]
+    async fn mysql_reads_every_form_of_read_only() {
+        use sqlx::{Connection, Row};
+        let url = std::env::var("MYSQL_URL")
+            .ok()
+            .filter(|url| !url.is_empty())
+            .unwrap_or_else(|| "mysql://root@127.0.0.1:3306/test".to_owned());
+        let mut connection = sqlx::MySqlConnection::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("MariaDB/MySQL at {url} is needed: {e}"));
+        for (value, answer) in [
+            ("0", "writable"),
+            ("1", "read-only"),
+            ("'0'", "writable"),
+            ("'1'", "read-only"),
+            ("'OFF'", "writable"),
+            ("'ON'", "read-only"),
+            ("'NO_LOCK'", "read-only"),
+            ("'NO_LOCK_NO_ADMIN'", "read-only"),
+        ] {
+            let query = MYSQL.query.replace("@@global.read_only", value);
+            let row = sqlx::raw_sql(&query)
+                .fetch_one(&mut connection)
+                .await
+                .unwrap_or_else(|e| panic!("{query}: {e}"));
+            assert_eq!(row.get::<String, _>(0), answer, "read_only = {value}");
         }
     }
 

@@ -363,3 +363,49 @@ async fn a_streaming_body_is_not_waited_for_without_a_needle() {
     assert_eq!(result.status(), Status::Healthy, "{result:?}");
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_chunked_body_keeps_its_connection_without_a_needle() {
+    // Chunked, the last chunk written a moment after the rest, as servers
+    // that stream their JSON do. The run waits that moment (and on a
+    // multi-threaded runtime the rest of a body may reach it a moment after
+    // the head anyway), so every run reuses the first connection.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                while read_head(&mut socket).await {
+                    let reply = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+                                 f\r\n{\"status\":\"up\"}\r\n";
+                    if socket.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    if socket.write_all(b"0\r\n\r\n").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let check = HttpCheck::new(uri(addr, "/health"));
+    for _ in 0..12 {
+        let result = check.check().await;
+        assert_eq!(result.status(), Status::Healthy, "{result:?}");
+        assert_eq!(observed(&result, "body_bytes"), 15);
+        // Let hyper-util's pool take the connection back (real time;
+        // nothing is asserted about durations).
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "one connection, reused"
+    );
+    server.abort();
+}

@@ -6,7 +6,6 @@
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    str::FromStr,
     time::{Duration, Instant},
 };
 
@@ -109,7 +108,9 @@ impl Drop for Scratch {
 
 /// A private PostgreSQL server started as a standby (a fresh cluster with
 /// `standby.signal` and no primary to follow): it accepts read-only
-/// connections and stays in recovery until promoted. Stopped on drop.
+/// connections and stays in recovery until promoted. It listens on a Unix
+/// socket only (in its data directory, named after `port`), so no TCP port
+/// can be taken from under it. Stopped on drop.
 struct PostgresStandby {
     port: u16,
     bin: PathBuf,
@@ -145,7 +146,7 @@ impl PostgresStandby {
         );
         std::fs::write(dir.0.join("standby.signal"), b"").unwrap();
         let server = PostgresStandby { port, bin, dir };
-        let options = format!("-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off");
+        let options = format!("-p {port} -k {data} -c listen_addresses='' -c fsync=off");
         run_as(
             "postgres",
             &server.bin.join("pg_ctl"),
@@ -163,8 +164,21 @@ impl PostgresStandby {
         Some(server)
     }
 
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    fn sqlx_options(&self) -> PgConnectOptions {
+        PgConnectOptions::new()
+            .socket(&self.dir.0)
+            .port(self.port)
+            .username("postgres")
+            .database("postgres")
+    }
+
+    fn deadpool_config(&self) -> deadpool_postgres::Config {
+        let mut config = deadpool_postgres::Config::new();
+        config.host = Some(self.dir.path(""));
+        config.port = Some(self.port);
+        config.user = Some("postgres".to_owned());
+        config.dbname = Some("postgres".to_owned());
+        config
     }
 
     /// Ends recovery: the server becomes a primary, on the same
@@ -188,9 +202,10 @@ impl Drop for PostgresStandby {
     }
 }
 
-fn deadpool(url: &str, options: Option<&str>) -> deadpool_postgres::Pool {
-    let mut config = deadpool_postgres::Config::new();
-    config.url = Some(url.to_owned());
+fn deadpool(
+    mut config: deadpool_postgres::Config,
+    options: Option<&str>,
+) -> deadpool_postgres::Pool {
     config.options = options.map(str::to_owned);
     config
         .create_pool(
@@ -205,13 +220,12 @@ async fn a_postgres_standby_fails_expect_writable_until_promoted() {
     let Some(standby) = PostgresStandby::start() else {
         return;
     };
-    let options = PgConnectOptions::from_str(&standby.url()).unwrap();
     let sqlx_pool = PgPoolOptions::new()
         .max_connections(2)
-        .connect_with(options)
+        .connect_with(standby.sqlx_options())
         .await
         .expect("connect to the standby");
-    let deadpool = deadpool(&standby.url(), None);
+    let deadpool = deadpool(standby.deadpool_config(), None);
 
     // A standby answers `SELECT 1`: without the option, it passes.
     assert_healthy(&run(&SqlxCheck::new(sqlx_pool.clone())).await);
@@ -245,9 +259,13 @@ async fn a_read_only_postgres_session_fails_expect_writable() {
         .await
         .unwrap();
     assert_healthy(&run(&SqlxCheck::new(writable).expect_writable()).await);
-    let url = support::database_url();
+    let shared = || {
+        let mut config = deadpool_postgres::Config::new();
+        config.url = Some(support::database_url());
+        config
+    };
     assert_healthy(
-        &DeadpoolPostgresCheck::new(deadpool(&url, None))
+        &DeadpoolPostgresCheck::new(deadpool(shared(), None))
             .expect_writable()
             .check()
             .await,
@@ -267,10 +285,13 @@ async fn a_read_only_postgres_session_fails_expect_writable() {
         "session is read-only",
     );
     assert_refused(
-        &DeadpoolPostgresCheck::new(deadpool(&url, Some("-c default_transaction_read_only=on")))
-            .expect_writable()
-            .check()
-            .await,
+        &DeadpoolPostgresCheck::new(deadpool(
+            shared(),
+            Some("-c default_transaction_read_only=on"),
+        ))
+        .expect_writable()
+        .check()
+        .await,
         "session is read-only",
     );
 }
@@ -279,11 +300,12 @@ async fn a_read_only_postgres_session_fails_expect_writable() {
 // MariaDB
 
 /// A private MariaDB server started with `--read-only`, as replicas run.
-/// Killed on drop.
+/// It listens on a Unix socket only, so no TCP port can be taken from under
+/// it. Killed on drop.
 struct MariaDbReadOnly {
-    port: u16,
+    socket: String,
     child: Child,
-    _dir: Scratch,
+    dir: Scratch,
 }
 
 impl MariaDbReadOnly {
@@ -301,6 +323,7 @@ impl MariaDbReadOnly {
             );
             return None;
         }
+        // Unique in name only: nothing listens on it.
         let port = support::free_port();
         let dir = Scratch::new("mariadb-read-only", port);
         let data = dir.path("data");
@@ -321,32 +344,28 @@ impl MariaDbReadOnly {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
+        // In the data directory, which the server's user owns.
+        let socket = format!("{data}/sock");
+        let log = std::fs::File::create(dir.0.join("server.log")).expect("a log file");
         let child = Command::new(server)
             .args(&common)
-            .arg(format!("--port={port}"))
-            .args([
-                "--bind-address=127.0.0.1",
-                "--read-only=1",
-                "--skip-log-bin",
-            ])
-            // In the data directory, which the server's user owns.
-            .arg(format!("--socket={data}/sock"))
+            .args(["--skip-networking", "--read-only=1", "--skip-log-bin"])
+            .arg(format!("--socket={socket}"))
             .arg(format!("--pid-file={data}/pid"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start mariadbd");
-        let server = MariaDbReadOnly {
-            port,
-            child,
-            _dir: dir,
-        };
+        let mut server = MariaDbReadOnly { socket, child, dir };
         let start = Instant::now();
         while start.elapsed() < CAP {
+            if let Ok(Some(exit)) = server.child.try_wait() {
+                panic!("the private mariadbd exited ({exit}): {}", server.log());
+            }
             if let Some(Ok(_)) = within(
                 Duration::from_secs(2),
-                tokio::net::TcpStream::connect(("127.0.0.1", port)),
+                tokio::net::UnixStream::connect(&server.socket),
             )
             .await
             {
@@ -354,11 +373,22 @@ impl MariaDbReadOnly {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("the private mariadbd on port {port} did not listen within {CAP:?}");
+        panic!(
+            "the private mariadbd did not listen on {} within {CAP:?}: {}",
+            server.socket,
+            server.log()
+        );
     }
 
-    fn url(&self) -> String {
-        format!("mysql://root@127.0.0.1:{}/mysql", self.port)
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("server.log")).unwrap_or_default()
+    }
+
+    fn options(&self) -> MySqlConnectOptions {
+        MySqlConnectOptions::new()
+            .socket(&self.socket)
+            .username("root")
+            .database("mysql")
     }
 }
 
@@ -385,10 +415,9 @@ async fn a_read_only_mariadb_fails_expect_writable_until_made_writable() {
     let Some(server) = MariaDbReadOnly::start().await else {
         return;
     };
-    let options = MySqlConnectOptions::from_str(&server.url()).unwrap();
     let pool = MySqlPoolOptions::new()
         .max_connections(2)
-        .connect_with(options)
+        .connect_with(server.options())
         .await
         .expect("connect to the private MariaDB");
     // A read-only server answers `SELECT 1`: without the option, it passes.
@@ -423,9 +452,11 @@ async fn a_redis_replica_fails_expect_writable_until_made_a_master() {
         }
     }
 
-    // A replica of a master that is not there (nothing listens on its
-    // port): it answers PING, serving its (empty) data.
-    let master_port = support::free_port().to_string();
+    // A replica of a master that never answers (a port this test holds
+    // bound and never serves, so no other server can take it): it answers
+    // PING, serving its (empty) data.
+    let master = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let master_port = master.local_addr().unwrap().port().to_string();
     let Some(replica) = RedisServer::start_with(
         support::free_port(),
         &["--replicaof", "127.0.0.1", &master_port],
@@ -450,4 +481,33 @@ async fn a_redis_replica_fails_expect_writable_until_made_a_master() {
         .await
         .unwrap();
     assert_healthy(&check.check().await);
+
+    // An ACL user without `@dangerous` may PING but not ask for the role:
+    // the message says what to grant.
+    let () = redis::cmd("ACL")
+        .arg(
+            &[
+                "SETUSER",
+                "limited",
+                "on",
+                "nopass",
+                "~*",
+                "+@all",
+                "-@dangerous",
+            ][..],
+        )
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let url = format!("redis://limited:any@127.0.0.1:{}", replica.port);
+    let limited = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    assert_healthy(&RedisCheck::new(limited.clone()).check().await);
+    let result = RedisCheck::new(limited).expect_writable().check().await;
+    assert_refused(&result, "no permissions");
+    assert_refused(&result, "+role");
+    drop(master);
 }
