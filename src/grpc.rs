@@ -96,18 +96,19 @@ pub async fn health_service(health: &HealthHandle) -> HealthServer<impl Health> 
 /// services' statuses on it too). Sets the statuses once before it
 /// returns, then spawns the task that keeps them in step, and returns it.
 pub async fn report_to(health: &HealthHandle, reporter: HealthReporter) -> JoinHandle<()> {
-    let mut sync = Sync {
+    let mut follower = Follower {
         shared: Arc::downgrade(&health.owner.shared),
         overview: health.subscribe(),
         reporter,
         published: HashMap::new(),
     };
-    let until = sync.publish().await;
-    tokio::spawn(sync.run(until))
+    // `health` holds the checks, so they are not gone yet.
+    let fresh_until = follower.publish().await.flatten();
+    tokio::spawn(follower.run(fresh_until))
 }
 
-/// The task that keeps a reporter in step.
-struct Sync {
+/// The task that keeps a reporter in step with the checks.
+struct Follower {
     shared: Weak<Shared>,
     overview: watch::Receiver<Overview>,
     reporter: HealthReporter,
@@ -115,13 +116,14 @@ struct Sync {
     published: HashMap<String, ServingStatus>,
 }
 
-impl Sync {
-    async fn run(mut self, mut until: Option<Option<Instant>>) {
-        while let Some(fresh_until) = until {
-            let recheck = match fresh_until {
-                Some(at) if at > Instant::now() => Some(at),
-                Some(_) => Some(Instant::now() + RECHECK),
-                None => None,
+impl Follower {
+    /// Publishes again on every change, and as the published results pass
+    /// their freshness (`fresh_until`), until the checks are gone.
+    async fn run(mut self, mut fresh_until: Option<Instant>) {
+        loop {
+            let wake = match fresh_until {
+                Some(at) if at <= Instant::now() => Some(Instant::now() + RECHECK),
+                at => at,
             };
             tokio::select! {
                 changed = self.overview.changed() => {
@@ -129,9 +131,12 @@ impl Sync {
                         break;
                     }
                 }
-                () = sleep_until(recheck) => {}
+                () = sleep_until(wake) => {}
             }
-            until = self.publish().await;
+            match self.publish().await {
+                Some(at) => fresh_until = at,
+                None => break,
+            }
         }
         // The checks are gone: nothing they judged is served any more.
         let names: Vec<String> = self.published.keys().cloned().collect();
