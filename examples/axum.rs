@@ -11,6 +11,10 @@
 //!
 //! With `DATABASE_URL` (PostgreSQL) and/or `REDIS_URL` set, it also runs the
 //! built-in `postgres` and `redis` checks (`tower_health::checks`).
+//!
+//! `GET /metrics` is a Prometheus scrape of the checks' metrics (feature
+//! `metrics`, recorded by `metrics-exporter-prometheus`): runs, durations,
+//! the last run's time and every probe's and check's status.
 
 use std::{
     sync::{
@@ -49,6 +53,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|_| format!("DRAIN_SECS must be a whole number of seconds, got {secs:?}"))?,
         Err(_) => 5,
     };
+
+    // The checks report through the `metrics` facade (feature `metrics`)
+    // to the recorder installed here; `/metrics` renders what it holds.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let scrape = recorder.handle();
+    metrics::set_global_recorder(recorder)?;
 
     let demo_failing = Arc::new(AtomicBool::new(false));
     let flag = demo_failing.clone();
@@ -108,7 +118,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/", get(index))
         .route("/demo/fail", post(fail))
         .route("/demo/recover", post(recover))
-        .with_state(demo_failing);
+        .with_state(demo_failing)
+        .route("/metrics", get(move || std::future::ready(scrape.render())));
     // Wrap the whole router (feature `axum`): probes are answered before any
     // routing. `router.layer(health.layer())` works too.
     let app = health.layer().wrap_axum(router);
@@ -125,6 +136,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "/livez",
         "/readyz?verbose",
         "/startupz",
+        "/metrics",
     ] {
         println!("  curl -i '{base}{path}'");
     }
@@ -171,7 +183,7 @@ async fn index() -> Html<&'static str> {
          <ul>\
          <li><a href=\"/health\">/health</a> and <a href=\"/health?detailed=true\">/health?detailed=true</a></li>\
          <li><a href=\"/livez\">/livez</a>, <a href=\"/readyz?verbose\">/readyz?verbose</a>, <a href=\"/startupz\">/startupz</a></li>\
-         <li><a href=\"/health/demo\">/health/demo</a></li>\
+         <li><a href=\"/health/demo\">/health/demo</a>, <a href=\"/metrics\">/metrics</a></li>\
          </ul>\
          <p><code>curl -X POST localhost:3000/demo/fail</code> breaks the <code>demo</code> check; \
          <code>/demo/recover</code> heals it.</p>",

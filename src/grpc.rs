@@ -53,20 +53,16 @@
 //! # Ok(()) }
 //! ```
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Weak},
-    time::Duration,
-};
+use std::collections::HashMap;
 
-use tokio::{sync::watch, task::JoinHandle, time::Instant};
+use tokio::task::JoinHandle;
 use tonic_health::{
     ServingStatus,
     pb::health_server::{Health, HealthServer},
     server::{HealthReporter, health_reporter},
 };
 
-use crate::{HealthHandle, Overview, ProbeStatus, Status, runner::Shared};
+use crate::{HealthHandle, Overview, ProbeStatus, Status, follow::Follow};
 
 /// The service name answered with liveness.
 pub const LIVENESS: &str = "liveness";
@@ -74,11 +70,6 @@ pub const LIVENESS: &str = "liveness";
 pub const READINESS: &str = "readiness";
 /// The service name answered with startup.
 pub const STARTUP: &str = "startup";
-
-/// How often the statuses are judged again while the published results are
-/// past their freshness (the refresher is held up or gone), so that each
-/// one turning stale shows.
-const RECHECK: Duration = Duration::from_secs(1);
 
 /// tonic-health's `grpc.health.v1.Health` service, answering from `health`'s
 /// checks. See the [module documentation](self).
@@ -97,20 +88,20 @@ pub async fn health_service(health: &HealthHandle) -> HealthServer<impl Health> 
 /// returns, then spawns the task that keeps them in step, and returns it.
 pub async fn report_to(health: &HealthHandle, reporter: HealthReporter) -> JoinHandle<()> {
     let mut follower = Follower {
-        shared: Arc::downgrade(&health.owner.shared),
-        overview: health.subscribe(),
+        follow: Follow::new(&health.owner.shared),
         reporter,
         published: HashMap::new(),
     };
     // `health` holds the checks, so they are not gone yet.
-    let fresh_until = follower.publish().await.flatten();
-    tokio::spawn(follower.run(fresh_until))
+    if let Some(overview) = follower.follow.judge() {
+        follower.publish(&overview).await;
+    }
+    tokio::spawn(follower.run())
 }
 
 /// The task that keeps a reporter in step with the checks.
 struct Follower {
-    shared: Weak<Shared>,
-    overview: watch::Receiver<Overview>,
+    follow: Follow,
     reporter: HealthReporter,
     /// What the reporter has been told, by service name.
     published: HashMap<String, ServingStatus>,
@@ -118,25 +109,13 @@ struct Follower {
 
 impl Follower {
     /// Publishes again on every change, and as the published results pass
-    /// their freshness (`fresh_until`), until the checks are gone.
-    async fn run(mut self, mut fresh_until: Option<Instant>) {
-        loop {
-            let wake = match fresh_until {
-                Some(at) if at <= Instant::now() => Some(Instant::now() + RECHECK),
-                at => at,
+    /// their freshness, until the checks are gone.
+    async fn run(mut self) {
+        while self.follow.changed().await {
+            let Some(overview) = self.follow.judge() else {
+                break;
             };
-            tokio::select! {
-                changed = self.overview.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                }
-                () = sleep_until(wake) => {}
-            }
-            match self.publish().await {
-                Some(at) => fresh_until = at,
-                None => break,
-            }
+            self.publish(&overview).await;
         }
         // The checks are gone: nothing they judged is served any more.
         let names: Vec<String> = self.published.keys().cloned().collect();
@@ -145,12 +124,8 @@ impl Follower {
         }
     }
 
-    /// Judges every service now and tells the reporter what changed.
-    /// Returns the published results' freshness (when they need judging
-    /// again even without a change), or `None` once the checks are gone.
-    async fn publish(&mut self) -> Option<Option<Instant>> {
-        let snapshot = self.shared.upgrade()?.snapshot.load_full();
-        let overview = snapshot.overview(Instant::now());
+    /// Tells the reporter what changed.
+    async fn publish(&mut self, overview: &Overview) {
         let probes = [
             ("", overview.readiness),
             (READINESS, overview.readiness),
@@ -188,7 +163,6 @@ impl Follower {
                 self.set(name.to_owned(), status).await;
             }
         }
-        Some(snapshot.fresh_until)
     }
 
     async fn set(&mut self, name: String, status: ServingStatus) {
@@ -205,18 +179,14 @@ fn serving(status: ProbeStatus) -> ServingStatus {
     }
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicBool, Ordering},
+        },
+        time::Duration,
     };
 
     use tonic_health::{

@@ -104,10 +104,15 @@ pub mod details;
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic-health")))]
 pub mod grpc;
 pub mod heartbeat;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 pub mod registry;
 
 mod body;
 mod clock;
+#[cfg(any(feature = "tonic-health", feature = "metrics"))]
+mod follow;
 mod future;
 mod layer;
 mod render;

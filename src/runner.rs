@@ -55,6 +55,9 @@ pub(crate) struct Shared {
     pub(crate) in_flight_filter: Option<InFlightFilter>,
     pub(crate) overview: watch::Sender<Overview>,
     pub(crate) drain_delay: Duration,
+    /// Notified after every run, for the metrics' status task.
+    #[cfg(feature = "metrics")]
+    ran: Arc<Notify>,
 }
 
 struct State {
@@ -136,12 +139,19 @@ pub(crate) fn start(builder: HealthChecksBuilder) -> Result<Owner, Error> {
         in_flight_filter: builder.in_flight_filter,
         overview,
         drain_delay: builder.drain_delay,
+        #[cfg(feature = "metrics")]
+        ran: Arc::new(Notify::new()),
     });
     {
         let mut state = shared.lock();
         shared.publish(&mut state);
     }
     runtime.spawn(run(shared.clone()));
+    #[cfg(feature = "metrics")]
+    {
+        let _entered = runtime.enter();
+        crate::metrics::follow(&shared, shared.ran.clone());
+    }
     Ok(Owner { shared })
 }
 
@@ -475,7 +485,16 @@ impl Shared {
         };
         view.last = Some(run.clone());
         log_run(entry, before, &run);
+        #[cfg(feature = "metrics")]
+        let name = entry.name.clone();
         self.publish(&mut state);
+        // The recorder is the application's code: called without the lock.
+        #[cfg(feature = "metrics")]
+        {
+            drop(state);
+            crate::metrics::ran(&name, &run);
+            self.ran.notify_one();
+        }
     }
 }
 

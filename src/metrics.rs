@@ -1,0 +1,423 @@
+//! Metrics about the checks and probes, through the [`metrics`] facade
+//! (feature `metrics`).
+//!
+//! With the feature on, the checks report to whatever recorder the
+//! application installs (`metrics-exporter-prometheus`, an OpenTelemetry
+//! bridge, ...); with no recorder installed the calls do nothing. Nothing
+//! here is on the request path: run metrics are recorded by the refresher
+//! as each run finishes, statuses by a task of their own.
+//!
+//! | metric | type | labels | what |
+//! |---|---|---|---|
+//! | [`health_check_runs_total`](CHECK_RUNS) | counter | `check`, `outcome` | finished runs; `outcome` is `healthy`, `degraded`, `unhealthy` (reported), `timeout` or `panic` |
+//! | [`health_check_duration_seconds`](CHECK_DURATION) | histogram | `check` | how long each run took (a run cut at its timeout counts the timeout) |
+//! | [`health_check_last_run_timestamp_seconds`](CHECK_LAST_RUN) | gauge | `check` | Unix time the last run finished |
+//! | [`health_component_status`](COMPONENT_STATUS) | gauge | `component`, `status` | 1 for each check's and heartbeat's current status (`healthy`, `degraded`, `unhealthy`, `pending`), 0 for the others |
+//! | [`health_probe_status`](PROBE_STATUS) | gauge | `probe`, `status` | 1 for each probe's (`health`, `liveness`, `readiness`, `startup`) current status (`healthy`, `degraded`, `unhealthy`, `starting`, `draining`), 0 for the others |
+//!
+//! The statuses are what the probes would answer, after flap damping and
+//! with staleness judged as time passes, even when the refresher is held
+//! up; the in-flight limit, which is per request, is left out. They are set
+//! on every change and again after every run, so a recorder installed after
+//! the checks were built has them within one check interval. A removed
+//! check or retired heartbeat keeps its series at 0, and every status
+//! series turns 0 once the checks are gone (every handle and layer
+//! dropped).
+//!
+//! A refresher that died or hangs stops the runs, and its results turn
+//! stale: readiness and the status series show that. To alert on it
+//! directly, compare the last run's time with the interval, e.g. in
+//! Prometheus `time() - health_check_last_run_timestamp_seconds > 60`.
+//!
+//! # Example
+//!
+//! ```
+//! use metrics_exporter_prometheus::PrometheusBuilder;
+//! use tower_health::{CheckResult, HealthChecks};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let recorder = PrometheusBuilder::new().build_recorder();
+//! let prometheus = recorder.handle();
+//! // In an application: `metrics::set_global_recorder(recorder)?`, or
+//! // `PrometheusBuilder::new().install()?` for its own scrape endpoint.
+//! # let _guard = metrics::set_default_local_recorder(&recorder);
+//! let health = HealthChecks::builder()
+//!     .check("db", || async { CheckResult::healthy() })
+//!     .build()?;
+//! # tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+//!
+//! // What a scrape of `prometheus.render()` contains:
+//! let text = prometheus.render();
+//! assert!(text.contains(r#"health_probe_status{probe="readiness",status="healthy"} 1"#));
+//! assert!(text.contains(r#"health_check_runs_total{check="db",outcome="healthy"} 1"#));
+//! # drop(health);
+//! # Ok(()) }
+//! ```
+
+use std::{
+    sync::Arc,
+    time::{Duration, UNIX_EPOCH},
+};
+
+use ::metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use tokio::sync::Notify;
+
+use crate::{
+    Overview, ProbeStatus, Status,
+    follow::Follow,
+    runner::Shared,
+    snapshot::{Failure, Run},
+};
+
+/// Counter of finished runs, by `check` and `outcome`.
+pub const CHECK_RUNS: &str = "health_check_runs_total";
+/// Histogram of run durations in seconds, by `check`.
+pub const CHECK_DURATION: &str = "health_check_duration_seconds";
+/// Gauge: Unix time in seconds at which the last run of `check` finished.
+pub const CHECK_LAST_RUN: &str = "health_check_last_run_timestamp_seconds";
+/// Gauge, 1 or 0, by `component` (a check or heartbeat) and `status`.
+pub const COMPONENT_STATUS: &str = "health_component_status";
+/// Gauge, 1 or 0, by `probe` and `status`.
+pub const PROBE_STATUS: &str = "health_probe_status";
+
+const COMPONENT_STATUSES: [&str; 4] = ["healthy", "degraded", "unhealthy", "pending"];
+const PROBE_STATUSES: [ProbeStatus; 5] = [
+    ProbeStatus::Healthy,
+    ProbeStatus::Degraded,
+    ProbeStatus::Unhealthy,
+    ProbeStatus::Starting,
+    ProbeStatus::Draining,
+];
+
+/// Records a finished run. Called by the refresher without its lock held:
+/// the recorder is the application's code.
+pub(crate) fn ran(check: &Arc<str>, run: &Run) {
+    let outcome = match run.failure {
+        Some(Failure::TimedOut(_)) => "timeout",
+        Some(Failure::Panicked) => "panic",
+        Some(Failure::Reported) | None => run.status.as_str(),
+    };
+    let check = check.to_string();
+    counter!(CHECK_RUNS, "check" => check.clone(), "outcome" => outcome).increment(1);
+    histogram!(CHECK_DURATION, "check" => check.clone()).record(run.duration.as_secs_f64());
+    let finished = run
+        .at_wall
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    gauge!(CHECK_LAST_RUN, "check" => check).set(finished.as_secs_f64());
+}
+
+/// Spawns the task that keeps the status gauges in step. `ran` is notified
+/// after every run.
+pub(crate) fn follow(shared: &Arc<Shared>, ran: Arc<Notify>) {
+    let mut statuses = Statuses {
+        follow: Follow::new(shared),
+        ran,
+        shown: Vec::new(),
+    };
+    tokio::spawn(async move { statuses.run().await });
+}
+
+struct Statuses {
+    follow: Follow,
+    ran: Arc<Notify>,
+    /// The components whose series were set last time.
+    shown: Vec<Arc<str>>,
+}
+
+impl Statuses {
+    async fn run(&mut self) {
+        while let Some(overview) = self.follow.judge() {
+            self.set(&overview);
+            tokio::select! {
+                more = self.follow.changed() => if !more { break },
+                () = self.ran.notified() => {}
+            }
+        }
+        // The checks are gone: no status is current any more.
+        for probe in PROBES {
+            set_probe(probe, None);
+        }
+        for name in std::mem::take(&mut self.shown) {
+            set_component(&name, None);
+        }
+    }
+
+    fn set(&mut self, overview: &Overview) {
+        describe();
+        for (probe, status) in PROBES.into_iter().zip([
+            overview.health,
+            overview.liveness,
+            overview.readiness,
+            overview.startup,
+        ]) {
+            set_probe(probe, Some(status));
+        }
+        for name in &self.shown {
+            if overview.components.iter().all(|(c, _)| c != name) {
+                set_component(name, None);
+            }
+        }
+        self.shown.clear();
+        for (name, status) in &overview.components {
+            let status = status.map_or("pending", Status::as_str);
+            set_component(name, Some(status));
+            self.shown.push(name.clone());
+        }
+    }
+}
+
+const PROBES: [&str; 4] = ["health", "liveness", "readiness", "startup"];
+
+/// Sets `probe`'s series: 1 for `current`, 0 for the others.
+fn set_probe(probe: &'static str, current: Option<ProbeStatus>) {
+    for status in PROBE_STATUSES {
+        let value = if current == Some(status) { 1.0 } else { 0.0 };
+        gauge!(PROBE_STATUS, "probe" => probe, "status" => status.as_str()).set(value);
+    }
+}
+
+/// Sets `component`'s series: 1 for `current`, 0 for the others.
+fn set_component(component: &str, current: Option<&str>) {
+    for status in COMPONENT_STATUSES {
+        let value = if current == Some(status) { 1.0 } else { 0.0 };
+        gauge!(COMPONENT_STATUS, "component" => component.to_owned(), "status" => status)
+            .set(value);
+    }
+}
+
+fn describe() {
+    describe_counter!(CHECK_RUNS, "Finished health check runs, by outcome");
+    describe_histogram!(CHECK_DURATION, Unit::Seconds, "Health check run durations");
+    describe_gauge!(
+        CHECK_LAST_RUN,
+        Unit::Seconds,
+        "Unix time at which the health check's last run finished"
+    );
+    describe_gauge!(
+        COMPONENT_STATUS,
+        "1 for the health check's or heartbeat's current status, 0 for the others"
+    );
+    describe_gauge!(
+        PROBE_STATUS,
+        "1 for the probe's current status, 0 for the others"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::atomic::{AtomicBool, Ordering},
+        time::Duration,
+    };
+
+    use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+    use super::*;
+    use crate::{
+        CheckOptions, CheckResult, HealthChecks,
+        test_util::{advance, settle},
+    };
+
+    /// The value of the series `name{labels}` in a Prometheus scrape.
+    fn value(text: &str, name: &str, labels: &str) -> Option<f64> {
+        let prefix = format!("{name}{{{labels}}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map(|v| v.parse().unwrap())
+    }
+
+    /// The status series of `probe` that are 1.
+    fn probe(scrape: &PrometheusHandle, probe: &str) -> Vec<&'static str> {
+        let text = scrape.render();
+        PROBE_STATUSES
+            .iter()
+            .map(|s| s.as_str())
+            .filter(|s| {
+                let labels = format!(r#"probe="{probe}",status="{s}""#);
+                value(&text, PROBE_STATUS, &labels).expect(&labels) == 1.0
+            })
+            .collect()
+    }
+
+    /// The status series of `component` that are 1.
+    fn component(scrape: &PrometheusHandle, component: &str) -> Vec<&'static str> {
+        let text = scrape.render();
+        COMPONENT_STATUSES
+            .into_iter()
+            .filter(|s| {
+                let labels = format!(r#"component="{component}",status="{s}""#);
+                value(&text, COMPONENT_STATUS, &labels).expect(&labels) == 1.0
+            })
+            .collect()
+    }
+
+    fn runs(scrape: &PrometheusHandle, check: &str, outcome: &str) -> f64 {
+        let labels = format!(r#"check="{check}",outcome="{outcome}""#);
+        value(&scrape.render(), CHECK_RUNS, &labels).unwrap_or(0.0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_and_statuses_are_recorded() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let scrape = recorder.handle();
+        let _local = ::metrics::set_default_local_recorder(&recorder);
+
+        let up = Arc::new(AtomicBool::new(true));
+        let db_up = up.clone();
+        let every = |secs| CheckOptions::new().interval(Duration::from_secs(secs));
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                move || {
+                    let up = db_up.load(Ordering::SeqCst);
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        if up {
+                            CheckResult::healthy()
+                        } else {
+                            CheckResult::unhealthy("down")
+                        }
+                    }
+                },
+                every(5),
+            )
+            .check_with(
+                "hangs",
+                std::future::pending::<CheckResult>,
+                every(5).timeout(Duration::from_secs(1)).critical(false),
+            )
+            .check_with(
+                "panics",
+                || async {
+                    if true {
+                        panic!("boom");
+                    }
+                    CheckResult::healthy()
+                },
+                every(5).critical(false),
+            )
+            .build()
+            .unwrap();
+        let _worker = health.heartbeat("worker", Duration::from_secs(60)).unwrap();
+
+        settle().await;
+        assert_eq!(component(&scrape, "db"), ["pending"]);
+        assert_eq!(component(&scrape, "worker"), ["healthy"]);
+        assert_eq!(probe(&scrape, "readiness"), ["starting"]);
+        assert_eq!(probe(&scrape, "liveness"), ["healthy"]);
+
+        advance(Duration::from_millis(1100)).await;
+        assert_eq!(component(&scrape, "db"), ["healthy"]);
+        assert_eq!(component(&scrape, "hangs"), ["unhealthy"]);
+        assert_eq!(probe(&scrape, "readiness"), ["degraded"]);
+        assert_eq!(runs(&scrape, "db", "healthy"), 1.0);
+        assert_eq!(runs(&scrape, "hangs", "timeout"), 1.0);
+        assert_eq!(runs(&scrape, "panics", "panic"), 1.0);
+        let text = scrape.render();
+        // Paused, the clock moves only when told: the run took its 250 ms
+        // exactly, and the cut one its 1 s timeout.
+        assert_eq!(
+            value(&text, CHECK_DURATION, r#"check="db",quantile="1""#),
+            Some(0.25)
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("{CHECK_DURATION}_count"),
+                r#"check="hangs""#
+            ),
+            Some(1.0)
+        );
+        let last = value(&text, CHECK_LAST_RUN, r#"check="db""#).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!((now - 60.0..=now).contains(&last), "{last} vs {now}");
+
+        up.store(false, Ordering::SeqCst);
+        advance(Duration::from_secs(5)).await;
+        assert_eq!(runs(&scrape, "db", "unhealthy"), 1.0);
+        assert_eq!(runs(&scrape, "db", "healthy"), 1.0);
+        assert_eq!(component(&scrape, "db"), ["unhealthy"]);
+        assert_eq!(probe(&scrape, "readiness"), ["unhealthy"]);
+        assert_eq!(probe(&scrape, "liveness"), ["healthy"]);
+
+        // Changes made outside a run show too.
+        health.drain();
+        settle().await;
+        assert_eq!(probe(&scrape, "readiness"), ["draining"]);
+        assert!(health.remove_check("db"));
+        settle().await;
+        assert_eq!(component(&scrape, "db"), [""; 0]);
+
+        // The checks are gone: no status is current.
+        drop(_worker);
+        drop(health);
+        settle().await;
+        for name in PROBES {
+            assert_eq!(probe(&scrape, name), [""; 0], "{name}");
+        }
+        assert_eq!(component(&scrape, "hangs"), [""; 0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recorder_installed_late_has_the_statuses_after_the_next_run() {
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                || async { CheckResult::healthy() },
+                CheckOptions::new().interval(Duration::from_secs(5)),
+            )
+            .build()
+            .unwrap();
+        settle().await;
+
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let scrape = recorder.handle();
+        let _local = ::metrics::set_default_local_recorder(&recorder);
+        assert_eq!(
+            value(
+                &scrape.render(),
+                PROBE_STATUS,
+                r#"probe="readiness",status="healthy""#
+            ),
+            None
+        );
+        advance(Duration::from_secs(5)).await;
+        assert_eq!(probe(&scrape, "readiness"), ["healthy"]);
+        assert_eq!(component(&scrape, "db"), ["healthy"]);
+        drop(health);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_result_turning_stale_shows_without_the_refresher() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let scrape = recorder.handle();
+        let _local = ::metrics::set_default_local_recorder(&recorder);
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                || async { CheckResult::healthy() },
+                CheckOptions::new()
+                    .interval(Duration::from_secs(5))
+                    .max_age(Duration::from_secs(30)),
+            )
+            .build()
+            .unwrap();
+        settle().await;
+        assert_eq!(component(&scrape, "db"), ["healthy"]);
+
+        health.shutdown();
+        advance(Duration::from_secs(29)).await;
+        assert_eq!(component(&scrape, "db"), ["healthy"]);
+        advance(Duration::from_secs(2)).await;
+        assert_eq!(component(&scrape, "db"), ["unhealthy"]);
+        assert_eq!(probe(&scrape, "readiness"), ["unhealthy"]);
+        assert_eq!(runs(&scrape, "db", "healthy"), 1.0);
+    }
+}
