@@ -18,16 +18,25 @@
 //! The statuses are what the probes would answer, after flap damping and
 //! with staleness judged as time passes, even when the refresher is held
 //! up; the in-flight limit, which is per request, is left out. They are set
-//! on every change and again after every run, so a recorder installed after
-//! the checks were built has them within one check interval. A removed
-//! check or retired heartbeat keeps its series at 0, and every status
-//! series turns 0 once the checks are gone (every handle and layer
-//! dropped).
+//! on every change and again after every check run, so a recorder
+//! installed after the checks were built has them from the next run of any
+//! check. A removed check or retired heartbeat keeps its status series at
+//! 0, and every status series turns 0 once the checks are gone (every
+//! handle and layer dropped, or the runtime they ran on shut down).
 //!
 //! A refresher that died or hangs stops the runs, and its results turn
 //! stale: readiness and the status series show that. To alert on it
-//! directly, compare the last run's time with the interval, e.g. in
-//! Prometheus `time() - health_check_last_run_timestamp_seconds > 60`.
+//! directly, compare the last run's age with the check's interval plus
+//! timeout, e.g. in Prometheus `time() -
+//! health_check_last_run_timestamp_seconds > 30` for checks every 5 s with
+//! a 2 s timeout. A removed check's timestamp is set to NaN, which no
+//! comparison matches, so such an alert stays quiet for it.
+//!
+//! The series carry no label that tells two [`HealthChecks`] apart: give
+//! each recorder one set of checks (one per process, as a rule), or the
+//! second overwrites the first's probe statuses.
+//!
+//! [`HealthChecks`]: crate::HealthChecks
 //!
 //! # Example
 //!
@@ -110,6 +119,12 @@ pub(crate) fn ran(check: &Arc<str>, run: &Run) {
     gauge!(CHECK_LAST_RUN, "check" => check).set(finished.as_secs_f64());
 }
 
+/// Marks a removed check's last run as unknown (NaN), so an alert on its
+/// age does not fire for a check that no longer runs.
+pub(crate) fn removed(check: &str) {
+    gauge!(CHECK_LAST_RUN, "check" => check.to_owned()).set(f64::NAN);
+}
+
 /// Spawns the task that keeps the status gauges in step. `ran` is notified
 /// after every run.
 pub(crate) fn follow(shared: &Arc<Shared>, ran: Arc<Notify>) {
@@ -137,13 +152,7 @@ impl Statuses {
                 () = self.ran.notified() => {}
             }
         }
-        // The checks are gone: no status is current any more.
-        for probe in PROBES {
-            set_probe(probe, None);
-        }
-        for name in std::mem::take(&mut self.shown) {
-            set_component(&name, None);
-        }
+        // The checks are gone: `drop` clears the statuses.
     }
 
     fn set(&mut self, overview: &Overview) {
@@ -166,6 +175,23 @@ impl Statuses {
             let status = status.map_or("pending", Status::as_str);
             set_component(name, Some(status));
             self.shown.push(name.clone());
+        }
+    }
+}
+
+/// However the task ends (the checks gone, or its runtime shut down with
+/// the handles still held), no status it set is current any more.
+impl Drop for Statuses {
+    fn drop(&mut self) {
+        // A panic in the recorder is already unwinding: do not call it again.
+        if std::thread::panicking() {
+            return;
+        }
+        for probe in PROBES {
+            set_probe(probe, None);
+        }
+        for name in std::mem::take(&mut self.shown) {
+            set_component(&name, None);
         }
     }
 }
@@ -290,6 +316,7 @@ mod tests {
                 std::future::pending::<CheckResult>,
                 every(5).timeout(Duration::from_secs(1)).critical(false),
             )
+            .check_with("slow", || async { CheckResult::degraded("slow") }, every(5))
             .check_with(
                 "panics",
                 || async {
@@ -317,6 +344,8 @@ mod tests {
         assert_eq!(runs(&scrape, "db", "healthy"), 1.0);
         assert_eq!(runs(&scrape, "hangs", "timeout"), 1.0);
         assert_eq!(runs(&scrape, "panics", "panic"), 1.0);
+        assert_eq!(runs(&scrape, "slow", "degraded"), 1.0);
+        assert_eq!(component(&scrape, "slow"), ["degraded"]);
         let text = scrape.render();
         // Paused, the clock moves only when told: the run took its 250 ms
         // exactly, and the cut one its 1 s timeout.
@@ -354,6 +383,9 @@ mod tests {
         assert!(health.remove_check("db"));
         settle().await;
         assert_eq!(component(&scrape, "db"), [""; 0]);
+        // No age for an alert to judge: it no longer runs.
+        let last = value(&scrape.render(), CHECK_LAST_RUN, r#"check="db""#).unwrap();
+        assert!(last.is_nan(), "{last}");
 
         // The checks are gone: no status is current.
         drop(_worker);
@@ -363,6 +395,129 @@ mod tests {
             assert_eq!(probe(&scrape, name), [""; 0], "{name}");
         }
         assert_eq!(component(&scrape, "hangs"), [""; 0]);
+        assert_eq!(component(&scrape, "worker"), [""; 0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_show_as_components() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let scrape = recorder.handle();
+        let _local = ::metrics::set_default_local_recorder(&recorder);
+        let health = HealthChecks::builder().build().unwrap();
+        let worker = health.heartbeat("worker", Duration::from_secs(10)).unwrap();
+        settle().await;
+        assert_eq!(component(&scrape, "worker"), ["healthy"]);
+        assert_eq!(probe(&scrape, "liveness"), ["healthy"]);
+
+        // No beat: the deadline passes with no check run to set anything.
+        advance(Duration::from_secs(11)).await;
+        assert_eq!(component(&scrape, "worker"), ["unhealthy"]);
+        assert_eq!(probe(&scrape, "liveness"), ["unhealthy"]);
+        worker.beat();
+        settle().await;
+        assert_eq!(component(&scrape, "worker"), ["healthy"]);
+
+        worker.retire();
+        settle().await;
+        assert_eq!(component(&scrape, "worker"), [""; 0]);
+        assert_eq!(probe(&scrape, "liveness"), ["healthy"]);
+    }
+
+    /// A recorder with a bug: it panics whenever a metric is registered.
+    struct Panics;
+
+    impl ::metrics::Recorder for Panics {
+        fn describe_counter(
+            &self,
+            _: ::metrics::KeyName,
+            _: Option<Unit>,
+            _: ::metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: ::metrics::KeyName,
+            _: Option<Unit>,
+            _: ::metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: ::metrics::KeyName,
+            _: Option<Unit>,
+            _: ::metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            _: &::metrics::Key,
+            _: &::metrics::Metadata<'_>,
+        ) -> ::metrics::Counter {
+            panic!("recorder bug")
+        }
+        fn register_gauge(
+            &self,
+            _: &::metrics::Key,
+            _: &::metrics::Metadata<'_>,
+        ) -> ::metrics::Gauge {
+            panic!("recorder bug")
+        }
+        fn register_histogram(
+            &self,
+            _: &::metrics::Key,
+            _: &::metrics::Metadata<'_>,
+        ) -> ::metrics::Histogram {
+            panic!("recorder bug")
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_recorder_does_not_stop_the_checks() {
+        let _local = ::metrics::set_default_local_recorder(&Panics);
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = runs.clone();
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                move || {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    async { CheckResult::healthy() }
+                },
+                CheckOptions::new().interval(Duration::from_secs(5)),
+            )
+            .build()
+            .unwrap();
+        advance(Duration::from_secs(11)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        drop(health);
+    }
+
+    #[test]
+    fn statuses_are_cleared_when_the_runtime_shuts_down_under_the_handles() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let scrape = recorder.handle();
+        let _local = ::metrics::set_default_local_recorder(&recorder);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let health = runtime.block_on(async {
+            let health = HealthChecks::builder()
+                .check("db", || async { CheckResult::healthy() })
+                .build()
+                .unwrap();
+            settle().await;
+            health
+        });
+        assert_eq!(probe(&scrape, "readiness"), ["healthy"]);
+        assert_eq!(component(&scrape, "db"), ["healthy"]);
+
+        // The handle lives on, but nothing keeps the statuses current.
+        drop(runtime);
+        assert_eq!(probe(&scrape, "readiness"), [""; 0]);
+        assert_eq!(component(&scrape, "db"), [""; 0]);
+        drop(health);
     }
 
     #[tokio::test(start_paused = true)]
@@ -380,12 +535,11 @@ mod tests {
         let recorder = PrometheusBuilder::new().build_recorder();
         let scrape = recorder.handle();
         let _local = ::metrics::set_default_local_recorder(&recorder);
+        // Nothing changes and nothing runs: nothing is set yet.
+        settle().await;
+        let text = scrape.render();
         assert_eq!(
-            value(
-                &scrape.render(),
-                PROBE_STATUS,
-                r#"probe="readiness",status="healthy""#
-            ),
+            value(&text, PROBE_STATUS, r#"probe="readiness",status="healthy""#),
             None
         );
         advance(Duration::from_secs(5)).await;

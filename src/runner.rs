@@ -275,6 +275,8 @@ impl Shared {
         }
         // Dropped outside the lock: the check's drop may run user code.
         drop(removed);
+        #[cfg(feature = "metrics")]
+        crate::metrics::removed(name);
         true
     }
 
@@ -488,11 +490,16 @@ impl Shared {
         #[cfg(feature = "metrics")]
         let name = entry.name.clone();
         self.publish(&mut state);
-        // The recorder is the application's code: called without the lock.
+        // The recorder is the application's code: called without the lock,
+        // and a panic in it must not end the refresher.
         #[cfg(feature = "metrics")]
         {
             drop(state);
-            crate::metrics::ran(&name, &run);
+            let recorded = catch_unwind(AssertUnwindSafe(|| crate::metrics::ran(&name, &run)));
+            if let Err(payload) = recorded {
+                tracing::error!(check = &*name, "health: the metrics recorder panicked");
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            }
             self.ran.notify_one();
         }
     }
