@@ -197,7 +197,7 @@ mod tests {
     use super::*;
     use crate::{
         CheckOptions, CheckResult, HealthChecks, Probes,
-        test_util::{advance, settle},
+        test_util::{advance, settle, slow_switch},
     };
 
     /// What the real tonic-health service answers for `name`; `None` for a
@@ -230,21 +230,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn probes_and_checks_are_services_kept_in_step() {
         let up = Arc::new(AtomicBool::new(true));
-        let db_up = up.clone();
         let health = HealthChecks::builder()
             .check_with(
                 "db",
-                move || {
-                    let up = db_up.load(Ordering::SeqCst);
-                    async move {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        if up {
-                            CheckResult::healthy()
-                        } else {
-                            CheckResult::unhealthy("down")
-                        }
-                    }
-                },
+                slow_switch(&up, Duration::from_secs(1)),
                 CheckOptions::new().interval(Duration::from_secs(5)),
             )
             .check_with(

@@ -245,7 +245,7 @@ mod tests {
     use super::*;
     use crate::{
         CheckOptions, CheckResult, HealthChecks,
-        test_util::{advance, settle},
+        test_util::{advance, settle, slow_switch},
     };
 
     /// The value of the series `name{labels}` in a Prometheus scrape.
@@ -293,24 +293,9 @@ mod tests {
         let _local = ::metrics::set_default_local_recorder(&recorder);
 
         let up = Arc::new(AtomicBool::new(true));
-        let db_up = up.clone();
         let every = |secs| CheckOptions::new().interval(Duration::from_secs(secs));
         let health = HealthChecks::builder()
-            .check_with(
-                "db",
-                move || {
-                    let up = db_up.load(Ordering::SeqCst);
-                    async move {
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                        if up {
-                            CheckResult::healthy()
-                        } else {
-                            CheckResult::unhealthy("down")
-                        }
-                    }
-                },
-                every(5),
-            )
+            .check_with("db", slow_switch(&up, Duration::from_millis(250)), every(5))
             .check_with(
                 "hangs",
                 std::future::pending::<CheckResult>,

@@ -63,3 +63,27 @@ pub(crate) async fn advance(d: Duration) {
 pub(crate) async fn settle() {
     advance(Duration::from_millis(1)).await;
 }
+
+/// A check that takes `takes` to answer healthy while `up` is set, and
+/// unhealthy ("down") when it is not.
+#[cfg(any(feature = "tonic-health", feature = "metrics"))]
+pub(crate) fn slow_switch(
+    up: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    takes: Duration,
+) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = crate::CheckResult> + Send>>
++ Send
++ Sync
++ 'static {
+    let up = up.clone();
+    move || {
+        let up = up.load(std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            tokio::time::sleep(takes).await;
+            if up {
+                crate::CheckResult::healthy()
+            } else {
+                crate::CheckResult::unhealthy("down")
+            }
+        })
+    }
+}
