@@ -197,7 +197,7 @@ mod tests {
     use super::*;
     use crate::{
         CheckOptions, CheckResult, HealthChecks, Probes,
-        test_util::{advance, settle, slow_switch},
+        test_util::{advance, aging, settle, slow_switch},
     };
 
     /// What the real tonic-health service answers for `name`; `None` for a
@@ -277,23 +277,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_result_turning_stale_shows_without_the_refresher() {
-        let health = HealthChecks::builder()
-            .check_with(
-                "db",
-                || async { CheckResult::healthy() },
-                CheckOptions::new()
-                    .interval(Duration::from_secs(5))
-                    .max_age(Duration::from_secs(30)),
-            )
-            .check_with(
-                "cache",
-                || async { CheckResult::healthy() },
-                CheckOptions::new()
-                    .interval(Duration::from_secs(5))
-                    .max_age(Duration::from_secs(60)),
-            )
-            .build()
-            .unwrap();
+        let health = aging(&[("db", 30), ("cache", 60)]);
         settle().await;
         let (reporter, _) = health_reporter();
         let service = HealthService::from_health_reporter(reporter.clone());

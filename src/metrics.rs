@@ -125,12 +125,12 @@ pub(crate) fn removed(check: &str) {
     gauge!(CHECK_LAST_RUN, "check" => check.to_owned()).set(f64::NAN);
 }
 
-/// Spawns the task that keeps the status gauges in step. `ran` is notified
-/// after every run.
-pub(crate) fn follow(shared: &Arc<Shared>, ran: Arc<Notify>) {
+/// Spawns the task that keeps the status gauges in step, woken by the
+/// refresher after every run (`Shared::ran`).
+pub(crate) fn follow(shared: &Arc<Shared>) {
     let mut statuses = Statuses {
         follow: Follow::new(shared),
-        ran,
+        ran: shared.ran.clone(),
         shown: Vec::new(),
     };
     tokio::spawn(async move { statuses.run().await });
@@ -245,7 +245,7 @@ mod tests {
     use super::*;
     use crate::{
         CheckOptions, CheckResult, HealthChecks,
-        test_util::{advance, settle, slow_switch},
+        test_util::{advance, aging, settle, slow_switch},
     };
 
     /// The value of the series `name{labels}` in a Prometheus scrape.
@@ -538,16 +538,7 @@ mod tests {
         let recorder = PrometheusBuilder::new().build_recorder();
         let scrape = recorder.handle();
         let _local = ::metrics::set_default_local_recorder(&recorder);
-        let health = HealthChecks::builder()
-            .check_with(
-                "db",
-                || async { CheckResult::healthy() },
-                CheckOptions::new()
-                    .interval(Duration::from_secs(5))
-                    .max_age(Duration::from_secs(30)),
-            )
-            .build()
-            .unwrap();
+        let health = aging(&[("db", 30)]);
         settle().await;
         assert_eq!(component(&scrape, "db"), ["healthy"]);
 

@@ -57,7 +57,7 @@ pub(crate) struct Shared {
     pub(crate) drain_delay: Duration,
     /// Notified after every run, for the metrics' status task.
     #[cfg(feature = "metrics")]
-    ran: Arc<Notify>,
+    pub(crate) ran: Arc<Notify>,
 }
 
 struct State {
@@ -150,7 +150,7 @@ pub(crate) fn start(builder: HealthChecksBuilder) -> Result<Owner, Error> {
     #[cfg(feature = "metrics")]
     {
         let _entered = runtime.enter();
-        crate::metrics::follow(&shared, shared.ran.clone());
+        crate::metrics::follow(&shared);
     }
     Ok(Owner { shared })
 }

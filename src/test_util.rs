@@ -64,6 +64,27 @@ pub(crate) async fn settle() {
     advance(Duration::from_millis(1)).await;
 }
 
+/// Healthy checks run every 5 s, each with its own `max_age` in seconds.
+#[cfg(any(feature = "tonic-health", feature = "metrics"))]
+pub(crate) fn aging(checks: &[(&str, u64)]) -> HealthHandle {
+    checks
+        .iter()
+        .fold(
+            crate::HealthChecks::builder(),
+            |builder, &(name, max_age)| {
+                builder.check_with(
+                    name,
+                    || async { crate::CheckResult::healthy() },
+                    crate::CheckOptions::new()
+                        .interval(Duration::from_secs(5))
+                        .max_age(Duration::from_secs(max_age)),
+                )
+            },
+        )
+        .build()
+        .unwrap()
+}
+
 /// A check that takes `takes` to answer healthy while `up` is set, and
 /// unhealthy ("down") when it is not.
 #[cfg(any(feature = "tonic-health", feature = "metrics"))]
