@@ -4,28 +4,22 @@
 //!
 //! The refresher's [`Overview`] changes when it publishes. Staleness is
 //! judged at request time, so an integration must also judge again as time
-//! passes: when the published results pass their freshness, and then every
-//! [`RECHECK`] while they stay past it (the refresher is held up or gone),
-//! so that each result turning stale shows.
+//! passes: at the next instant a result would turn stale or a heartbeat
+//! would miss its deadline, even when the refresher is held up or gone, so
+//! that each result turning stale shows. Once nothing is left to expire,
+//! only a publication wakes it.
 
-use std::{
-    sync::{Arc, Weak},
-    time::Duration,
-};
+use std::sync::{Arc, Weak};
 
 use tokio::{sync::watch, time::Instant};
 
 use crate::{Overview, runner::Shared};
 
-/// How often the statuses are judged again while the published results are
-/// past their freshness.
-const RECHECK: Duration = Duration::from_secs(1);
-
 pub(crate) struct Follow {
     shared: Weak<Shared>,
     overview: watch::Receiver<Overview>,
-    /// The last judged snapshot's freshness.
-    fresh_until: Option<Instant>,
+    /// When time alone next changes the last judgement.
+    wake: Option<Instant>,
 }
 
 impl Follow {
@@ -35,7 +29,7 @@ impl Follow {
         Self {
             shared: Arc::downgrade(shared),
             overview: shared.overview.subscribe(),
-            fresh_until: None,
+            wake: None,
         }
     }
 
@@ -43,20 +37,17 @@ impl Follow {
     /// checks are gone (every handle and layer dropped).
     pub(crate) fn judge(&mut self) -> Option<Overview> {
         let snapshot = self.shared.upgrade()?.snapshot.load_full();
-        self.fresh_until = snapshot.fresh_until;
-        Some(snapshot.overview(Instant::now()))
+        let now = Instant::now();
+        self.wake = snapshot.expires_after(now);
+        Some(snapshot.overview(now))
     }
 
     /// Waits until a judgement may have changed: the refresher published a
-    /// change, or time passed the last judged results' freshness. `false`
-    /// once the checks are gone. Cancel safe.
+    /// change, or time reached the next expiry after the last judgement.
+    /// `false` once the checks are gone. Cancel safe.
     pub(crate) async fn changed(&mut self) -> bool {
-        let wake = match self.fresh_until {
-            Some(at) if at <= Instant::now() => Some(Instant::now() + RECHECK),
-            at => at,
-        };
         let sleep = async {
-            match wake {
+            match self.wake {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
@@ -65,5 +56,58 @@ impl Follow {
             changed = self.overview.changed() => changed.is_ok(),
             () = sleep => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::{Instant, timeout};
+
+    use super::Follow;
+    use crate::{
+        Status,
+        test_util::{aging, settle},
+    };
+
+    fn status(follow: &mut Follow, name: &str) -> Option<Status> {
+        let overview = follow.judge().expect("the checks are alive");
+        overview
+            .components
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .unwrap_or_else(|| panic!("no component {name}"))
+            .1
+    }
+
+    /// With the refresher stopped, a follower wakes exactly when each result
+    /// turns stale, then sleeps until something is published or the checks
+    /// are gone, instead of judging again on a timer.
+    #[tokio::test(start_paused = true)]
+    async fn wakes_at_each_expiry_and_then_only_for_a_change() {
+        let t0 = Instant::now();
+        let health = aging(&[("cache", 10), ("db", 30)]);
+        settle().await;
+        health.shutdown();
+        settle().await;
+        let mut follow = Follow::new(&health.owner.shared);
+        assert_eq!(status(&mut follow, "cache"), Some(Status::Healthy));
+
+        assert!(follow.changed().await);
+        assert_eq!(t0.elapsed().as_secs(), 10);
+        assert_eq!(status(&mut follow, "cache"), Some(Status::Unhealthy));
+        assert_eq!(status(&mut follow, "db"), Some(Status::Healthy));
+
+        assert!(follow.changed().await);
+        assert_eq!(t0.elapsed().as_secs(), 30);
+        assert_eq!(status(&mut follow, "db"), Some(Status::Unhealthy));
+
+        // Nothing is left to expire.
+        let idle = timeout(Duration::from_secs(24 * 3600), follow.changed()).await;
+        assert!(idle.is_err(), "woke with nothing to judge: {idle:?}");
+
+        drop(health);
+        assert!(!follow.changed().await);
     }
 }

@@ -33,7 +33,7 @@ use tokio::{
 use crate::{
     Status,
     check::DynCheck,
-    heartbeat::{Beat, Heartbeat, HeartbeatSlot},
+    heartbeat::{Heartbeat, HeartbeatSlot},
     registry::{
         CheckOptions, Error, HealthChecksBuilder, LONGEST, Overview, Probes, Registration,
         SHORTEST, validate_name,
@@ -333,20 +333,8 @@ impl Shared {
     /// Builds, renders and stores a new snapshot from `state`.
     fn publish(&self, state: &mut State) {
         let now = Instant::now();
-        let mut fresh_until: Option<Instant> = None;
-        let mut earliest = |t: Instant| {
-            fresh_until = Some(fresh_until.map_or(t, |f| f.min(t)));
-        };
         let mut components = Vec::with_capacity(state.checks.len() + state.heartbeats.len());
-        // Only future instants: what is stale already is rendered as stale
-        // now, so the cached answers stay exact until the earliest of these.
         for entry in &state.checks {
-            if let (Effective::Passing(_), Some(run)) = (entry.view.effective, &entry.view.last) {
-                let expires = run.at + entry.view.max_age;
-                if expires > now {
-                    earliest(expires);
-                }
-            }
             components.push(Component {
                 name: entry.name.clone(),
                 probes: entry.options.probes,
@@ -355,11 +343,7 @@ impl Shared {
             });
         }
         for slot in &state.heartbeats {
-            let beat = slot.observe(now);
-            if let Beat::Alive { due, .. } = beat {
-                earliest(due);
-            }
-            slot.report(beat, now);
+            slot.report(slot.observe(now), now);
             components.push(Component {
                 name: slot.name.clone(),
                 probes: Probes::LIVENESS,
@@ -375,10 +359,13 @@ impl Shared {
             version: state.version.clone(),
             born: state.born,
             in_flight_limit: self.in_flight_limit,
-            fresh_until,
+            fresh_until: None,
             cached: Cached::default(),
         };
-        state.fresh_until = fresh_until;
+        // What is stale already is rendered as stale now, so the cached
+        // answers stay exact until the next expiry.
+        snapshot.fresh_until = snapshot.expires_after(now);
+        state.fresh_until = snapshot.fresh_until;
         // Startup latches: once nothing is waiting, it never fails again.
         if !snapshot.started && snapshot.startup_waiting().is_empty() {
             state.started = true;

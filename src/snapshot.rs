@@ -397,6 +397,27 @@ impl Snapshot {
         }
     }
 
+    /// The first instant after `now` at which time alone changes a
+    /// judgement: a passing result turns stale or a live heartbeat misses
+    /// its deadline. `None` when nothing is left to expire (every result
+    /// already stale or failing, no live heartbeat).
+    pub(crate) fn expires_after(&self, now: Instant) -> Option<Instant> {
+        self.components
+            .iter()
+            .filter_map(|c| match &c.kind {
+                Kind::Check(view) => match (view.effective, &view.last) {
+                    (Effective::Passing(_), Some(run)) => Some(run.at + view.max_age),
+                    _ => None,
+                },
+                Kind::Heartbeat(slot) => match slot.at(now) {
+                    Beat::Alive { due, .. } => Some(due),
+                    Beat::Missed { .. } | Beat::Dropped => None,
+                },
+            })
+            .filter(|&at| at > now)
+            .min()
+    }
+
     pub(crate) fn component(&self, name: &str) -> Option<&Component> {
         self.components.iter().find(|c| &*c.name == name)
     }
