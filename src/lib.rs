@@ -84,6 +84,11 @@
 //!   [`max_age`](CheckOptions::max_age) counts as failed ("stale"), checked
 //!   at request time, so a dead or starved refresher turns readiness 503
 //!   instead of serving a frozen "healthy".
+//! - **A lost refresher**: if the task that runs the checks ends without a
+//!   [`shutdown`](HealthHandle::shutdown) (it panicked, or the runtime
+//!   [`build`](HealthChecksBuilder::build) ran in was dropped), no check
+//!   will run again, so liveness fails too, with readiness and `/health`
+//!   ("health checks stopped running"): only a restart helps.
 
 #![forbid(unsafe_code)]
 #![warn(

@@ -121,6 +121,7 @@ pub(crate) fn start(builder: HealthChecksBuilder) -> Result<Owner, Error> {
         started: false,
         waiting_for_mark: false,
         draining: false,
+        stopped: false,
         version: None,
         born: now,
         in_flight_limit: None,
@@ -231,6 +232,25 @@ impl Shared {
             );
         }
         Err(Error::ShutDown)
+    }
+
+    /// Marks the checker stopped because the refresher is gone without a
+    /// shutdown, and publishes that: liveness and readiness fail from now
+    /// on, since no check will run again. `false` if it had stopped already.
+    fn lose(&self) -> bool {
+        if self.stopped.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        self.lost.store(true, Ordering::SeqCst);
+        // Not while unwinding: a second panic there would abort. (The
+        // refresher's own panics are caught before this is reached.)
+        if !std::thread::panicking() {
+            let published = catch_unwind(AssertUnwindSafe(|| self.republish()));
+            if published.is_err() {
+                tracing::error!("health: publishing that the refresher is gone panicked");
+            }
+        }
+        true
     }
 
     /// Publishes again without any other change (a heartbeat came back or
@@ -356,6 +376,7 @@ impl Shared {
             started: state.started,
             waiting_for_mark: state.require_mark && !state.marked,
             draining: state.draining,
+            stopped: self.lost.load(Ordering::SeqCst),
             version: state.version.clone(),
             born: state.born,
             in_flight_limit: self.in_flight_limit,
@@ -640,31 +661,50 @@ where
 /// Marks the checker stopped when the refresher task ends, however it ends.
 /// Stopped by a handle, it has been marked already; dropped by its runtime
 /// shutting down (a runtime other than the server's, say one `build()` was
-/// called in and then dropped) or killed by a panic, it has not: checks no
-/// longer run, and adding one must fail rather than wait forever.
+/// called in and then dropped), it has not: checks no longer run, so the
+/// probes must say so and adding a check must fail rather than wait
+/// forever. (A panic in the refresher is caught in [`run`].)
 ///
-/// Only a panic is worth a warning here: a runtime shutting down at the end
-/// of `main` drops the refresher before the tasks still holding a layer,
-/// which is no fault. `add_check` and `heartbeat` warn if they are refused
-/// because of it.
+/// A runtime shutting down at the end of `main` drops the refresher before
+/// the tasks still holding a layer, which is no fault: logged at `debug`
+/// only. `add_check` and `heartbeat` warn if they are refused because of it.
 struct MarkStopped(Arc<Shared>);
 
 impl Drop for MarkStopped {
     fn drop(&mut self) {
-        if !self.0.stopped.swap(true, Ordering::SeqCst) {
-            self.0.lost.store(true, Ordering::SeqCst);
-            if std::thread::panicking() {
-                tracing::error!("health: the refresher task panicked: checks no longer run");
-            } else {
-                tracing::debug!("health: the refresher task was dropped with its runtime");
-            }
+        if self.0.lose() {
+            tracing::debug!("health: the refresher task was dropped with its runtime");
         }
     }
 }
 
-/// The refresher task.
+/// The refresher task: [`refresh`], with a panic out of it (a bug, or a
+/// `tracing` subscriber that panics) caught, logged and published as the
+/// checks having stopped.
 async fn run(shared: Arc<Shared>) {
     let _mark = MarkStopped(shared.clone());
+    let mut refresh = std::pin::pin!(refresh(&shared));
+    let panicked = std::future::poll_fn(|cx| {
+        match catch_unwind(AssertUnwindSafe(|| refresh.as_mut().poll(cx))) {
+            Ok(Poll::Ready(())) => Poll::Ready(None),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Some(payload)),
+        }
+    })
+    .await;
+    if let Some(payload) = panicked {
+        // The payload may panic on drop too.
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            tracing::error!("health: the refresher task panicked: checks no longer run");
+        }));
+        shared.lose();
+    }
+}
+
+/// Runs the checks as they fall due and publishes their results, until
+/// stopped.
+async fn refresh(shared: &Arc<Shared>) {
     let mut tasks: JoinSet<Finished> = JoinSet::new();
     loop {
         if shared.is_stopped() {
@@ -718,6 +758,7 @@ mod tests {
 
     use crate::{
         CheckOptions, CheckResult, HealthChecks, ProbeStatus, Probes, Status,
+        snapshot::STOPPED,
         test_util::{advance, app, get, settle},
     };
 
@@ -1238,6 +1279,132 @@ mod tests {
                 beat.err()
             );
         });
+    }
+
+    /// `build()` in a runtime that is then dropped, served from another:
+    /// no check will run again, so liveness fails with readiness and
+    /// `/health` (only a restart helps), in every format, saying why.
+    #[test]
+    fn a_refresher_gone_with_its_runtime_fails_liveness() {
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let first = runtime();
+        let health = first.block_on(async {
+            HealthChecks::builder()
+                .check_with(
+                    "db",
+                    || async { CheckResult::healthy() },
+                    CheckOptions::new(),
+                )
+                .build()
+                .unwrap()
+        });
+        let mut app = app(&health);
+        first.block_on(async {
+            while get(&mut app, "/readyz").await.status != 200 {
+                settle().await;
+            }
+            assert_eq!(get(&mut app, "/livez").await.status, 200);
+        });
+        drop(first);
+        runtime().block_on(async {
+            for path in ["/livez", "/readyz", "/health"] {
+                let reply = get(&mut app, path).await;
+                assert_eq!(reply.status, 503, "{path}");
+                assert_eq!(reply.json()["reason"], STOPPED, "{path}");
+            }
+            let text = get(&mut app, "/livez?verbose").await.body;
+            assert_eq!(
+                text,
+                "[+]refresher failed: checks no longer run\nlivez check failed\n"
+                    .replace("[+]", "[-]")
+            );
+            let request = http::Request::get("/readyz")
+                .header(http::header::ACCEPT, "application/health+json")
+                .body(Default::default())
+                .unwrap();
+            let reply = crate::test_util::send(&mut app, request).await.json();
+            assert_eq!(reply["status"], "fail");
+            assert_eq!(reply["output"], STOPPED);
+            // Startup had completed, and stays so.
+            assert_eq!(get(&mut app, "/startupz").await.status, 200);
+        });
+    }
+
+    /// A refresher stopped by its handle is no fault: liveness still
+    /// passes while the process drains.
+    #[tokio::test(start_paused = true)]
+    async fn a_shutdown_does_not_fail_liveness() {
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                || async { CheckResult::healthy() },
+                CheckOptions::new(),
+            )
+            .build()
+            .unwrap();
+        let mut app = app(&health);
+        settle().await;
+        health.drain();
+        health.shutdown();
+        advance(secs(1)).await;
+        assert_eq!(get(&mut app, "/livez").await.status, 200);
+        assert_eq!(get(&mut app, "/readyz").await.json()["status"], "draining");
+    }
+
+    /// A `tracing` subscriber that panics on every warning: the kind of
+    /// foreign code the refresher calls.
+    struct PanicsOnWarn;
+
+    impl tracing::Subscriber for PanicsOnWarn {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            if *event.metadata().level() == tracing::Level::WARN {
+                panic!("the subscriber panics on warnings");
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    /// A panic inside the refresher (here from the subscriber, as the
+    /// failing check is logged) stops the checks: that is published at
+    /// once, liveness included, instead of probes going stale one by one.
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_refresher_fails_liveness() {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                switch(&healthy),
+                CheckOptions::new().interval(secs(1)),
+            )
+            .build()
+            .unwrap();
+        let mut app = app(&health);
+        settle().await;
+        assert_eq!(get(&mut app, "/livez").await.status, 200);
+
+        let panics = tracing::subscriber::set_default(PanicsOnWarn);
+        healthy.store(false, Ordering::SeqCst);
+        advance(secs(1)).await;
+        let reply = get(&mut app, "/livez").await;
+        assert_eq!(reply.status, 503);
+        assert_eq!(reply.json()["reason"], STOPPED);
+        drop(panics);
+        let added = health.add_check("cache", switch(&healthy), CheckOptions::new());
+        assert!(matches!(added, Err(crate::Error::ShutDown)), "{added:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -271,6 +271,9 @@ pub(crate) struct Snapshot {
     pub(crate) started: bool,
     pub(crate) waiting_for_mark: bool,
     pub(crate) draining: bool,
+    /// The refresher is gone without a shutdown (panicked, or dropped with
+    /// its runtime): no check will run again.
+    pub(crate) stopped: bool,
     pub(crate) version: Option<Arc<str>>,
     pub(crate) born: Instant,
     pub(crate) in_flight_limit: Option<usize>,
@@ -296,6 +299,8 @@ pub(crate) struct Verdict<'a> {
     pub(crate) failing: Vec<&'a str>,
     pub(crate) degraded: Vec<&'a str>,
     pub(crate) waiting: Vec<&'a str>,
+    /// Unhealthy because the refresher is gone ([`Snapshot::stopped`]).
+    pub(crate) stopped: bool,
 }
 
 impl Verdict<'_> {
@@ -303,6 +308,7 @@ impl Verdict<'_> {
         let list = |label: &str, names: &[&str]| format!("{label}: {}", names.join(", "));
         match self.status {
             ProbeStatus::Healthy => None,
+            ProbeStatus::Unhealthy if self.stopped => Some(STOPPED.to_owned()),
             ProbeStatus::Degraded => Some(list("degraded", &self.degraded)),
             ProbeStatus::Unhealthy => Some(list("failing", &self.failing)),
             ProbeStatus::Starting => Some(list("waiting for", &self.waiting)),
@@ -316,6 +322,9 @@ impl Verdict<'_> {
 }
 
 pub(crate) const MARK_STARTED: &str = "mark_started";
+
+/// Why liveness, readiness and `/health` fail once the refresher is gone.
+pub(crate) const STOPPED: &str = "health checks stopped running: the refresher task is gone";
 
 impl Snapshot {
     /// The checks startup waits for: those with no result yet and the
@@ -524,6 +533,7 @@ impl<'a> View<'a> {
             failing: Vec::new(),
             degraded: Vec::new(),
             waiting: Vec::new(),
+            stopped: false,
         };
         if probe == Probe::Startup {
             if !snap.started {
@@ -534,11 +544,18 @@ impl<'a> View<'a> {
             }
             return verdict;
         }
+        if matches!(probe, Probe::Health | Probe::Readiness) && snap.draining {
+            verdict.status = ProbeStatus::Draining;
+            return verdict;
+        }
+        // Nothing will run a check again, so only a restart helps: liveness
+        // fails too, which is what gets the container restarted.
+        if snap.stopped {
+            verdict.status = ProbeStatus::Unhealthy;
+            verdict.stopped = true;
+            return verdict;
+        }
         if matches!(probe, Probe::Health | Probe::Readiness) {
-            if snap.draining {
-                verdict.status = ProbeStatus::Draining;
-                return verdict;
-            }
             if !snap.started {
                 let waiting = self.startup_waiting();
                 if !waiting.is_empty() {
