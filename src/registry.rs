@@ -272,6 +272,14 @@ pub enum Error {
          (for example in an async fn under #[tokio::main])"
     )]
     NoRuntime,
+    /// [`HealthChecksBuilder::build`] was called in a Tokio runtime built
+    /// without its time driver: checks run on intervals and are cut at
+    /// their timeouts, so they need it.
+    #[error(
+        "tower-health needs the Tokio runtime's timers to run its checks: build the runtime \
+         with enable_time() or enable_all() (#[tokio::main] does)"
+    )]
+    NoTimer,
     /// The checker was shut down ([`HealthHandle::shutdown`]), every
     /// handle and layer was dropped, or its refresher task is gone with the
     /// Tokio runtime [`build`](HealthChecksBuilder::build) was called in.
@@ -433,7 +441,8 @@ impl HealthChecksBuilder {
     /// # Errors
     ///
     /// [`Error::InvalidName`] or [`Error::DuplicateName`] for a bad check
-    /// name, [`Error::NoRuntime`] outside a Tokio runtime.
+    /// name, [`Error::NoRuntime`] outside a Tokio runtime,
+    /// [`Error::NoTimer`] in one built without timers.
     pub fn build(self) -> Result<HealthHandle, Error> {
         let owner = runner::start(self)?;
         Ok(HealthHandle {

@@ -100,6 +100,12 @@ impl Drop for Owner {
 
 pub(crate) fn start(builder: HealthChecksBuilder) -> Result<Owner, Error> {
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+    // Without a time driver the first run would panic in its timeout and
+    // the refresher in its first sleep. Tokio has no way to ask but this
+    // one, which panics (and prints its own message) when timers are off.
+    if catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))).is_err() {
+        return Err(Error::NoTimer);
+    }
     let now = Instant::now();
     let mut state = State {
         checks: Vec::with_capacity(builder.checks.len()),
@@ -1134,6 +1140,19 @@ mod tests {
         let err = HealthChecks::builder().build().unwrap_err();
         assert_eq!(err, crate::Error::NoRuntime);
         assert!(err.to_string().contains("Tokio runtime"));
+    }
+
+    #[test]
+    fn building_in_a_runtime_without_timers_is_an_error() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let err = runtime
+            .block_on(async { HealthChecks::builder().build() })
+            .unwrap_err();
+        assert_eq!(err, crate::Error::NoTimer);
+        assert!(err.to_string().contains("enable_time()"));
     }
 
     #[tokio::test(start_paused = true)]
