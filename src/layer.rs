@@ -59,7 +59,10 @@ const RESERVED_HEADERS: [HeaderName; 13] = [
 /// `Router::new().route(..).layer(health.layer())` also works: axum routes
 /// first and wraps every route and the fallback, so unrouted health paths
 /// reach the layer through the fallback (`route_layer` and layers on nested
-/// routers do not see them). In tonic: `Server::builder().layer(health.layer())`.
+/// routers do not see them). In tonic:
+/// `Server::builder().accept_http1(true).layer(health.layer())`: tonic
+/// serves HTTP/2 only unless told otherwise, and kubelet's `httpGet` probes
+/// and most load balancers' health checks speak HTTP/1.1.
 ///
 /// # Example
 ///
@@ -286,6 +289,14 @@ impl HealthLayer {
     /// wins). So `.path(Probe::Liveness, "/health")` really moves liveness
     /// there, and the combined probe (with `/health/{name}`) is no longer
     /// served.
+    ///
+    /// The combined probe's path also takes every path one segment below
+    /// it, for its components: with `.path(Probe::Health, "/status")`,
+    /// `GET /status/db` answers the check `db`, and a request for
+    /// `/status/anything-else` is answered by the layer (404, or 405 for a
+    /// method other than `GET` or `HEAD`) and never reaches the inner
+    /// service. Give it a path that none of the application's own routes
+    /// start with.
     #[must_use]
     pub fn path(self, probe: Probe, path: impl Into<String>) -> Self {
         let path = normalize(path);

@@ -413,6 +413,12 @@ impl HealthChecksBuilder {
     /// A request counts from the moment it enters the layer (including
     /// while it waits for the inner service to be ready) until its
     /// response body is finished or dropped. A limit of 0 is treated as 1.
+    ///
+    /// `busy` is judged at the instant of each probe, without the damping
+    /// checks get: a probe that lands on a short burst fails. With a limit,
+    /// give the readiness probe a `failureThreshold` of 2 or more, so a
+    /// burst does not take the pod out of its Service (and push its load
+    /// onto the others) for a whole probe period.
     pub fn max_in_flight(mut self, limit: usize) -> Self {
         self.max_in_flight = Some(limit.max(1));
         self

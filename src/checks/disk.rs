@@ -14,7 +14,9 @@
 //! the application can write.
 //!
 //! Two thresholds, each in bytes, in percent of the filesystem's size, or
-//! both (either one crossing counts):
+//! both (either one crossing counts). Setting a threshold in either unit
+//! replaces that level's default: `.unhealthy_below_bytes(512 MiB)` alone
+//! means below 512 MiB, whatever the percentage.
 //!
 //! | free space | status |
 //! |---|---|
@@ -65,9 +67,27 @@ use crate::{Check, CheckResult};
 struct Threshold {
     bytes: Option<u64>,
     percent: Option<f64>,
+    /// Still the default: the first value set replaces it whole.
+    is_default: bool,
 }
 
 impl Threshold {
+    const fn default_percent(percent: f64) -> Self {
+        Self {
+            bytes: None,
+            percent: Some(percent),
+            is_default: true,
+        }
+    }
+
+    /// This threshold, cleared first if it was the default.
+    fn own(&mut self) -> &mut Self {
+        if self.is_default {
+            *self = Self::default();
+        }
+        self
+    }
+
     fn crossed(&self, free: u64, percent: Option<f64>) -> bool {
         self.bytes.is_some_and(|min| free < min)
             || matches!((self.percent, percent), (Some(min), Some(p)) if p < min)
@@ -102,22 +122,18 @@ impl DiskSpaceCheck {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: Arc::from(path.into()),
-            degraded: Threshold {
-                bytes: None,
-                percent: Some(10.0),
-            },
-            unhealthy: Threshold {
-                bytes: None,
-                percent: Some(5.0),
-            },
+            degraded: Threshold::default_percent(10.0),
+            unhealthy: Threshold::default_percent(5.0),
             statvfs: OneAtATime::default(),
         }
     }
 
-    /// Degraded when fewer than `bytes` are free.
+    /// Degraded when fewer than `bytes` are free. Replaces the default of
+    /// 10 % (add [`degraded_below_percent`](Self::degraded_below_percent)
+    /// to judge both).
     #[must_use]
     pub fn degraded_below_bytes(mut self, bytes: u64) -> Self {
-        self.degraded.bytes = Some(bytes);
+        self.degraded.own().bytes = Some(bytes);
         self
     }
 
@@ -125,14 +141,16 @@ impl DiskSpaceCheck {
     /// free. Replaces the default of 10 %.
     #[must_use]
     pub fn degraded_below_percent(mut self, percent: f64) -> Self {
-        self.degraded.percent = Some(percent);
+        self.degraded.own().percent = Some(percent);
         self
     }
 
-    /// Unhealthy when fewer than `bytes` are free.
+    /// Unhealthy when fewer than `bytes` are free. Replaces the default of
+    /// 5 % (add [`unhealthy_below_percent`](Self::unhealthy_below_percent)
+    /// to judge both).
     #[must_use]
     pub fn unhealthy_below_bytes(mut self, bytes: u64) -> Self {
-        self.unhealthy.bytes = Some(bytes);
+        self.unhealthy.own().bytes = Some(bytes);
         self
     }
 
@@ -140,7 +158,7 @@ impl DiskSpaceCheck {
     /// free. Replaces the default of 5 %.
     #[must_use]
     pub fn unhealthy_below_percent(mut self, percent: f64) -> Self {
-        self.unhealthy.percent = Some(percent);
+        self.unhealthy.own().percent = Some(percent);
         self
     }
 
@@ -286,6 +304,7 @@ mod tests {
         let t = Threshold {
             bytes: Some(100),
             percent: Some(5.0),
+            is_default: false,
         };
         assert!(t.crossed(99, Some(50.0)));
         assert!(t.crossed(1000, Some(4.99)));
@@ -304,6 +323,31 @@ mod tests {
         assert_eq!(level(99_999, 1_000_000), Some("degraded"));
         assert_eq!(level(100_000, 1_000_000), None);
         assert_eq!(level(0, 0), None);
+    }
+
+    /// A threshold set in either unit replaces that level's default; both
+    /// units set for one level are both judged.
+    #[test]
+    fn a_threshold_set_replaces_its_default() {
+        const GIB: u64 = 1 << 30;
+        let total = 2048 * GIB;
+        let level = |check: &DiskSpaceCheck, free| {
+            check.level(Space { free, total }).map(|(level, _)| level)
+        };
+        // 4 % of 2 TiB free: under the default 5 %, far above 512 MiB.
+        let bytes_only = DiskSpaceCheck::new("/")
+            .degraded_below_percent(15.0)
+            .unhealthy_below_bytes(GIB / 2);
+        assert_eq!(level(&bytes_only, total / 25), Some("degraded"));
+        assert_eq!(level(&bytes_only, GIB / 4), Some("unhealthy"));
+        let both = DiskSpaceCheck::new("/")
+            .unhealthy_below_bytes(GIB / 2)
+            .unhealthy_below_percent(5.0);
+        assert_eq!(level(&both, total / 25), Some("unhealthy"));
+        assert_eq!(level(&both, GIB / 4), Some("unhealthy"));
+        // The untouched degraded level keeps its default 10 %.
+        assert_eq!(level(&both, total / 12), Some("degraded"));
+        assert_eq!(level(&both, total / 5), None);
     }
 
     #[test]
