@@ -17,7 +17,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
+    server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
 use tower::{Layer, service_fn};
@@ -27,6 +27,11 @@ use tower_health::{CheckOptions, CheckResult, HealthChecks};
 async fn app(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, body) = match request.uri().path() {
         "/" => (StatusCode::OK, "hello from plain hyper\n".to_owned()),
+        // Start one, press Ctrl-C: it still gets its answer.
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            (StatusCode::OK, "slow, but answered\n".to_owned())
+        }
         path => (StatusCode::NOT_FOUND, format!("no route for {path}\n")),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -70,6 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("try:");
     for path in [
         "/",
+        "/slow",
         "/health",
         "/health?detailed=true",
         "/health/upstream",
@@ -82,7 +88,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  curl -i -H 'Accept: application/health+json' {base}/health");
     println!("  curl -i -X POST {base}/readyz   # 405, Allow: GET, HEAD");
     println!(
-        "Ctrl-C drains for 5s (readiness 503 `draining`, everything else served), then exits."
+        "Ctrl-C drains for 5s (readiness 503 `draining`, everything else served), then \
+         finishes the requests in flight and exits."
     );
 
     // The same drain as with axum and tonic: on Ctrl-C readiness reports
@@ -92,21 +99,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::signal::ctrl_c().await.ok();
     });
     tokio::pin!(shutdown);
+    let builder = auto::Builder::new(TokioExecutor::new());
+    // Tracks the connections, so that the requests in flight at the end of
+    // the drain are finished rather than cut off when `main` returns.
+    let connections = GracefulShutdown::new();
     loop {
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => accepted?,
             _ = &mut shutdown => break,
         };
         let service = TowerToHyperService::new(service.clone());
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = connections.watch(connection);
         tokio::spawn(async move {
-            let served = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(error) = served {
+            if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
             }
         });
     }
-    println!("bye");
+    drop(listener);
+    // Each connection finishes the request it is serving and then closes
+    // (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY). Bounded: a client that
+    // never reads its response must not hold the process up for ever.
+    tokio::select! {
+        () = connections.shutdown() => println!("connections closed; bye"),
+        () = tokio::time::sleep(Duration::from_secs(10)) => {
+            println!("gave up on connections still open after 10s; bye");
+        }
+    }
     Ok(())
 }
