@@ -7,7 +7,9 @@
 //! passes: at the next instant a result would turn stale or a heartbeat
 //! would miss its deadline, even when the refresher is held up or gone, so
 //! that each result turning stale shows. Once nothing is left to expire,
-//! only a publication wakes it.
+//! only a publication wakes it. When the refresher is late or gone, the
+//! follower publishes the expired answers itself, so that a heartbeat
+//! coming back afterwards is published (and seen) as a change.
 
 use std::sync::{Arc, Weak};
 
@@ -36,7 +38,15 @@ impl Follow {
     /// What each probe and component would answer now, or `None` once the
     /// checks are gone (every handle and layer dropped).
     pub(crate) fn judge(&mut self) -> Option<Overview> {
-        let snapshot = self.shared.upgrade()?.snapshot.load_full();
+        let shared = self.shared.upgrade()?;
+        // The published overview must keep up with time even when the
+        // refresher does not: subscribers see it, and a heartbeat's next
+        // beat publishes a change only against it.
+        shared.publish_if_expired();
+        // Whatever was published so far is judged below (including what
+        // this published): only later publications are a change.
+        self.overview.borrow_and_update();
+        let snapshot = shared.snapshot.load_full();
         let now = Instant::now();
         self.wake = snapshot.expires_after(now);
         Some(snapshot.overview(now))
@@ -109,5 +119,25 @@ mod tests {
 
         drop(health);
         assert!(!follow.changed().await);
+    }
+
+    /// With the refresher stopped, a heartbeat that misses its deadline
+    /// and then beats again is seen to come back.
+    #[tokio::test(start_paused = true)]
+    async fn sees_a_heartbeat_come_back_without_the_refresher() {
+        let health = crate::HealthChecks::builder().build().unwrap();
+        let worker = health.heartbeat("worker", Duration::from_secs(5)).unwrap();
+        settle().await;
+        health.shutdown();
+        settle().await;
+        let mut follow = Follow::new(&health.owner.shared);
+        assert_eq!(status(&mut follow, "worker"), Some(Status::Healthy));
+        assert!(follow.changed().await);
+        assert_eq!(status(&mut follow, "worker"), Some(Status::Unhealthy));
+
+        worker.beat();
+        let woke = timeout(Duration::from_secs(60), follow.changed()).await;
+        assert_eq!(woke, Ok(true));
+        assert_eq!(status(&mut follow, "worker"), Some(Status::Healthy));
     }
 }

@@ -24,8 +24,11 @@
 //! 0, and every status series turns 0 once the checks are gone (every
 //! handle and layer dropped, or the runtime they ran on shut down).
 //!
-//! A refresher that died or hangs stops the runs, and its results turn
-//! stale: readiness and the status series show that. To alert on it
+//! A refresher that hangs stops the runs, and its results turn stale:
+//! readiness and the status series show that. One that is gone without a
+//! shutdown (it panicked) fails liveness and readiness at once, and the
+//! probe series show that too; if it went with its runtime, so did this
+//! task, and every status series is 0. To alert on it
 //! directly, compare the last run's age with the check's interval plus
 //! timeout, e.g. in Prometheus `time() -
 //! health_check_last_run_timestamp_seconds > 30` for checks every 5 s with

@@ -281,8 +281,9 @@ pub enum Error {
     )]
     NoTimer,
     /// The checker was shut down ([`HealthHandle::shutdown`]), every
-    /// handle and layer was dropped, or its refresher task is gone with the
-    /// Tokio runtime [`build`](HealthChecksBuilder::build) was called in.
+    /// handle and layer was dropped, or its refresher task is gone: it
+    /// panicked, or went with the Tokio runtime
+    /// [`build`](HealthChecksBuilder::build) was called in.
     #[error("the health checker has shut down")]
     ShutDown,
 }

@@ -50,6 +50,9 @@ pub(crate) struct Shared {
     stopped: AtomicBool,
     /// The refresher task ended without a shutdown (see [`MarkStopped`]).
     lost: AtomicBool,
+    /// Tests: the next `record` panics, as a bug in the refresher would.
+    #[cfg(test)]
+    pub(crate) panic_in_record: AtomicBool,
     pub(crate) in_flight: AtomicUsize,
     pub(crate) in_flight_limit: Option<usize>,
     pub(crate) in_flight_filter: Option<InFlightFilter>,
@@ -141,6 +144,8 @@ pub(crate) fn start(builder: HealthChecksBuilder) -> Result<Owner, Error> {
         wake: Notify::new(),
         stopped: AtomicBool::new(false),
         lost: AtomicBool::new(false),
+        #[cfg(test)]
+        panic_in_record: AtomicBool::new(false),
         in_flight: AtomicUsize::new(0),
         in_flight_limit: builder.max_in_flight,
         in_flight_filter: builder.in_flight_filter,
@@ -232,8 +237,8 @@ impl Shared {
         if self.lost.load(Ordering::SeqCst) {
             tracing::warn!(
                 name,
-                "health: {what} not added: the refresher task is gone (the Tokio runtime \
-                 HealthChecksBuilder::build was called in has been dropped?), so it would never \
+                "health: {what} not added: the refresher task is gone (it panicked, or the Tokio \
+                 runtime HealthChecksBuilder::build was called in was dropped), so it would never \
                  run"
             );
         }
@@ -241,22 +246,44 @@ impl Shared {
     }
 
     /// Marks the checker stopped because the refresher is gone without a
-    /// shutdown, and publishes that: liveness and readiness fail from now
-    /// on, since no check will run again. `false` if it had stopped already.
-    fn lose(&self) -> bool {
+    /// shutdown, and publishes that: liveness fails from now on, and so do
+    /// readiness and `/health` unless draining, since no check will run
+    /// again. `false` if it had stopped already.
+    fn lose(self: &Arc<Self>) -> bool {
         if self.stopped.swap(true, Ordering::SeqCst) {
             return false;
         }
         self.lost.store(true, Ordering::SeqCst);
-        // Not while unwinding: a second panic there would abort. (The
-        // refresher's own panics are caught before this is reached.)
-        if !std::thread::panicking() {
-            let published = catch_unwind(AssertUnwindSafe(|| self.republish()));
-            if published.is_err() {
-                tracing::error!("health: publishing that the refresher is gone panicked");
-            }
+        let publish = |shared: &Self| {
+            // Nothing here should panic, but a bug must not take the
+            // process down with it.
+            let _ = catch_unwind(AssertUnwindSafe(|| shared.republish()));
+        };
+        if std::thread::panicking() {
+            // The runtime is dropped by a thread that is unwinding (the
+            // refresher's own panics are caught before this): a panic here
+            // would abort, so publish from a thread of its own.
+            let shared = self.clone();
+            let _ = std::thread::Builder::new()
+                .name("tower-health-lost".to_owned())
+                .spawn(move || publish(&shared));
+        } else {
+            publish(self);
         }
         true
+    }
+
+    /// Publishes again if the published answers expired and the refresher
+    /// has not done it (it is held up, or gone).
+    #[cfg(any(feature = "tonic-health", feature = "metrics"))]
+    pub(crate) fn publish_if_expired(&self) {
+        let mut state = self.lock();
+        if state
+            .fresh_until
+            .is_some_and(|until| until <= Instant::now())
+        {
+            self.publish(&mut state);
+        }
     }
 
     /// Publishes again without any other change (a heartbeat came back or
@@ -455,6 +482,11 @@ impl Shared {
 
     fn record(&self, finished: Finished) {
         let mut state = self.lock();
+        #[cfg(test)]
+        assert!(
+            !self.panic_in_record.swap(false, Ordering::SeqCst),
+            "a bug in the refresher"
+        );
         let now = Instant::now();
         let Some(entry) = state.checks.iter_mut().find(|e| e.id == finished.id) else {
             return; // removed while it ran
@@ -678,7 +710,7 @@ struct MarkStopped(Arc<Shared>);
 
 impl Drop for MarkStopped {
     fn drop(&mut self) {
-        if self.0.lose() {
+        if self.0.lose() && !std::thread::panicking() {
             tracing::debug!("health: the refresher task was dropped with its runtime");
         }
     }
@@ -937,6 +969,8 @@ mod tests {
         let reply = get(&mut app, "/readyz").await;
         assert_eq!(reply.status, 503);
         assert_eq!(reply.json()["reason"], "failing: db");
+        // A refresher stopped by its handle is no fault: liveness passes.
+        assert_eq!(get(&mut app, "/livez").await.status, 200);
         let detail = get(&mut app, "/health/db").await.json();
         assert!(
             detail["reason"].as_str().unwrap().starts_with("stale"),
@@ -1339,8 +1373,7 @@ mod tests {
             let text = get(&mut app, "/livez?verbose").await.body;
             assert_eq!(
                 text,
-                "[+]refresher failed: checks no longer run\nlivez check failed\n"
-                    .replace("[+]", "[-]")
+                "[-]refresher failed: checks no longer run\nlivez check failed\n"
             );
             let request = http::Request::get("/readyz")
                 .header(http::header::ACCEPT, "application/health+json")
@@ -1354,52 +1387,9 @@ mod tests {
         });
     }
 
-    /// A refresher stopped by its handle is no fault: liveness still
-    /// passes while the process drains.
-    #[tokio::test(start_paused = true)]
-    async fn a_shutdown_does_not_fail_liveness() {
-        let health = HealthChecks::builder()
-            .check_with(
-                "db",
-                || async { CheckResult::healthy() },
-                CheckOptions::new(),
-            )
-            .build()
-            .unwrap();
-        let mut app = app(&health);
-        settle().await;
-        health.drain();
-        health.shutdown();
-        advance(secs(1)).await;
-        assert_eq!(get(&mut app, "/livez").await.status, 200);
-        assert_eq!(get(&mut app, "/readyz").await.json()["status"], "draining");
-    }
-
-    /// A `tracing` subscriber that panics on every warning: the kind of
-    /// foreign code the refresher calls.
-    struct PanicsOnWarn;
-
-    impl tracing::Subscriber for PanicsOnWarn {
-        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-            tracing::span::Id::from_u64(1)
-        }
-        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-        fn event(&self, event: &tracing::Event<'_>) {
-            if *event.metadata().level() == tracing::Level::WARN {
-                panic!("the subscriber panics on warnings");
-            }
-        }
-        fn enter(&self, _: &tracing::span::Id) {}
-        fn exit(&self, _: &tracing::span::Id) {}
-    }
-
-    /// A panic inside the refresher (here from the subscriber, as the
-    /// failing check is logged) stops the checks: that is published at
-    /// once, liveness included, instead of probes going stale one by one.
+    /// A panic inside the refresher (injected as it records a run) stops
+    /// the checks: that is published at once, liveness included, instead
+    /// of probes going stale one by one.
     #[tokio::test(start_paused = true)]
     async fn a_panicking_refresher_fails_liveness() {
         let healthy = Arc::new(AtomicBool::new(true));
@@ -1415,13 +1405,15 @@ mod tests {
         settle().await;
         assert_eq!(get(&mut app, "/livez").await.status, 200);
 
-        let panics = tracing::subscriber::set_default(PanicsOnWarn);
-        healthy.store(false, Ordering::SeqCst);
+        health
+            .owner
+            .shared
+            .panic_in_record
+            .store(true, Ordering::SeqCst);
         advance(secs(1)).await;
         let reply = get(&mut app, "/livez").await;
         assert_eq!(reply.status, 503);
         assert_eq!(reply.json()["reason"], STOPPED);
-        drop(panics);
         let added = health.add_check("cache", switch(&healthy), CheckOptions::new());
         assert!(matches!(added, Err(crate::Error::ShutDown)), "{added:?}");
     }
