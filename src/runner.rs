@@ -797,7 +797,7 @@ mod tests {
     use crate::{
         CheckOptions, CheckResult, HealthChecks, ProbeStatus, Probes, Status,
         snapshot::STOPPED,
-        test_util::{advance, app, get, settle},
+        test_util::{Inner, advance, app, get, health_json, send, settle},
     };
 
     fn secs(n: u64) -> Duration {
@@ -816,6 +816,20 @@ mod tests {
                 CheckResult::unhealthy("db at 10.0.0.5 refused user admin:hunter2")
             })
         }
+    }
+
+    /// One check, `db`, that `healthy` flips, served and run once.
+    async fn serve_switch(
+        healthy: &Arc<AtomicBool>,
+        options: CheckOptions,
+    ) -> (crate::HealthHandle, crate::Health<Inner>) {
+        let health = HealthChecks::builder()
+            .check_with("db", switch(healthy), options)
+            .build()
+            .unwrap();
+        let app = app(&health);
+        settle().await;
+        (health, app)
     }
 
     #[tokio::test(start_paused = true)]
@@ -852,19 +866,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn failure_and_success_thresholds_damp_flapping() {
         let healthy = Arc::new(AtomicBool::new(true));
-        let health = HealthChecks::builder()
-            .check_with(
-                "db",
-                switch(&healthy),
-                CheckOptions::new()
-                    .interval(secs(1))
-                    .failure_threshold(3)
-                    .success_threshold(2),
-            )
-            .build()
-            .unwrap();
-        let mut app = app(&health);
-        settle().await;
+        let (_health, mut app) = serve_switch(
+            &healthy,
+            CheckOptions::new()
+                .interval(secs(1))
+                .failure_threshold(3)
+                .success_threshold(2),
+        )
+        .await;
         assert_eq!(get(&mut app, "/readyz").await.status, 200);
 
         healthy.store(false, Ordering::SeqCst);
@@ -1375,11 +1384,7 @@ mod tests {
                 text,
                 "[-]refresher failed: checks no longer run\nlivez check failed\n"
             );
-            let request = http::Request::get("/readyz")
-                .header(http::header::ACCEPT, "application/health+json")
-                .body(Default::default())
-                .unwrap();
-            let reply = crate::test_util::send(&mut app, request).await.json();
+            let reply = send(&mut app, health_json("/readyz")).await.json();
             assert_eq!(reply["status"], "fail");
             assert_eq!(reply["output"], STOPPED);
             // Startup had completed, and stays so.
@@ -1393,16 +1398,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_panicking_refresher_fails_liveness() {
         let healthy = Arc::new(AtomicBool::new(true));
-        let health = HealthChecks::builder()
-            .check_with(
-                "db",
-                switch(&healthy),
-                CheckOptions::new().interval(secs(1)),
-            )
-            .build()
-            .unwrap();
-        let mut app = app(&health);
-        settle().await;
+        let (health, mut app) = serve_switch(&healthy, CheckOptions::new().interval(secs(1))).await;
         assert_eq!(get(&mut app, "/livez").await.status, 200);
 
         health
@@ -1421,16 +1417,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_failure_after_a_stale_result_is_not_damped() {
         let healthy = Arc::new(AtomicBool::new(true));
-        let health = HealthChecks::builder()
-            .check_with(
-                "db",
-                switch(&healthy),
-                CheckOptions::new().interval(secs(5)).failure_threshold(3),
-            )
-            .build()
-            .unwrap();
-        let mut app = app(&health);
-        settle().await;
+        let (_health, mut app) = serve_switch(
+            &healthy,
+            CheckOptions::new().interval(secs(5)).failure_threshold(3),
+        )
+        .await;
         assert_eq!(get(&mut app, "/readyz").await.status, 200);
 
         // The refresher is held up for 20 s (a starved runtime), so the

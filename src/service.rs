@@ -585,18 +585,10 @@ mod http_tests {
 
     use crate::{
         BearerToken, CheckOptions, CheckResult, HealthChecks, HealthHandle, Probe, Probes,
-        test_util::{app, app_with, get, send, settle},
+        test_util::{app, app_with, get, health_json, send, settle},
     };
 
     const SECRET: &str = "postgres://admin:hunter2@10.0.0.5/prod";
-
-    /// `GET path` asking for `application/health+json`.
-    fn health_json(path: &str) -> Request<Full<Bytes>> {
-        Request::get(path)
-            .header(http::header::ACCEPT, "application/health+json")
-            .body(Full::default())
-            .unwrap()
-    }
 
     async fn failing_app() -> (HealthHandle, crate::Health<crate::test_util::Inner>) {
         let health = HealthChecks::builder()

@@ -54,6 +54,14 @@ pub(crate) async fn get(app: &mut Health<Inner>, uri: &str) -> Reply {
     send(app, Request::get(uri).body(Full::default()).unwrap()).await
 }
 
+/// `GET path` asking for `application/health+json`.
+pub(crate) fn health_json(path: &str) -> Request<Full<Bytes>> {
+    Request::get(path)
+        .header(http::header::ACCEPT, "application/health+json")
+        .body(Full::default())
+        .unwrap()
+}
+
 /// Lets the paused clock move on by `d`, running the refresher meanwhile.
 pub(crate) async fn advance(d: Duration) {
     tokio::time::sleep(d).await;
