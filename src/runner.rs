@@ -277,12 +277,14 @@ impl Shared {
     /// has not done it (it is held up, or gone).
     #[cfg(any(feature = "tonic-health", feature = "metrics"))]
     pub(crate) fn publish_if_expired(&self) {
-        let mut state = self.lock();
-        if state
-            .fresh_until
-            .is_some_and(|until| until <= Instant::now())
-        {
-            self.publish(&mut state);
+        self.publish_expired(&mut self.lock(), Instant::now());
+    }
+
+    /// Publishes again if the published answers expired by `now` (a result
+    /// turned stale, a heartbeat deadline passed).
+    fn publish_expired(&self, state: &mut State, now: Instant) {
+        if state.fresh_until.is_some_and(|until| until <= now) {
+            self.publish(state);
         }
     }
 
@@ -444,9 +446,7 @@ impl Shared {
     fn start_due(self: &Arc<Self>, tasks: &mut JoinSet<Finished>) -> Option<Instant> {
         let mut state = self.lock();
         let now = Instant::now();
-        if state.fresh_until.is_some_and(|until| until <= now) {
-            self.publish(&mut state);
-        }
+        self.publish_expired(&mut state, now);
         let mut next: Option<Instant> = state.fresh_until;
         for entry in &mut state.checks {
             if entry.running.is_some() {
@@ -544,7 +544,7 @@ impl Shared {
             let recorded = catch_unwind(AssertUnwindSafe(|| crate::metrics::ran(&name, &run)));
             if let Err(payload) = recorded {
                 tracing::error!(check = &*name, "health: the metrics recorder panicked");
-                let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+                drop_quietly(payload);
             }
             self.ran.notify_one();
         }
@@ -677,6 +677,12 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
     }
 }
 
+/// Drops `value` (a panic's payload, or a value holding one), whose drop
+/// is foreign code that may panic too.
+fn drop_quietly<T>(value: T) {
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(value)));
+}
+
 /// Polls a boxed future, turning a panic into `Err(payload)`.
 struct CatchUnwind<F>(F);
 
@@ -721,18 +727,8 @@ impl Drop for MarkStopped {
 /// checks having stopped.
 async fn run(shared: Arc<Shared>) {
     let _mark = MarkStopped(shared.clone());
-    let mut refresh = std::pin::pin!(refresh(&shared));
-    let panicked = std::future::poll_fn(|cx| {
-        match catch_unwind(AssertUnwindSafe(|| refresh.as_mut().poll(cx))) {
-            Ok(Poll::Ready(())) => Poll::Ready(None),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => Poll::Ready(Some(payload)),
-        }
-    })
-    .await;
-    if let Some(payload) = panicked {
-        // The payload may panic on drop too.
-        let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+    if let Err(payload) = CatchUnwind(Box::pin(refresh(&shared))).await {
+        drop_quietly(payload);
         let _ = catch_unwind(AssertUnwindSafe(|| {
             tracing::error!("health: the refresher task panicked: checks no longer run");
         }));
@@ -769,7 +765,7 @@ async fn refresh(shared: &Arc<Shared>) {
                         let task = error.id();
                         // The panic's payload is the check's own value: its
                         // drop may panic too, which must not end this task.
-                        let _ = catch_unwind(AssertUnwindSafe(move || drop(error)));
+                        drop_quietly(error);
                         shared.lost(task);
                     }
                 }
