@@ -2,14 +2,13 @@
 //! integrations that publish it elsewhere (the gRPC health service,
 //! metrics).
 //!
-//! The refresher's [`Overview`] changes when it publishes. Staleness is
-//! judged at request time, so an integration must also judge again as time
-//! passes: at the next instant a result would turn stale or a heartbeat
-//! would miss its deadline, even when the refresher is held up or gone, so
-//! that each result turning stale shows. Once nothing is left to expire,
-//! only a publication wakes it. When the refresher is late or gone, the
-//! follower publishes the expired answers itself, so that a heartbeat
-//! coming back afterwards is published (and seen) as a change.
+//! The refresher's [`Overview`] changes when it publishes, and it publishes
+//! again when the snapshot's `fresh_until` passes (a result turns stale, a
+//! heartbeat misses its deadline). A follower wakes on either, and when the
+//! refresher is late or gone it makes that publication itself, so each
+//! result turning stale shows, and a heartbeat coming back afterwards is
+//! published (and seen) as a change. Once nothing is left to expire, only
+//! a publication wakes it.
 
 use std::sync::{Arc, Weak};
 
@@ -41,15 +40,12 @@ impl Follow {
         let shared = self.shared.upgrade()?;
         // The published overview must keep up with time even when the
         // refresher does not: subscribers see it, and a heartbeat's next
-        // beat publishes a change only against it.
+        // beat publishes a change only against it. Brought up to date, it
+        // is the answer until the snapshot's `fresh_until`.
         shared.publish_if_expired();
-        // Whatever was published so far is judged below (including what
-        // this published): only later publications are a change.
-        self.overview.borrow_and_update();
-        let snapshot = shared.snapshot.load_full();
-        let now = Instant::now();
-        self.wake = snapshot.expires_after(now);
-        Some(snapshot.overview(now))
+        let overview = self.overview.borrow_and_update().clone();
+        self.wake = shared.snapshot.load().fresh_until;
+        Some(overview)
     }
 
     /// Waits until a judgement may have changed: the refresher published a
