@@ -299,23 +299,22 @@ pub(crate) struct Verdict<'a> {
     pub(crate) failing: Vec<&'a str>,
     pub(crate) degraded: Vec<&'a str>,
     pub(crate) waiting: Vec<&'a str>,
-    /// Unhealthy because the refresher is gone ([`Snapshot::stopped`]).
-    pub(crate) stopped: bool,
 }
 
 impl Verdict<'_> {
-    pub(crate) fn reason(&self, in_flight_limit: Option<usize>) -> Option<String> {
+    /// Why the probe answers as it does, for `snap`'s judgement.
+    pub(crate) fn reason(&self, snap: &Snapshot) -> Option<String> {
         let list = |label: &str, names: &[&str]| format!("{label}: {}", names.join(", "));
         match self.status {
             ProbeStatus::Healthy => None,
-            ProbeStatus::Unhealthy if self.stopped => Some(STOPPED.to_owned()),
+            ProbeStatus::Unhealthy if snap.stopped => Some(STOPPED.to_owned()),
             ProbeStatus::Degraded => Some(list("degraded", &self.degraded)),
             ProbeStatus::Unhealthy => Some(list("failing", &self.failing)),
             ProbeStatus::Starting => Some(list("waiting for", &self.waiting)),
             ProbeStatus::Draining => Some("shutting down".to_owned()),
             ProbeStatus::Busy => Some(format!(
                 "at the limit of {} requests in flight",
-                in_flight_limit.unwrap_or(0)
+                snap.in_flight_limit.unwrap_or(0)
             )),
         }
     }
@@ -533,7 +532,6 @@ impl<'a> View<'a> {
             failing: Vec::new(),
             degraded: Vec::new(),
             waiting: Vec::new(),
-            stopped: false,
         };
         if probe == Probe::Startup {
             if !snap.started {
@@ -552,7 +550,6 @@ impl<'a> View<'a> {
         // fails too, which is what gets the container restarted.
         if snap.stopped {
             verdict.status = ProbeStatus::Unhealthy;
-            verdict.stopped = true;
             return verdict;
         }
         if matches!(probe, Probe::Health | Probe::Readiness) {

@@ -43,7 +43,7 @@ pub(crate) fn probe(view: &View<'_>, probe: Probe) -> Answer {
     let verdict = view.verdict(probe);
     let body = Body {
         status: verdict.status.health_json(),
-        output: verdict.reason(view.snap.in_flight_limit),
+        output: verdict.reason(view.snap),
         release_id: view.snap.version.as_deref(),
         checks: checks(
             view,

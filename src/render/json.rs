@@ -69,7 +69,7 @@ pub(crate) fn probe(view: &View<'_>, probe: Probe, detailed: bool) -> Answer {
     let verdict = view.verdict(probe);
     let body = ProbeBody {
         status: verdict.status.as_str(),
-        reason: verdict.reason(view.snap.in_flight_limit),
+        reason: verdict.reason(view.snap),
         components: detailed.then(|| {
             view.members(probe)
                 .filter(|c| !view.excluded(c))

@@ -83,7 +83,7 @@ pub(crate) fn render(view: &View<'_>, probe: Probe, name: &str, unmatched: &[&st
                 let _ = writeln!(out, "[-]startup failed: waiting for {waiting}");
             }
             ProbeStatus::Draining => out.push_str("[-]shutdown failed: draining\n"),
-            ProbeStatus::Unhealthy if verdict.stopped => {
+            ProbeStatus::Unhealthy if snap.stopped => {
                 out.push_str("[-]refresher failed: checks no longer run\n");
             }
             ProbeStatus::Busy => {
