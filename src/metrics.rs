@@ -112,14 +112,13 @@ pub(crate) fn ran(check: &Arc<str>, run: &Run) {
         Some(Failure::Panicked) => "panic",
         Some(Failure::Reported) | None => run.status.as_str(),
     };
-    let check = check.to_string();
     counter!(CHECK_RUNS, "check" => check.clone(), "outcome" => outcome).increment(1);
     histogram!(CHECK_DURATION, "check" => check.clone()).record(run.duration.as_secs_f64());
     let finished = run
         .at_wall
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
-    gauge!(CHECK_LAST_RUN, "check" => check).set(finished.as_secs_f64());
+    gauge!(CHECK_LAST_RUN, "check" => check.clone()).set(finished.as_secs_f64());
 }
 
 /// Marks a removed check's last run as unknown (NaN), so an alert on its
@@ -210,11 +209,10 @@ fn set_probe(probe: &'static str, current: Option<ProbeStatus>) {
 }
 
 /// Sets `component`'s series: 1 for `current`, 0 for the others.
-fn set_component(component: &str, current: Option<&str>) {
+fn set_component(component: &Arc<str>, current: Option<&str>) {
     for status in COMPONENT_STATUSES {
         let value = if current == Some(status) { 1.0 } else { 0.0 };
-        gauge!(COMPONENT_STATUS, "component" => component.to_owned(), "status" => status)
-            .set(value);
+        gauge!(COMPONENT_STATUS, "component" => component.clone(), "status" => status).set(value);
     }
 }
 
