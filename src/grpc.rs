@@ -118,9 +118,10 @@ impl Follower {
             self.publish(&overview).await;
         }
         // The checks are gone: nothing they judged is served any more.
-        let names: Vec<String> = self.published.keys().cloned().collect();
-        for name in names {
-            self.set(name, ServingStatus::NotServing).await;
+        for name in std::mem::take(&mut self.published).into_keys() {
+            self.reporter
+                .set_service_status(&name, ServingStatus::NotServing)
+                .await;
         }
     }
 

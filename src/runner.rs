@@ -1295,24 +1295,26 @@ mod tests {
         );
     }
 
+    /// A runtime for tests that build in one runtime and serve from another.
+    fn current_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     /// `build()` in one runtime, served from another: when the first is
     /// dropped, its refresher is gone, and new checks or heartbeats would
     /// never run.
     #[test]
     fn a_refresher_dropped_with_its_runtime_refuses_new_checks() {
-        let first = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let first = current_thread();
         let health = first.block_on(async {
             let health = HealthChecks::builder().build().unwrap();
             settle().await; // the refresher has started
             health
         });
-        let second = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let second = current_thread();
         second.block_on(async {
             health
                 .add_check(
@@ -1344,13 +1346,7 @@ mod tests {
     /// `/health` (only a restart helps), in every format, saying why.
     #[test]
     fn a_refresher_gone_with_its_runtime_fails_liveness() {
-        let runtime = || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-        };
-        let first = runtime();
+        let first = current_thread();
         let health = first.block_on(async {
             HealthChecks::builder()
                 .check_with(
@@ -1369,7 +1365,7 @@ mod tests {
             assert_eq!(get(&mut app, "/livez").await.status, 200);
         });
         drop(first);
-        runtime().block_on(async {
+        current_thread().block_on(async {
             for path in ["/livez", "/readyz", "/health"] {
                 let reply = get(&mut app, path).await;
                 assert_eq!(reply.status, 503, "{path}");
