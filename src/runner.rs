@@ -500,10 +500,7 @@ impl Shared {
         // passing result older than `max_age` is no longer known (probes
         // have been failing it as stale), so the new result is taken as it
         // is, like a first one.
-        let stale = view
-            .last
-            .as_ref()
-            .is_some_and(|last| now.saturating_duration_since(last.at) >= view.max_age);
+        let stale = view.stale_at().is_some_and(|at| now >= at);
         let known = match before {
             Effective::Passing(_) if stale => Effective::Pending,
             known => known,

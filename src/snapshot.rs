@@ -159,6 +159,15 @@ pub(crate) struct CheckView {
     pub(crate) max_age: Duration,
 }
 
+impl CheckView {
+    /// When the last result turns stale (`None` before the first result).
+    /// Durations are clamped at registration (`max_age` to at most 300
+    /// years), so the sum cannot overflow.
+    pub(crate) fn stale_at(&self) -> Option<Instant> {
+        self.last.as_ref().map(|run| run.at + self.max_age)
+    }
+}
+
 pub(crate) enum Kind {
     Check(CheckView),
     Heartbeat(Arc<HeartbeatSlot>),
@@ -413,9 +422,9 @@ impl Snapshot {
         self.components
             .iter()
             .filter_map(|c| match &c.kind {
-                Kind::Check(view) => match (view.effective, &view.last) {
-                    (Effective::Passing(_), Some(run)) => Some(run.at + view.max_age),
-                    _ => None,
+                Kind::Check(view) => match view.effective {
+                    Effective::Passing(_) => view.stale_at(),
+                    Effective::Pending | Effective::Failing => None,
                 },
                 Kind::Heartbeat(slot) => match slot.at(now) {
                     Beat::Alive { due, .. } => Some(due),
@@ -437,9 +446,7 @@ impl<'a> View<'a> {
             Kind::Check(view) => match view.effective {
                 Effective::Pending => Judged::Pending,
                 Effective::Passing(status) => {
-                    let at = view.last.as_ref().map_or(self.now, |run| run.at);
-                    let age = self.now.saturating_duration_since(at);
-                    if age >= view.max_age {
+                    if view.stale_at().is_some_and(|at| self.now >= at) {
                         Judged::Fail(Reason::Stale(view.max_age))
                     } else {
                         Judged::Pass(status)
