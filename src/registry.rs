@@ -123,12 +123,13 @@ pub(crate) const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 6
 /// | option | default |
 /// |---|---|
 /// | [`interval`](Self::interval) | 5 s between the end of one run and the start of the next |
+/// | [`failing_interval`](Self::failing_interval) | the interval: time between runs from a failed run until the check counts as passing again |
 /// | [`timeout`](Self::timeout) | 2 s, then the run counts as failed ("timed out after 2s") |
 /// | [`probes`](Self::probes) | [`Probes::READINESS`] |
 /// | [`critical`](Self::critical) | `true`: failing makes the service unhealthy (503); `false`: degraded (200) |
 /// | [`failure_threshold`](Self::failure_threshold) | 1 consecutive failure before a passing check counts as failing |
 /// | [`success_threshold`](Self::success_threshold) | 1 consecutive success before a failing check counts as passing |
-/// | [`max_age`](Self::max_age) | `2 × interval + timeout`: an older result counts as failed ("stale") |
+/// | [`max_age`](Self::max_age) | `2 × interval + timeout` (the longer of the two intervals): an older result counts as failed ("stale") |
 /// | [`slow_threshold`](Self::slow_threshold) | half the timeout: slower runs are logged (a run cut at its timeout is logged as timed out instead) |
 ///
 /// The thresholds damp flapping between two known states; the first result
@@ -136,6 +137,7 @@ pub(crate) const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 6
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckOptions {
     pub(crate) interval: Duration,
+    pub(crate) failing_interval: Option<Duration>,
     pub(crate) timeout: Duration,
     pub(crate) probes: Probes,
     pub(crate) critical: bool,
@@ -156,6 +158,7 @@ impl CheckOptions {
     pub const fn new() -> Self {
         Self {
             interval: Duration::from_secs(5),
+            failing_interval: None,
             timeout: Duration::from_secs(2),
             probes: Probes::READINESS,
             critical: true,
@@ -172,6 +175,34 @@ impl CheckOptions {
     #[must_use]
     pub const fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
+        self
+    }
+
+    /// Time between runs while the check is not settled as passing: from
+    /// a failed run (counting towards
+    /// [`failure_threshold`](Self::failure_threshold)) through failing
+    /// until [`success_threshold`](Self::success_threshold) passing runs
+    /// have brought it back. Defaults to [`interval`](Self::interval).
+    ///
+    /// Shorter than the interval, it confirms a failure and notices a
+    /// recovery sooner while the steady state stays cheap: with
+    /// `interval(30 s)` and `failing_interval(2 s)`, a healthy database
+    /// gets one query per 30 s, and readiness comes back within about 2 s
+    /// of it recovering instead of 30. Longer, it backs off a dependency
+    /// that is down. The same limits as the interval apply.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_health::CheckOptions;
+    ///
+    /// let options = CheckOptions::new()
+    ///     .interval(Duration::from_secs(30))
+    ///     .failing_interval(Duration::from_secs(2));
+    /// # drop(options);
+    /// ```
+    #[must_use]
+    pub const fn failing_interval(mut self, interval: Duration) -> Self {
+        self.failing_interval = Some(interval);
         self
     }
 
@@ -219,7 +250,8 @@ impl CheckOptions {
 
     /// How old a result may be before it counts as failed with reason
     /// "stale". The default, `2 × interval + timeout`, tolerates one late
-    /// run. For "never stale", pass `Duration::MAX`: values over 100 years
+    /// run (with a [`failing_interval`](Self::failing_interval), the
+    /// longer of the two intervals counts). For "never stale", pass `Duration::MAX`: values over 100 years
     /// are lowered to 100 years.
     #[must_use]
     pub const fn max_age(mut self, max_age: Duration) -> Self {
@@ -239,6 +271,9 @@ impl CheckOptions {
 
     pub(crate) fn normalized(mut self) -> Self {
         self.interval = self.interval.clamp(SHORTEST, LONGEST);
+        self.failing_interval = self
+            .failing_interval
+            .map(|interval| interval.clamp(SHORTEST, LONGEST));
         self.timeout = self.timeout.clamp(SHORTEST, LONGEST);
         self.max_age = self.max_age.map(|max_age| max_age.min(LONGEST));
         self.failure_threshold = self.failure_threshold.max(1);
@@ -246,8 +281,25 @@ impl CheckOptions {
         self
     }
 
+    /// The time to the next run after one that left the check `settled`
+    /// (passing, with a passing last run) or not.
+    pub(crate) fn interval_after(&self, settled: bool) -> Duration {
+        match self.failing_interval {
+            Some(failing) if !settled => failing,
+            _ => self.interval,
+        }
+    }
+
+    /// The longer of the two intervals: the most a result waits for the
+    /// next run.
+    pub(crate) fn longest_interval(&self) -> Duration {
+        self.failing_interval
+            .map_or(self.interval, |failing| failing.max(self.interval))
+    }
+
     pub(crate) fn effective_max_age(&self) -> Duration {
-        self.max_age.unwrap_or(self.interval * 2 + self.timeout)
+        self.max_age
+            .unwrap_or(self.longest_interval() * 2 + self.timeout)
     }
 
     pub(crate) fn effective_slow_threshold(&self) -> Duration {

@@ -180,7 +180,7 @@ impl State {
         }
         self.next_id += 1;
         let max_age = registration.options.effective_max_age();
-        let refresh = registration.options.interval + registration.options.timeout;
+        let refresh = registration.options.longest_interval() + registration.options.timeout;
         if max_age < refresh {
             tracing::warn!(
                 check = registration.name,
@@ -492,7 +492,6 @@ impl Shared {
             return; // removed while it ran
         };
         entry.running = None;
-        entry.next_due = now + entry.options.interval;
         let run = Arc::new(finished.run);
         let before = entry.view.effective;
         let view = &mut entry.view;
@@ -528,7 +527,9 @@ impl Shared {
             }
             (Effective::Failing, _) => Effective::Failing,
         };
+        let settled = passed && matches!(view.effective, Effective::Passing(_));
         view.last = Some(run.clone());
+        entry.next_due = now + entry.options.interval_after(settled);
         log_run(entry, before, &run);
         #[cfg(feature = "metrics")]
         let name = entry.name.clone();
@@ -891,6 +892,108 @@ mod tests {
         );
         advance(secs(1)).await;
         assert_eq!(get(&mut app, "/readyz").await.status, 200);
+    }
+
+    /// `switch(healthy)`, counting its runs.
+    fn counted_switch(
+        healthy: &Arc<AtomicBool>,
+        runs: &Arc<AtomicUsize>,
+    ) -> impl Fn() -> std::future::Ready<CheckResult> + Send + Sync + 'static {
+        let (check, runs) = (switch(healthy), runs.clone());
+        move || {
+            runs.fetch_add(1, Ordering::SeqCst);
+            check()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_interval_runs_from_a_failed_run_until_settled_passing() {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                counted_switch(&healthy, &runs),
+                CheckOptions::new()
+                    .interval(secs(30))
+                    .failing_interval(secs(2))
+                    .failure_threshold(2)
+                    .success_threshold(2),
+            )
+            .build()
+            .unwrap();
+        let mut app = app(&health);
+        settle().await;
+        let count = || runs.load(Ordering::SeqCst);
+        assert_eq!(count(), 1);
+        // Passing: the next run is 30 s after the first.
+        advance(secs(29)).await;
+        assert_eq!(count(), 1);
+
+        healthy.store(false, Ordering::SeqCst);
+        advance(secs(1)).await; // t=30: fails, below the threshold
+        assert_eq!(count(), 2);
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        advance(secs(2)).await; // t=32: the failure confirmed 2 s later
+        assert_eq!(count(), 3);
+        assert_eq!(get(&mut app, "/readyz").await.status, 503);
+        advance(secs(4)).await; // t=36: failing, every 2 s
+        assert_eq!(count(), 5);
+
+        healthy.store(true, Ordering::SeqCst);
+        advance(secs(2)).await; // t=38: one success, still failing
+        assert_eq!(count(), 6);
+        assert_eq!(get(&mut app, "/readyz").await.status, 503);
+        advance(secs(2)).await; // t=40: the second brings it back
+        assert_eq!(count(), 7);
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        // Settled: back to every 30 s.
+        advance(secs(29)).await;
+        assert_eq!(count(), 7);
+        advance(secs(1)).await;
+        assert_eq!(count(), 8);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_longer_failing_interval_backs_off_without_turning_stale() {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                counted_switch(&healthy, &runs),
+                CheckOptions::new()
+                    .interval(secs(1))
+                    .failing_interval(secs(60))
+                    .failure_threshold(2),
+            )
+            .build()
+            .unwrap();
+        let mut app = app(&health);
+        settle().await;
+        let count = || runs.load(Ordering::SeqCst);
+
+        healthy.store(false, Ordering::SeqCst);
+        advance(secs(1)).await; // t=1: fails, below the threshold
+        assert_eq!(count(), 2);
+        advance(secs(58)).await;
+        assert_eq!(count(), 2, "backing off: the next run is at t=61");
+        // The default max_age follows the longer interval (2 × 60 s + 2 s):
+        // the passing state held by the threshold has not turned stale.
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        let detail = get(&mut app, "/health/db").await.json();
+        assert_eq!(detail["status"], "healthy", "{detail}");
+        assert_eq!(detail["consecutive_failures"], 1, "{detail}");
+        advance(secs(2)).await; // t=61: the second failure
+        assert_eq!(count(), 3);
+        assert_eq!(get(&mut app, "/readyz").await.status, 503);
+
+        healthy.store(true, Ordering::SeqCst);
+        advance(secs(60)).await; // t=121: passes, settled
+        assert_eq!(count(), 4);
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        advance(secs(3)).await;
+        assert_eq!(count(), 7, "passing: every second again");
     }
 
     #[tokio::test(start_paused = true)]
