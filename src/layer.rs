@@ -248,6 +248,23 @@ impl Config {
         self.aliases.retain(|(alias, _)| alias != path);
     }
 
+    /// The paths answered, probe by probe (its path, then its aliases),
+    /// comma-separated; empty when none is.
+    pub(crate) fn served_paths(&self) -> String {
+        let mut paths = Vec::new();
+        for probe in Probe::ALL {
+            if let Some(path) = &self.paths[probe.index()] {
+                paths.push(path.clone());
+                if probe == Probe::Health {
+                    paths.push(format!("{path}/{{name}}"));
+                }
+            }
+            let aliases = self.aliases.iter().filter(|(_, to)| *to == probe);
+            paths.extend(aliases.map(|(alias, _)| alias.clone()));
+        }
+        paths.join(", ")
+    }
+
     pub(crate) fn code(&self, status: ProbeStatus) -> StatusCode {
         self.codes[status.index()]
     }

@@ -5,7 +5,8 @@
 //! axum router, a tonic server or a plain hyper service. It answers
 //! `/health`, `/livez`, `/readyz` and `/startupz` itself and passes every
 //! other request through, adding an `x-process-time-ms` header to every
-//! response.
+//! response. [`HealthLayer::into_service`] serves the health paths alone, on
+//! a management port of their own.
 //!
 //! A probe never runs a check. One background task runs each registered
 //! check on its own schedule, cuts it at its timeout, and publishes an
@@ -124,6 +125,7 @@ mod render;
 mod runner;
 mod service;
 mod snapshot;
+mod standalone;
 #[cfg(test)]
 mod test_util;
 
@@ -139,4 +141,5 @@ pub use crate::{
     },
     service::Health,
     snapshot::{Probe, ProbeStatus},
+    standalone::NotFound,
 };

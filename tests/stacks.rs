@@ -585,3 +585,72 @@ async fn plain_hyper_service_fn() {
     }
     server.abort();
 }
+
+// ------------------------------------------------------ a port of its own ---
+
+/// What the standalone service answers that is not a health path.
+async fn assert_not_found(client: &HttpClient, base: &str) {
+    for (method, path) in [
+        (Method::GET, "/"),
+        (Method::GET, "/api/items/1?x=y"),
+        (Method::POST, "/metrics"),
+        (Method::DELETE, "/readyz/"),
+    ] {
+        let reply = send(client, request(method.clone(), &url(base, path), &[])).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::NOT_FOUND,
+            "{method} {path}: {reply:?}"
+        );
+        reply.assert_health_headers("application/json");
+        let json = reply.json();
+        assert_eq!(json["status"], "error", "{json}");
+        assert_eq!(
+            json["error"],
+            "not a health path: this port answers /health, /health/{name}, /livez, /healthz, \
+             /readyz, /startupz",
+            "{method} {path}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_paths_alone_on_a_hyper_port() {
+    let health = health();
+    let service = health.layer().into_service();
+    let (listener, base) = bind().await;
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let service = TowerToHyperService::new(service.clone());
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+
+    for client in [common::http1_client(), common::http2_client()] {
+        common::wait_ready(&client, &base).await;
+        assert_health_surface(&client, &base).await;
+        assert_not_found(&client, &base).await;
+    }
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_paths_alone_as_an_axum_fallback() {
+    let health = health();
+    let admin = Router::new().fallback_service(health.layer().into_service());
+    let (listener, base) = bind().await;
+    let server = tokio::spawn(async move { axum::serve(listener, admin).await });
+
+    let client = common::http1_client();
+    common::wait_ready(&client, &base).await;
+    assert_health_surface(&client, &base).await;
+    assert_not_found(&client, &base).await;
+    server.abort();
+}

@@ -1,0 +1,213 @@
+//! The health paths served on a port of their own
+//! ([`HealthLayer::into_service`]).
+
+use std::{
+    convert::Infallible,
+    future::{Ready, ready},
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{
+    Request, Response, StatusCode,
+    header::{CACHE_CONTROL, CONTENT_TYPE},
+};
+use http_body_util::Full;
+use tower_service::Service;
+
+use crate::{
+    Health, HealthLayer,
+    render::json,
+    service::{JSON, NO_STORE},
+};
+
+/// The service behind [`HealthLayer::into_service`]: answers every request
+/// that is not for a health path `404 Not Found`, whatever its method, with
+/// a JSON body that lists the paths the layer answers:
+///
+/// ```text
+/// {"status":"error","error":"not a health path: this port answers /health, /health/{name}, /livez, /healthz, /readyz, /startupz"}
+/// ```
+///
+/// The body is made once, by `into_service`; each answer clones it.
+#[derive(Debug, Clone)]
+pub struct NotFound {
+    body: Bytes,
+}
+
+impl<B> Service<Request<B>> for NotFound {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: Request<B>) -> Self::Future {
+        let mut response = Response::new(Full::new(self.body.clone()));
+        *response.status_mut() = StatusCode::NOT_FOUND;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, JSON);
+        headers.insert(CACHE_CONTROL, NO_STORE);
+        ready(Ok(response))
+    }
+}
+
+impl HealthLayer {
+    /// A service that answers the health paths and nothing else (every
+    /// other request gets [`NotFound`]'s 404), for serving the probes on a
+    /// port of their own: a management port that is not exposed through
+    /// the ingress or the public load balancer.
+    ///
+    /// It answers exactly as the layer does in front of the application,
+    /// with this layer's paths, status codes, header and
+    /// [`reveal_details_if`](Self::reveal_details_if). It is cheap to clone
+    /// (one per connection).
+    ///
+    /// Weigh what the probes then prove: a probe on the application's own
+    /// port also shows that its listener accepts and its runtime answers;
+    /// one on another port does not see a stuck accept loop or a full
+    /// connection limit there. [`max_in_flight`] counts the requests that
+    /// pass through a layer, so to keep readiness load-aware, put a layer
+    /// in front of the application too (it then answers the health paths
+    /// on that port as well).
+    ///
+    /// With axum, `Router::new().fallback_service(layer.into_service())`
+    /// makes it a router for `axum::serve`.
+    ///
+    /// [`max_in_flight`]: crate::HealthChecksBuilder::max_in_flight
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use http::{Request, StatusCode};
+    /// use http_body_util::Empty;
+    /// use tower::ServiceExt;
+    /// use tower_health::HealthChecks;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let health = HealthChecks::builder().build()?;
+    /// let admin = health.layer().into_service();
+    ///
+    /// // Serve `admin` on its own listener (hyper-util's
+    /// // `TowerToHyperService`, or axum as above), the application on
+    /// // another. Here it is called directly:
+    /// let get = |path| Request::get(path).body(Empty::<bytes::Bytes>::new());
+    /// let ready = admin.clone().oneshot(get("/readyz")?).await?;
+    /// assert_eq!(ready.status(), StatusCode::OK);
+    /// let other = admin.oneshot(get("/")?).await?;
+    /// assert_eq!(other.status(), StatusCode::NOT_FOUND);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn into_service(self) -> Health<NotFound> {
+        let message = match self.inner.config.served_paths() {
+            paths if paths.is_empty() => {
+                "not a health path: this port answers none (every probe is disabled)".to_owned()
+            }
+            paths => format!("not a health path: this port answers {paths}"),
+        };
+        let body = json::error(&message);
+        Health::new(NotFound { body }, self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http::{Method, Request, StatusCode};
+    use http_body_util::{BodyExt, Full};
+    use tower::ServiceExt;
+
+    use crate::{CheckResult, HealthChecks, HealthLayer, Probe};
+
+    /// The status, content type and JSON body `layer.into_service()`
+    /// answers to `method path`, checking the timing header on the way.
+    async fn ask(
+        layer: &HealthLayer,
+        method: Method,
+        path: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        let response = layer.clone().into_service().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        assert_eq!(parts.headers["content-type"], "application/json", "{path}");
+        assert_eq!(parts.headers["cache-control"], "no-store", "{path}");
+        assert!(parts.headers.contains_key("x-process-time-ms"), "{path}");
+        let body = body.collect().await.unwrap().to_bytes();
+        (parts.status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_the_health_paths_and_404s_the_rest() {
+        let health = HealthChecks::builder()
+            .check("db", || async { CheckResult::healthy() })
+            .build()
+            .unwrap();
+        crate::test_util::settle().await;
+        let layer = health.layer();
+        for path in ["/health", "/livez", "/healthz", "/readyz", "/startupz"] {
+            let (status, json) = ask(&layer, Method::GET, path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert_eq!(json["status"], "healthy", "{path}");
+        }
+        assert_eq!(ask(&layer, Method::GET, "/health/db").await.1["name"], "db");
+        assert_eq!(
+            ask(&layer, Method::POST, "/readyz").await.0,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "a health path is still the layer's"
+        );
+
+        let listed = "not a health path: this port answers /health, /health/{name}, /livez, \
+                      /healthz, /readyz, /startupz";
+        for (method, path) in [
+            (Method::GET, "/"),
+            (Method::GET, "/api/items?id=1"),
+            (Method::POST, "/readyz/x"),
+            (Method::DELETE, "/metrics"),
+            (Method::HEAD, "/HEALTH"),
+        ] {
+            let (status, json) = ask(&layer, method.clone(), path).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
+            assert_eq!(json["status"], "error", "{method} {path}");
+            assert_eq!(json["error"], listed, "{method} {path}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_404_lists_the_layers_own_paths() {
+        let health = HealthChecks::builder().build().unwrap();
+        let layer = health
+            .layer()
+            .path(Probe::Health, "/status")
+            .disable(Probe::Startup)
+            .clear_aliases()
+            .alias("/ready", Probe::Readiness)
+            .alias("/alive", Probe::Liveness);
+        let (status, json) = ask(&layer, Method::GET, "/").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            json["error"],
+            "not a health path: this port answers /status, /status/{name}, /livez, /alive, \
+             /readyz, /ready"
+        );
+        assert_eq!(ask(&layer, Method::GET, "/ready").await.0, StatusCode::OK);
+
+        let none = Probe::ALL
+            .into_iter()
+            .fold(health.layer().clear_aliases(), HealthLayer::disable);
+        let (status, json) = ask(&none, Method::GET, "/health").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            json["error"],
+            "not a health path: this port answers none (every probe is disabled)"
+        );
+    }
+}
