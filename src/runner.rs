@@ -423,7 +423,7 @@ impl Shared {
         snapshot.fresh_until = snapshot.expires_after(now);
         state.fresh_until = snapshot.fresh_until;
         // Startup latches: once nothing is waiting, it never fails again.
-        if !snapshot.started && snapshot.startup_waiting().is_empty() {
+        if !snapshot.started && snapshot.startup_done() {
             state.started = true;
             snapshot.started = true;
             tracing::info!("health: startup complete");

@@ -348,14 +348,15 @@ impl Snapshot {
         })
     }
 
-    /// [`awaited`](Self::awaited)'s names, plus `mark_started` when it is
-    /// still required.
-    pub(crate) fn startup_waiting(&self) -> Vec<&str> {
-        self.startup_waiting_but(|_| false)
+    /// Whether startup waits for nothing: no check is
+    /// [`awaited`](Self::awaited) and `mark_started` is not still required.
+    pub(crate) fn startup_done(&self) -> bool {
+        !self.waiting_for_mark && self.awaited().next().is_none()
     }
 
-    /// [`startup_waiting`](Self::startup_waiting) without the checks
-    /// `excluded` names. (`mark_started` is not a check: it stays.)
+    /// [`awaited`](Self::awaited)'s names, plus `mark_started` when it is
+    /// still required, without the checks `excluded` names. (`mark_started`
+    /// is not a check: it stays.)
     fn startup_waiting_but(&self, excluded: impl Fn(&Component) -> bool) -> Vec<&str> {
         let mut waiting: Vec<&str> = self
             .awaited()
