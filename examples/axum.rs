@@ -12,6 +12,10 @@
 //! With `DATABASE_URL` (PostgreSQL) and/or `REDIS_URL` set, it also runs the
 //! built-in `postgres` and `redis` checks (`tower_health::checks`).
 //!
+//! With `HEALTH_PORT` set, the probes are also served alone on that port
+//! (`HealthLayer::into_service`: a management port, where every other path
+//! is a 404 listing the health paths).
+//!
 //! `GET /metrics` is a Prometheus scrape of the checks' metrics (feature
 //! `metrics`, recorded by `metrics-exporter-prometheus`): runs, durations,
 //! the last run's time and every probe's and check's status.
@@ -46,6 +50,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .parse()
             .map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
         Err(_) => 3000,
+    };
+    let health_port: Option<u16> = match std::env::var("HEALTH_PORT") {
+        Ok(port) => Some(
+            port.parse()
+                .map_err(|_| format!("HEALTH_PORT must be a port number, got {port:?}"))?,
+        ),
+        Err(_) => None,
     };
     let drain_secs: u64 = match std::env::var("DRAIN_SECS") {
         Ok(secs) => secs
@@ -146,6 +157,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "Ctrl-C drains for {drain_secs}s (readiness 503, every route still served), then exits."
     );
+
+    // The probes alone on a management port, until the application's
+    // server has finished (so the drain shows there too).
+    if let Some(health_port) = health_port {
+        let admin = tokio::net::TcpListener::bind(("127.0.0.1", health_port)).await?;
+        println!(
+            "probes alone on http://{}/readyz (any other path: 404)",
+            admin.local_addr()?
+        );
+        let probes = Router::new().fallback_service(health.layer().into_service());
+        tokio::spawn(async move { axum::serve(admin, probes).await });
+    }
 
     axum::serve(listener, app)
         .with_graceful_shutdown(health.graceful_shutdown(shutdown_signal()))
