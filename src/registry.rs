@@ -590,6 +590,51 @@ impl HealthHandle {
         self.shared().snapshot.load().draining
     }
 
+    /// Takes this instance out of rotation until
+    /// [`return_to_rotation`](Self::return_to_rotation): readiness and
+    /// `/health` answer 503 `{"status":"draining","reason":"taken out of
+    /// rotation"}` at once, while liveness, startup and every other route
+    /// answer as before. For maintenance or debugging without a restart:
+    /// load balancers stop sending new traffic, the process keeps running.
+    /// (Envoy's `/healthcheck/fail` does the same.)
+    ///
+    /// A [`drain`](Self::drain) (shutdown) takes precedence and is not
+    /// undone by returning to rotation. Wire these to an endpoint only
+    /// behind your own authentication: the layer adds none.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_health::{HealthChecks, ProbeStatus};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_health::Error> {
+    /// let health = HealthChecks::builder().build()?;
+    /// health.take_out_of_rotation();
+    /// assert_eq!(health.subscribe().borrow().readiness, ProbeStatus::Draining);
+    /// health.return_to_rotation();
+    /// assert_eq!(health.subscribe().borrow().readiness, ProbeStatus::Healthy);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn take_out_of_rotation(&self) {
+        self.shared().set_out_of_rotation(true);
+    }
+
+    /// Returns this instance to rotation after
+    /// [`take_out_of_rotation`](Self::take_out_of_rotation): readiness and
+    /// `/health` are judged by the checks again (unless draining).
+    pub fn return_to_rotation(&self) {
+        self.shared().set_out_of_rotation(false);
+    }
+
+    /// Whether the instance is out of rotation
+    /// ([`take_out_of_rotation`](Self::take_out_of_rotation) without a
+    /// [`return_to_rotation`](Self::return_to_rotation) since).
+    pub fn is_out_of_rotation(&self) -> bool {
+        self.shared().snapshot.load().out_of_rotation
+    }
+
     /// A future for `with_graceful_shutdown`: waits for `signal`, drains
     /// (readiness 503 at once, everything else still served), waits the
     /// drain delay so load balancers stop sending traffic, then resolves

@@ -70,6 +70,7 @@ struct State {
     require_mark: bool,
     marked: bool,
     draining: bool,
+    out_of_rotation: bool,
     version: Option<Arc<str>>,
     born: Instant,
     next_id: u64,
@@ -117,6 +118,7 @@ pub(crate) fn start(builder: HealthChecksBuilder) -> Result<Owner, Error> {
         require_mark: builder.require_mark_started,
         marked: false,
         draining: false,
+        out_of_rotation: false,
         version: builder.version.map(Arc::from),
         born: now,
         next_id: 0,
@@ -130,6 +132,7 @@ pub(crate) fn start(builder: HealthChecksBuilder) -> Result<Owner, Error> {
         started: false,
         waiting_for_mark: false,
         draining: false,
+        out_of_rotation: false,
         stopped: false,
         version: None,
         born: now,
@@ -351,6 +354,15 @@ impl Shared {
         }
     }
 
+    /// Takes the instance out of rotation (`true`) or returns it.
+    pub(crate) fn set_out_of_rotation(&self, out: bool) {
+        let mut state = self.lock();
+        if state.out_of_rotation != out {
+            state.out_of_rotation = out;
+            self.publish(&mut state);
+        }
+    }
+
     pub(crate) fn heartbeat(
         this: &Arc<Self>,
         name: String,
@@ -411,6 +423,7 @@ impl Shared {
             started: state.started,
             waiting_for_mark: state.require_mark && !state.marked,
             draining: state.draining,
+            out_of_rotation: state.out_of_rotation,
             stopped: self.lost.load(Ordering::SeqCst),
             version: state.version.clone(),
             born: state.born,
@@ -1202,6 +1215,63 @@ mod tests {
         advance(secs(3)).await;
         assert!(shutdown.is_finished());
         assert!(health.is_draining());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn out_of_rotation_flips_readiness_until_returned_and_drain_wins() {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (health, mut app) = serve_switch(&healthy, CheckOptions::new()).await;
+        let overview = health.subscribe();
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        assert!(!health.is_out_of_rotation());
+
+        health.take_out_of_rotation();
+        assert!(health.is_out_of_rotation());
+        for path in ["/readyz", "/health"] {
+            let reply = get(&mut app, path).await;
+            assert_eq!(reply.status, 503, "{path}");
+            assert_eq!(
+                reply.body, r#"{"status":"draining","reason":"taken out of rotation"}"#,
+                "{path}"
+            );
+        }
+        let verbose = get(&mut app, "/readyz?verbose").await;
+        assert_eq!(
+            verbose.body,
+            "[+]db ok\n[-]rotation failed: taken out of rotation\nreadyz check failed\n"
+        );
+        let reply = send(&mut app, health_json("/readyz")).await;
+        assert_eq!(reply.json()["status"], "fail");
+        assert_eq!(reply.json()["output"], "taken out of rotation");
+        assert_eq!(overview.borrow().readiness, ProbeStatus::Draining);
+        assert_eq!(get(&mut app, "/livez").await.status, 200);
+        assert_eq!(get(&mut app, "/startupz").await.status, 200);
+        assert_eq!(get(&mut app, "/health/db").await.status, 200);
+        assert_eq!(get(&mut app, "/anything").await.body, "inner");
+        // Still out after the checks run again.
+        advance(secs(6)).await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 503);
+
+        health.return_to_rotation();
+        assert!(!health.is_out_of_rotation());
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        assert_eq!(overview.borrow().readiness, ProbeStatus::Healthy);
+        // Back in rotation, the checks judge again.
+        healthy.store(false, Ordering::SeqCst);
+        advance(secs(5)).await;
+        assert_eq!(get(&mut app, "/readyz").await.json()["status"], "unhealthy");
+
+        // A drain is shutdown: it wins, and returning does not undo it.
+        health.take_out_of_rotation();
+        health.drain();
+        let reason = |reply: crate::test_util::Reply| reply.json()["reason"].clone();
+        assert_eq!(reason(get(&mut app, "/readyz").await), "shutting down");
+        health.return_to_rotation();
+        assert_eq!(reason(get(&mut app, "/readyz").await), "shutting down");
+        assert_eq!(
+            get(&mut app, "/readyz?verbose").await.body,
+            "[-]db failed: reason withheld\n[-]shutdown failed: draining\nreadyz check failed\n"
+        );
     }
 
     #[tokio::test(start_paused = true)]

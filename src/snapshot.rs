@@ -280,6 +280,9 @@ pub(crate) struct Snapshot {
     pub(crate) started: bool,
     pub(crate) waiting_for_mark: bool,
     pub(crate) draining: bool,
+    /// [`HealthHandle::take_out_of_rotation`](crate::HealthHandle::take_out_of_rotation):
+    /// readiness and `/health` report draining until returned.
+    pub(crate) out_of_rotation: bool,
     /// The refresher is gone without a shutdown (panicked, or dropped with
     /// its runtime): no check will run again.
     pub(crate) stopped: bool,
@@ -320,7 +323,8 @@ impl Verdict<'_> {
             ProbeStatus::Degraded => Some(list("degraded", &self.degraded)),
             ProbeStatus::Unhealthy => Some(list("failing", &self.failing)),
             ProbeStatus::Starting => Some(list("waiting for", &self.waiting)),
-            ProbeStatus::Draining => Some("shutting down".to_owned()),
+            ProbeStatus::Draining if snap.draining => Some("shutting down".to_owned()),
+            ProbeStatus::Draining => Some(OUT_OF_ROTATION.to_owned()),
             ProbeStatus::Busy => Some(format!(
                 "at the limit of {} requests in flight",
                 snap.in_flight_limit.unwrap_or(0)
@@ -330,6 +334,10 @@ impl Verdict<'_> {
 }
 
 pub(crate) const MARK_STARTED: &str = "mark_started";
+
+/// Why readiness and `/health` fail while the instance is out of rotation
+/// (and not shutting down).
+pub(crate) const OUT_OF_ROTATION: &str = "taken out of rotation";
 
 /// Why liveness, readiness and `/health` fail once the refresher is gone.
 pub(crate) const STOPPED: &str = "health checks stopped running: the refresher task is gone";
@@ -550,7 +558,9 @@ impl<'a> View<'a> {
             }
             return verdict;
         }
-        if matches!(probe, Probe::Health | Probe::Readiness) && snap.draining {
+        if matches!(probe, Probe::Health | Probe::Readiness)
+            && (snap.draining || snap.out_of_rotation)
+        {
             verdict.status = ProbeStatus::Draining;
             return verdict;
         }

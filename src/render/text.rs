@@ -82,7 +82,10 @@ pub(crate) fn render(view: &View<'_>, probe: Probe, name: &str, unmatched: &[&st
                 let waiting = verdict.waiting.join(", ");
                 let _ = writeln!(out, "[-]startup failed: waiting for {waiting}");
             }
-            ProbeStatus::Draining => out.push_str("[-]shutdown failed: draining\n"),
+            ProbeStatus::Draining if snap.draining => {
+                out.push_str("[-]shutdown failed: draining\n");
+            }
+            ProbeStatus::Draining => out.push_str("[-]rotation failed: taken out of rotation\n"),
             ProbeStatus::Unhealthy if snap.stopped => {
                 out.push_str("[-]refresher failed: checks no longer run\n");
             }
