@@ -167,7 +167,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             admin.local_addr()?
         );
         let probes = Router::new().fallback_service(health.layer().into_service());
-        tokio::spawn(async move { axum::serve(admin, probes).await });
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(admin, probes).await {
+                eprintln!("the probes' port stopped serving: {error}");
+            }
+        });
     }
 
     axum::serve(listener, app)

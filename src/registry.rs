@@ -123,13 +123,13 @@ pub(crate) const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 6
 /// | option | default |
 /// |---|---|
 /// | [`interval`](Self::interval) | 5 s between the end of one run and the start of the next |
-/// | [`failing_interval`](Self::failing_interval) | the interval: time between runs from a failed run until the check counts as passing again |
+/// | [`failing_interval`](Self::failing_interval) | the interval: time between runs from a failed run until a passing run leaves the check passing |
 /// | [`timeout`](Self::timeout) | 2 s, then the run counts as failed ("timed out after 2s") |
 /// | [`probes`](Self::probes) | [`Probes::READINESS`] |
 /// | [`critical`](Self::critical) | `true`: failing makes the service unhealthy (503); `false`: degraded (200) |
 /// | [`failure_threshold`](Self::failure_threshold) | 1 consecutive failure before a passing check counts as failing |
 /// | [`success_threshold`](Self::success_threshold) | 1 consecutive success before a failing check counts as passing |
-/// | [`max_age`](Self::max_age) | `2 × interval + timeout` (the longer of the two intervals): an older result counts as failed ("stale") |
+/// | [`max_age`](Self::max_age) | `2 × interval + timeout` (the interval in force for the next run): an older result counts as failed ("stale") |
 /// | [`slow_threshold`](Self::slow_threshold) | half the timeout: slower runs are logged (a run cut at its timeout is logged as timed out instead) |
 ///
 /// The thresholds damp flapping between two known states; the first result
@@ -250,8 +250,9 @@ impl CheckOptions {
 
     /// How old a result may be before it counts as failed with reason
     /// "stale". The default, `2 × interval + timeout`, tolerates one late
-    /// run (with a [`failing_interval`](Self::failing_interval), the
-    /// longer of the two intervals counts). For "never stale", pass `Duration::MAX`: values over 100 years
+    /// run; after a run that leaves the next one a
+    /// [`failing_interval`](Self::failing_interval) away, that interval
+    /// counts instead. For "never stale", pass `Duration::MAX`: values over 100 years
     /// are lowered to 100 years.
     #[must_use]
     pub const fn max_age(mut self, max_age: Duration) -> Self {
@@ -297,9 +298,11 @@ impl CheckOptions {
             .map_or(self.interval, |failing| failing.max(self.interval))
     }
 
-    pub(crate) fn effective_max_age(&self) -> Duration {
+    /// How old a result may be, given the run that made it left the check
+    /// `settled` or not: the default follows the interval then in force.
+    pub(crate) fn max_age_after(&self, settled: bool) -> Duration {
         self.max_age
-            .unwrap_or(self.longest_interval() * 2 + self.timeout)
+            .unwrap_or(self.interval_after(settled) * 2 + self.timeout)
     }
 
     pub(crate) fn effective_slow_threshold(&self) -> Duration {

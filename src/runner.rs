@@ -182,15 +182,15 @@ impl State {
             return Err(Error::DuplicateName(registration.name));
         }
         self.next_id += 1;
-        let max_age = registration.options.effective_max_age();
+        let max_age = registration.options.max_age_after(true);
         let refresh = registration.options.longest_interval() + registration.options.timeout;
         if max_age < refresh {
             tracing::warn!(
                 check = registration.name,
                 max_age_ms = max_age.as_millis() as u64,
                 interval_plus_timeout_ms = refresh.as_millis() as u64,
-                "health check max_age is shorter than interval + timeout: its result will turn \
-                 stale between runs"
+                "health check max_age is shorter than its interval (the longer one, with a \
+                 failing_interval) + timeout: its result will turn stale between runs"
             );
         }
         self.checks.push(Entry {
@@ -542,6 +542,7 @@ impl Shared {
         };
         let settled = passed && matches!(view.effective, Effective::Passing(_));
         view.last = Some(run.clone());
+        view.max_age = entry.options.max_age_after(settled);
         entry.next_due = now + entry.options.interval_after(settled);
         log_run(entry, before, &run);
         #[cfg(feature = "metrics")]
@@ -991,8 +992,9 @@ mod tests {
         assert_eq!(count(), 2);
         advance(secs(58)).await;
         assert_eq!(count(), 2, "backing off: the next run is at t=61");
-        // The default max_age follows the longer interval (2 × 60 s + 2 s):
-        // the passing state held by the threshold has not turned stale.
+        // The default max_age follows the interval in force after the
+        // failed run (2 × 60 s + 2 s): the passing state held by the
+        // threshold has not turned stale.
         assert_eq!(get(&mut app, "/readyz").await.status, 200);
         let detail = get(&mut app, "/health/db").await.json();
         assert_eq!(detail["status"], "healthy", "{detail}");
@@ -1007,6 +1009,53 @@ mod tests {
         assert_eq!(get(&mut app, "/readyz").await.status, 200);
         advance(secs(3)).await;
         assert_eq!(count(), 7, "passing: every second again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_interval_is_clamped_like_the_interval() {
+        let zero = CheckOptions::new().failing_interval(Duration::ZERO);
+        assert_eq!(
+            zero.normalized().interval_after(false),
+            Duration::from_millis(1)
+        );
+        // `Duration::MAX` while failing: one run, no overflow, still failing.
+        let healthy = Arc::new(AtomicBool::new(false));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                counted_switch(&healthy, &runs),
+                CheckOptions::new().failing_interval(Duration::MAX),
+            )
+            .build()
+            .unwrap();
+        let mut app = app(&health);
+        settle().await;
+        advance(secs(10 * 365 * 24 * 3600)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            get(&mut app, "/readyz").await.json()["reason"],
+            "failing: db"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_settled_check_turns_stale_by_its_own_interval() {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (_health, mut app) = serve_switch(
+            &healthy,
+            CheckOptions::new()
+                .interval(secs(5))
+                .failing_interval(secs(60)),
+        )
+        .await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        // The refresher is held up: a long failing interval must not make a
+        // passing result last longer than 2 × 5 s + 2 s.
+        tokio::time::advance(secs(12)).await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 503);
+        let detail = get(&mut app, "/health/db").await.json();
+        assert_eq!(detail["reason"], "stale: no result within max_age of 12s");
     }
 
     #[tokio::test(start_paused = true)]

@@ -8,31 +8,32 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{
-    Request, Response, StatusCode,
-    header::{CACHE_CONTROL, CONTENT_TYPE},
-};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use tower_service::Service;
 
-use crate::{
-    Health, HealthLayer,
-    render::json,
-    service::{JSON, NO_STORE},
-};
+use crate::{Health, HealthLayer, render::json, service::respond, snapshot::Format};
 
 /// The service behind [`HealthLayer::into_service`]: answers every request
 /// that is not for a health path `404 Not Found`, whatever its method, with
-/// a JSON body that lists the paths the layer answers:
+/// the layer's JSON error headers and a body that lists the paths the layer
+/// answers (none for `HEAD`):
 ///
 /// ```text
-/// {"status":"error","error":"not a health path: this port answers /health, /health/{name}, /livez, /healthz, /readyz, /startupz"}
+/// {"status":"error","error":"not a health path; the health paths are /health, /health/{name}, /livez, /healthz, /readyz, /startupz"}
 /// ```
 ///
 /// The body is made once, by `into_service`; each answer clones it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NotFound {
+    layer: HealthLayer,
     body: Bytes,
+}
+
+impl std::fmt::Debug for NotFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotFound").finish_non_exhaustive()
+    }
 }
 
 impl<B> Service<Request<B>> for NotFound {
@@ -44,13 +45,16 @@ impl<B> Service<Request<B>> for NotFound {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _request: Request<B>) -> Self::Future {
-        let mut response = Response::new(Full::new(self.body.clone()));
-        *response.status_mut() = StatusCode::NOT_FOUND;
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, JSON);
-        headers.insert(CACHE_CONTROL, NO_STORE);
-        ready(Ok(response))
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // Timed by the layer around it, as any passed-through response.
+        ready(Ok(respond(
+            &self.layer.inner.config,
+            StatusCode::NOT_FOUND,
+            Format::Json,
+            self.body.clone(),
+            request.method() == Method::HEAD,
+            None,
+        )))
     }
 }
 
@@ -69,9 +73,10 @@ impl HealthLayer {
     /// port also shows that its listener accepts and its runtime answers;
     /// one on another port does not see a stuck accept loop or a full
     /// connection limit there. [`max_in_flight`] counts the requests that
-    /// pass through a layer, so to keep readiness load-aware, put a layer
-    /// in front of the application too (it then answers the health paths
-    /// on that port as well).
+    /// pass through a layer (here only the 404s, for the moment each
+    /// takes), so to keep readiness load-aware, put a layer in front of the
+    /// application too (it then answers the health paths on that port as
+    /// well).
     ///
     /// With axum, `Router::new().fallback_service(layer.into_service())`
     /// makes it a router for `axum::serve`.
@@ -106,12 +111,16 @@ impl HealthLayer {
     pub fn into_service(self) -> Health<NotFound> {
         let message = match self.inner.config.served_paths() {
             paths if paths.is_empty() => {
-                "not a health path: this port answers none (every probe is disabled)".to_owned()
+                "not a health path; every health path is disabled".to_owned()
             }
-            paths => format!("not a health path: this port answers {paths}"),
+            paths => format!("not a health path; the health paths are {paths}"),
         };
         let body = json::error(&message);
-        Health::new(NotFound { body }, self)
+        let not_found = NotFound {
+            layer: self.clone(),
+            body,
+        };
+        Health::new(not_found, self)
     }
 }
 
@@ -124,13 +133,13 @@ mod tests {
 
     use crate::{CheckResult, HealthChecks, HealthLayer, Probe};
 
-    /// The status, content type and JSON body `layer.into_service()`
-    /// answers to `method path`, checking the timing header on the way.
-    async fn ask(
+    /// What `layer.into_service()` answers to `method path`: its status,
+    /// headers and body, after checking the headers every answer has.
+    async fn answer(
         layer: &HealthLayer,
         method: Method,
         path: &str,
-    ) -> (StatusCode, serde_json::Value) {
+    ) -> (StatusCode, http::HeaderMap, Bytes) {
         let request = Request::builder()
             .method(method)
             .uri(path)
@@ -142,7 +151,17 @@ mod tests {
         assert_eq!(parts.headers["cache-control"], "no-store", "{path}");
         assert!(parts.headers.contains_key("x-process-time-ms"), "{path}");
         let body = body.collect().await.unwrap().to_bytes();
-        (parts.status, serde_json::from_slice(&body).unwrap())
+        (parts.status, parts.headers, body)
+    }
+
+    /// [`answer`]'s status and JSON body, for a `GET` or the like.
+    async fn ask(
+        layer: &HealthLayer,
+        method: Method,
+        path: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let (status, _, body) = answer(layer, method, path).await;
+        (status, serde_json::from_slice(&body).unwrap())
     }
 
     #[tokio::test(start_paused = true)]
@@ -165,20 +184,25 @@ mod tests {
             "a health path is still the layer's"
         );
 
-        let listed = "not a health path: this port answers /health, /health/{name}, /livez, \
-                      /healthz, /readyz, /startupz";
+        let listed = "not a health path; the health paths are /health, /health/{name}, \
+                      /livez, /healthz, /readyz, /startupz";
         for (method, path) in [
             (Method::GET, "/"),
             (Method::GET, "/api/items?id=1"),
             (Method::POST, "/readyz/x"),
             (Method::DELETE, "/metrics"),
-            (Method::HEAD, "/HEALTH"),
         ] {
             let (status, json) = ask(&layer, method.clone(), path).await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
             assert_eq!(json["status"], "error", "{method} {path}");
             assert_eq!(json["error"], listed, "{method} {path}");
         }
+        // HEAD, as the layer answers it: no body, the GET's length.
+        let (status, headers, body) = answer(&layer, Method::HEAD, "/HEALTH").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.is_empty(), "{body:?}");
+        let get = answer(&layer, Method::GET, "/HEALTH").await.2;
+        assert_eq!(headers["content-length"], get.len().to_string().as_str());
     }
 
     #[tokio::test(start_paused = true)]
@@ -195,10 +219,21 @@ mod tests {
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(
             json["error"],
-            "not a health path: this port answers /status, /status/{name}, /livez, /alive, \
-             /readyz, /ready"
+            "not a health path; the health paths are /status, /status/{name}, /livez, \
+             /alive, /readyz, /ready"
         );
         assert_eq!(ask(&layer, Method::GET, "/ready").await.0, StatusCode::OK);
+
+        // A path taken by an alias leaves the probe that had it: `/health`
+        // answers readiness, and `/health/{name}` is gone with it.
+        let moved = health.layer().alias("/health", Probe::Readiness);
+        let listed = "not a health path; the health paths are /livez, /healthz, /readyz, \
+                      /health, /startupz";
+        for path in ["/x", "/health/db"] {
+            let (status, json) = ask(&moved, Method::GET, path).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(json["error"], listed, "{path}");
+        }
 
         let none = Probe::ALL
             .into_iter()
@@ -207,7 +242,7 @@ mod tests {
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(
             json["error"],
-            "not a health path: this port answers none (every probe is disabled)"
+            "not a health path; every health path is disabled"
         );
     }
 }

@@ -607,8 +607,8 @@ async fn assert_not_found(client: &HttpClient, base: &str) {
         assert_eq!(json["status"], "error", "{json}");
         assert_eq!(
             json["error"],
-            "not a health path: this port answers /health, /health/{name}, /livez, /healthz, \
-             /readyz, /startupz",
+            "not a health path; the health paths are /health, /health/{name}, /livez, \
+             /healthz, /readyz, /startupz",
             "{method} {path}"
         );
     }
