@@ -269,6 +269,14 @@ mod tests {
         assert_eq!(ask(&service, "db").await, None);
         assert_eq!(ask(&service, "").await, S);
 
+        // Out of rotation: readiness only, until returned.
+        health.take_out_of_rotation();
+        settle().await;
+        assert_eq!(answers(&service, &names[..4]).await, [N, N, S, S]);
+        health.return_to_rotation();
+        settle().await;
+        assert_eq!(answers(&service, &names[..4]).await, [S, S, S, S]);
+
         // Every handle gone: nothing is served, and the task ends.
         drop(health);
         settle().await;

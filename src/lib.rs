@@ -56,7 +56,7 @@
 //! | `GET /health?detailed=true` | adds `components`, `uptime_seconds`, `version` |
 //! | `GET /health/{name}` | one component; 404 `{"status":"error",...}` for an unknown name |
 //! | `GET /livez` (`/healthz`) | liveness checks and heartbeats only |
-//! | `GET /readyz` | started, not draining, not busy, readiness checks pass |
+//! | `GET /readyz` | started, not draining or out of rotation, not busy, readiness checks pass |
 //! | `GET /startupz` | latches once started |
 //! | `?verbose` | Kubernetes text: `[+]database ok` ... `readyz check passed` |
 //! | `?exclude=NAME` | leaves a check out (repeatable) |
@@ -74,7 +74,7 @@
 //!   a database outage never restarts healthy pods. Before startup completes
 //!   only heartbeats count, as Kubernetes runs no liveness probe before the
 //!   startup probe passes.
-//! - **Readiness** is started, not draining, under the in-flight limit, and
+//! - **Readiness** is started, not draining (nor out of rotation), under the in-flight limit, and
 //!   every critical readiness check passing. A check with no result yet
 //!   counts as failing.
 //! - **Startup** passes once every check has a first result, every

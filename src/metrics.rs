@@ -364,6 +364,13 @@ mod tests {
         assert_eq!(probe(&scrape, "liveness"), ["healthy"]);
 
         // Changes made outside a run show too.
+        health.take_out_of_rotation();
+        settle().await;
+        assert_eq!(probe(&scrape, "readiness"), ["draining"]);
+        assert_eq!(probe(&scrape, "liveness"), ["healthy"]);
+        health.return_to_rotation();
+        settle().await;
+        assert_eq!(probe(&scrape, "readiness"), ["unhealthy"]);
         health.drain();
         settle().await;
         assert_eq!(probe(&scrape, "readiness"), ["draining"]);

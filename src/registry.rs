@@ -602,7 +602,13 @@ impl HealthHandle {
     /// (Envoy's `/healthcheck/fail` does the same.)
     ///
     /// A [`drain`](Self::drain) (shutdown) takes precedence and is not
-    /// undone by returning to rotation. Wire these to an endpoint only
+    /// undone by returning to rotation; a lost refresher shows as such.
+    /// [`subscribe`](Self::subscribe)'s [`Overview`] shows either as
+    /// [`ProbeStatus::Draining`]: [`is_draining`](Self::is_draining) and
+    /// [`is_out_of_rotation`](Self::is_out_of_rotation) tell them apart.
+    /// The status code is the `Draining` one (503 unless
+    /// [`HealthLayer::status_code`](crate::HealthLayer::status_code)
+    /// changes it). Wire these to an endpoint only
     /// behind your own authentication: the layer adds none.
     ///
     /// # Example

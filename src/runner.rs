@@ -183,11 +183,15 @@ impl State {
         }
         self.next_id += 1;
         let max_age = registration.options.max_age_after(true);
+        // The default always covers the wait for the next run; a max_age
+        // set by hand may not.
         let refresh = registration.options.longest_interval() + registration.options.timeout;
-        if max_age < refresh {
+        if let Some(set) = registration.options.max_age
+            && set < refresh
+        {
             tracing::warn!(
                 check = registration.name,
-                max_age_ms = max_age.as_millis() as u64,
+                max_age_ms = set.as_millis() as u64,
                 interval_plus_timeout_ms = refresh.as_millis() as u64,
                 "health check max_age is shorter than its interval (the longer one, with a \
                  failing_interval) + timeout: its result will turn stale between runs"
@@ -359,6 +363,11 @@ impl Shared {
         let mut state = self.lock();
         if state.out_of_rotation != out {
             state.out_of_rotation = out;
+            if out {
+                tracing::info!("health: taken out of rotation: readiness reports draining");
+            } else {
+                tracing::info!("health: returned to rotation");
+            }
             self.publish(&mut state);
         }
     }
@@ -1623,6 +1632,9 @@ mod tests {
         assert_eq!(reply.json()["reason"], STOPPED);
         let added = health.add_check("cache", switch(&healthy), CheckOptions::new());
         assert!(matches!(added, Err(crate::Error::ShutDown)), "{added:?}");
+        // Out of rotation does not hide the loss.
+        health.take_out_of_rotation();
+        assert_eq!(get(&mut app, "/readyz").await.json()["reason"], STOPPED);
     }
 
     #[tokio::test(start_paused = true)]

@@ -301,7 +301,7 @@ const GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
 /// `Cache-Control` and the processing-time header if the layer adds one):
 /// cloning that small map costs less than hashing three names into a new
 /// one.
-pub(crate) fn respond(
+fn respond(
     config: &Config,
     code: StatusCode,
     format: Format,

@@ -83,7 +83,8 @@ pub enum ProbeStatus {
     Unhealthy,
     /// Not started yet (readiness, startup, `/health`). Default 503.
     Starting,
-    /// Draining for shutdown (readiness, `/health`). Default 503.
+    /// Draining for shutdown, or taken out of rotation (readiness,
+    /// `/health`). Default 503.
     Draining,
     /// At the in-flight limit (readiness). Default 503.
     Busy,
@@ -558,9 +559,8 @@ impl<'a> View<'a> {
             }
             return verdict;
         }
-        if matches!(probe, Probe::Health | Probe::Readiness)
-            && (snap.draining || snap.out_of_rotation)
-        {
+        let takes_traffic = matches!(probe, Probe::Health | Probe::Readiness);
+        if takes_traffic && snap.draining {
             verdict.status = ProbeStatus::Draining;
             return verdict;
         }
@@ -568,6 +568,10 @@ impl<'a> View<'a> {
         // fails too, which is what gets the container restarted.
         if snap.stopped {
             verdict.status = ProbeStatus::Unhealthy;
+            return verdict;
+        }
+        if takes_traffic && snap.out_of_rotation {
+            verdict.status = ProbeStatus::Draining;
             return verdict;
         }
         if matches!(probe, Probe::Health | Probe::Readiness) {

@@ -8,11 +8,11 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header::CONTENT_LENGTH};
 use http_body_util::Full;
 use tower_service::Service;
 
-use crate::{Health, HealthLayer, render::json, service::respond, snapshot::Format};
+use crate::{Health, HealthLayer, render::json, snapshot::Format};
 
 /// The service behind [`HealthLayer::into_service`]: answers every request
 /// that is not for a health path `404 Not Found`, whatever its method, with
@@ -23,17 +23,15 @@ use crate::{Health, HealthLayer, render::json, service::respond, snapshot::Forma
 /// {"status":"error","error":"not a health path; the health paths are /health, /health/{name}, /livez, /healthz, /readyz, /startupz"}
 /// ```
 ///
-/// The body is made once, by `into_service`; each answer clones it.
-#[derive(Clone)]
+/// The body and headers are made once, by `into_service`; each answer
+/// clones them. The layer around it adds the processing-time header.
+#[derive(Debug, Clone)]
 pub struct NotFound {
-    layer: HealthLayer,
     body: Bytes,
-}
-
-impl std::fmt::Debug for NotFound {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NotFound").finish_non_exhaustive()
-    }
+    /// The layer's JSON answer headers, without the processing-time one.
+    headers: HeaderMap,
+    /// The same, with the body's `Content-Length`, for `HEAD`.
+    head_headers: HeaderMap,
 }
 
 impl<B> Service<Request<B>> for NotFound {
@@ -46,15 +44,15 @@ impl<B> Service<Request<B>> for NotFound {
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        // Timed by the layer around it, as any passed-through response.
-        ready(Ok(respond(
-            &self.layer.inner.config,
-            StatusCode::NOT_FOUND,
-            Format::Json,
-            self.body.clone(),
-            request.method() == Method::HEAD,
-            None,
-        )))
+        let (body, headers) = if request.method() == Method::HEAD {
+            (Bytes::new(), &self.head_headers)
+        } else {
+            (self.body.clone(), &self.headers)
+        };
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() = StatusCode::NOT_FOUND;
+        *response.headers_mut() = headers.clone();
+        ready(Ok(response))
     }
 }
 
@@ -116,9 +114,17 @@ impl HealthLayer {
             paths => format!("not a health path; the health paths are {paths}"),
         };
         let body = json::error(&message);
+        let config = &self.inner.config;
+        let mut headers = config.answer_headers(Format::Json).clone();
+        if let Some(name) = &config.process_time_header {
+            headers.remove(name);
+        }
+        let mut head_headers = headers.clone();
+        head_headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         let not_found = NotFound {
-            layer: self.clone(),
             body,
+            headers,
+            head_headers,
         };
         Health::new(not_found, self)
     }
@@ -203,6 +209,17 @@ mod tests {
         assert!(body.is_empty(), "{body:?}");
         let get = answer(&layer, Method::GET, "/HEALTH").await.2;
         assert_eq!(headers["content-length"], get.len().to_string().as_str());
+
+        // Taken out of the layer, it neither times itself nor holds the
+        // checks.
+        let alone = layer.clone().into_service().into_inner();
+        let response = alone
+            .oneshot(Request::get("/x").body(()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert!(!response.headers().contains_key("x-process-time-ms"));
+        assert_eq!(response.headers()["content-type"], "application/json");
     }
 
     #[tokio::test(start_paused = true)]
