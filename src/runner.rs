@@ -929,24 +929,36 @@ mod tests {
         }
     }
 
+    /// One check, `db`, that `healthy` flips and `runs` counts, served and
+    /// run once.
+    async fn serve_counted(
+        healthy: &Arc<AtomicBool>,
+        runs: &Arc<AtomicUsize>,
+        options: CheckOptions,
+    ) -> (crate::HealthHandle, crate::Health<Inner>) {
+        let health = HealthChecks::builder()
+            .check_with("db", counted_switch(healthy, runs), options)
+            .build()
+            .unwrap();
+        let app = app(&health);
+        settle().await;
+        (health, app)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_failing_interval_runs_from_a_failed_run_until_settled_passing() {
         let healthy = Arc::new(AtomicBool::new(true));
         let runs = Arc::new(AtomicUsize::new(0));
-        let health = HealthChecks::builder()
-            .check_with(
-                "db",
-                counted_switch(&healthy, &runs),
-                CheckOptions::new()
-                    .interval(secs(30))
-                    .failing_interval(secs(2))
-                    .failure_threshold(2)
-                    .success_threshold(2),
-            )
-            .build()
-            .unwrap();
-        let mut app = app(&health);
-        settle().await;
+        let (_health, mut app) = serve_counted(
+            &healthy,
+            &runs,
+            CheckOptions::new()
+                .interval(secs(30))
+                .failing_interval(secs(2))
+                .failure_threshold(2)
+                .success_threshold(2),
+        )
+        .await;
         let count = || runs.load(Ordering::SeqCst);
         assert_eq!(count(), 1);
         // Passing: the next run is 30 s after the first.
@@ -981,19 +993,15 @@ mod tests {
     async fn a_longer_failing_interval_backs_off_without_turning_stale() {
         let healthy = Arc::new(AtomicBool::new(true));
         let runs = Arc::new(AtomicUsize::new(0));
-        let health = HealthChecks::builder()
-            .check_with(
-                "db",
-                counted_switch(&healthy, &runs),
-                CheckOptions::new()
-                    .interval(secs(1))
-                    .failing_interval(secs(60))
-                    .failure_threshold(2),
-            )
-            .build()
-            .unwrap();
-        let mut app = app(&health);
-        settle().await;
+        let (_health, mut app) = serve_counted(
+            &healthy,
+            &runs,
+            CheckOptions::new()
+                .interval(secs(1))
+                .failing_interval(secs(60))
+                .failure_threshold(2),
+        )
+        .await;
         let count = || runs.load(Ordering::SeqCst);
 
         healthy.store(false, Ordering::SeqCst);
@@ -1030,16 +1038,12 @@ mod tests {
         // `Duration::MAX` while failing: one run, no overflow, still failing.
         let healthy = Arc::new(AtomicBool::new(false));
         let runs = Arc::new(AtomicUsize::new(0));
-        let health = HealthChecks::builder()
-            .check_with(
-                "db",
-                counted_switch(&healthy, &runs),
-                CheckOptions::new().failing_interval(Duration::MAX),
-            )
-            .build()
-            .unwrap();
-        let mut app = app(&health);
-        settle().await;
+        let (_health, mut app) = serve_counted(
+            &healthy,
+            &runs,
+            CheckOptions::new().failing_interval(Duration::MAX),
+        )
+        .await;
         advance(secs(10 * 365 * 24 * 3600)).await;
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         assert_eq!(

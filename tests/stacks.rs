@@ -541,10 +541,19 @@ async fn hyper_app(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, 
     Ok(response)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plain_hyper_service_fn() {
-    let health = health();
-    let service = health.layer().layer(service_fn(hyper_app));
+/// Serves `service` on 127.0.0.1 with hyper-util (HTTP/1.1 and HTTP/2),
+/// one task per connection.
+async fn serve_hyper<S>(service: S) -> (JoinHandle<()>, String)
+where
+    S: tower::Service<
+            Request<Incoming>,
+            Response = Response<ResponseBody<Full<Bytes>>>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let (listener, base) = bind().await;
     let server = tokio::spawn(async move {
         loop {
@@ -559,6 +568,14 @@ async fn plain_hyper_service_fn() {
             });
         }
     });
+    (server, base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_hyper_service_fn() {
+    let health = health();
+    let service = health.layer().layer(service_fn(hyper_app));
+    let (server, base) = serve_hyper(service).await;
 
     for client in [common::http1_client(), common::http2_client()] {
         common::wait_ready(&client, &base).await;
@@ -618,20 +635,7 @@ async fn assert_not_found(client: &HttpClient, base: &str) {
 async fn health_paths_alone_on_a_hyper_port() {
     let health = health();
     let service = health.layer().into_service();
-    let (listener, base) = bind().await;
-    let server = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let service = TowerToHyperService::new(service.clone());
-            tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let (server, base) = serve_hyper(service).await;
 
     for client in [common::http1_client(), common::http2_client()] {
         common::wait_ready(&client, &base).await;
