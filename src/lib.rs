@@ -74,9 +74,9 @@
 //!   a database outage never restarts healthy pods. Before startup completes
 //!   only heartbeats count, as Kubernetes runs no liveness probe before the
 //!   startup probe passes.
-//! - **Readiness** is started, not draining (nor out of rotation), under the in-flight limit, and
-//!   every critical readiness check passing. A check with no result yet
-//!   counts as failing.
+//! - **Readiness** is started, not draining (nor out of rotation), under
+//!   the in-flight limit, and every critical readiness check passing. A
+//!   check with no result yet counts as failing.
 //! - **Startup** passes once every check has a first result, every
 //!   [`Probes::STARTUP`] check passes, and
 //!   [`mark_started`](HealthHandle::mark_started) was called if

@@ -28,13 +28,14 @@
 //! readiness and the status series show that. One that is gone without a
 //! shutdown (it panicked) fails liveness and readiness at once, and the
 //! probe series show that too; if it went with its runtime, so did this
-//! task, and every status series is 0. To alert on it
-//! directly, compare the last run's age with the check's interval plus
-//! timeout (the longer interval, with a
+//! task, and every status series is 0. To alert on it directly, compare
+//! the last run's age with the check's interval plus timeout (the longer
+//! interval, with a
 //! [`failing_interval`](crate::CheckOptions::failing_interval)), e.g. in
 //! Prometheus `time() - health_check_last_run_timestamp_seconds > 30` for
-//! checks every 5 s with a 2 s timeout. A removed check's timestamp is set to NaN, which no
-//! comparison matches, so such an alert stays quiet for it.
+//! checks every 5 s with a 2 s timeout. A removed check's timestamp is set
+//! to NaN, which no comparison matches, so such an alert stays quiet for
+//! it.
 //!
 //! The series carry no label that tells two [`HealthChecks`] apart: give
 //! each recorder one set of checks (one per process, as a rule), or the

@@ -252,8 +252,8 @@ impl CheckOptions {
     /// "stale". The default, `2 × interval + timeout`, tolerates one late
     /// run; after a run that leaves the next one a
     /// [`failing_interval`](Self::failing_interval) away, that interval
-    /// counts instead. For "never stale", pass `Duration::MAX`: values over 100 years
-    /// are lowered to 100 years.
+    /// counts instead. For "never stale", pass `Duration::MAX`: values over
+    /// 100 years are lowered to 100 years.
     #[must_use]
     pub const fn max_age(mut self, max_age: Duration) -> Self {
         self.max_age = Some(max_age);

@@ -343,33 +343,36 @@ impl Shared {
     }
 
     pub(crate) fn mark_started(&self) {
-        let mut state = self.lock();
-        if !state.marked {
-            state.marked = true;
-            self.publish(&mut state);
-        }
+        self.set_flag(|state| &mut state.marked, true);
     }
 
     pub(crate) fn drain(&self) {
-        let mut state = self.lock();
-        if !state.draining {
-            state.draining = true;
-            self.publish(&mut state);
-        }
+        self.set_flag(|state| &mut state.draining, true);
     }
 
     /// Takes the instance out of rotation (`true`) or returns it.
     pub(crate) fn set_out_of_rotation(&self, out: bool) {
-        let mut state = self.lock();
-        if state.out_of_rotation != out {
-            state.out_of_rotation = out;
-            if out {
-                tracing::info!("health: taken out of rotation: readiness reports draining");
-            } else {
-                tracing::info!("health: returned to rotation");
-            }
-            self.publish(&mut state);
+        if !self.set_flag(|state| &mut state.out_of_rotation, out) {
+            return;
         }
+        if out {
+            tracing::info!("health: taken out of rotation: readiness reports draining");
+        } else {
+            tracing::info!("health: returned to rotation");
+        }
+    }
+
+    /// Sets one of the operators' flags to `value` and publishes, if that
+    /// changes it. Returns whether it did.
+    fn set_flag(&self, flag: impl FnOnce(&mut State) -> &mut bool, value: bool) -> bool {
+        let mut state = self.lock();
+        let slot = flag(&mut state);
+        if *slot == value {
+            return false;
+        }
+        *slot = value;
+        self.publish(&mut state);
+        true
     }
 
     pub(crate) fn heartbeat(
