@@ -1,4 +1,4 @@
-//! A request to an upstream HTTP service through hyper-util's pooled
+//! A request to an upstream HTTP service through hyper-util's
 //! [legacy client](hyper_util::client::legacy::Client) (feature
 //! `http-client`).
 //!
@@ -11,22 +11,27 @@
 //!   Without a substring to find, the status alone decides, and a slow or
 //!   streaming body is not waited for (100 ms at most).
 //!
-//! The client keeps connections alive between runs, so a run reuses the
-//! previous run's connection. An upstream may close that connection as idle
-//! just as the next run sends its request. A request with an idempotent
-//! method (`GET`, `HEAD`, ...) whose connection was closed or reset before
-//! a complete response head arrived is sent once more, within the same
-//! timeout, on another connection: a new one, unless the client's pool holds
-//! another idle connection to the upstream (a client shared through
-//! [`HttpCheck::with_client`] may). A refused or unreachable upstream is
-//! never retried.
+//! [`HttpCheck::new`] builds a plain-HTTP client on a [`Connector`] that
+//! opens a new connection for every run, as Kubernetes' own HTTP probes do:
+//! each run looks the host name up again, so it follows a DNS change (a
+//! blue/green switch, a failover) even while the old address still answers,
+//! and it proves that the upstream still accepts connections, which a
+//! kept-alive connection would not. The `Connector` looks a host name up at
+//! most once at a time (DNS down does not pile up lookups) and, when the
+//! name has several addresses, tries the next one beside an attempt that
+//! has not answered in 250 ms (a dead replica does not fail the check while
+//! another accepts).
 //!
-//! [`HttpCheck::new`] builds a plain-HTTP client on a [`Connector`], which
-//! looks a host name up at most once at a time (DNS down does not pile up
-//! lookups) and, when the name has several addresses, tries the next one
-//! beside an attempt that has not answered in 250 ms (a dead replica does
-//! not fail the check while another accepts). For HTTPS, or to share the
-//! application's own client and its pool, pass a client to
+//! A client passed to [`HttpCheck::with_client`] pools connections as it
+//! was built to, so a run may reuse the previous run's connection, and an
+//! upstream may close that connection as idle just as the next run sends
+//! its request. A request with an idempotent method (`GET`, `HEAD`, ...)
+//! whose connection was closed or reset before a complete response head
+//! arrived is sent once more, within the same timeout, on another
+//! connection: a new one, unless the pool holds another idle connection to
+//! the upstream. A refused or unreachable upstream is never retried. For
+//! HTTPS, or to share the application's own client and its pool, pass a
+//! client to
 //! [`HttpCheck::with_client`] (for example one built on `hyper-rustls`'s
 //! connector, around a [`Connector`]).
 //!
@@ -81,7 +86,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{self, Client, connect::Connect},
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+    rt::{TokioExecutor, TokioIo},
 };
 use tokio::net::TcpStream;
 
@@ -93,9 +98,9 @@ const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Without [`HttpCheck::expect_body_contains`], how long a run goes on
 /// reading the body after a passing status: long enough for a short body
-/// (a JSON health document, chunked or not) to arrive so the connection is
-/// reused, short enough that a slow or streaming body does not hold up the
-/// run.
+/// (a JSON health document, chunked or not) to arrive, so that a pooling
+/// client can reuse the connection, short enough that a slow or streaming
+/// body does not hold up the run.
 const BODY_GRACE: Duration = Duration::from_millis(100);
 
 /// Requests a URL and checks the status and, optionally, the body. See the
@@ -118,13 +123,20 @@ pub struct HttpCheck<C = Connector, B = Empty<Bytes>> {
 impl HttpCheck {
     /// A check of `uri` with its own plain-HTTP client (`http://` only; a
     /// run of an `https://` URL fails and says to use
-    /// [`with_client`](Self::with_client)), keeping idle connections for 90
-    /// seconds. It connects through a [`Connector`] of the check's own.
+    /// [`with_client`](Self::with_client)). Every run connects anew through
+    /// a [`Connector`] of the check's own, looking the host name up again;
+    /// no connection is kept between runs.
     pub fn new(uri: Uri) -> Self {
+        Self::connecting_through(Connector::new(), uri)
+    }
+
+    /// [`new`](Self::new), on a given connector (tests give it their own
+    /// name lookups).
+    fn connecting_through(connector: Connector, uri: Uri) -> Self {
+        // No idle connection is kept: each request gets its own.
         let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(Connector::new());
+            .pool_max_idle_per_host(0)
+            .build(connector);
         Self {
             plain_http: true,
             ..Self::with_client(client, uri)
@@ -154,9 +166,10 @@ impl HttpCheck {
 ///   dead replica) fails every run at its timeout while the next one
 ///   accepts.
 ///
-/// Connections have `TCP_NODELAY` set, and no TCP keepalive (the client's
-/// pool drops an idle connection long before a keepalive probe would go
-/// out). Like `HttpConnector`, a `Connector` refuses `https://` URLs, so
+/// Connections have `TCP_NODELAY` set, and no TCP keepalive: a check's
+/// connection is never idle long enough for a keepalive probe to matter
+/// ([`HttpCheck::new`] keeps none between runs; a pooling client drops idle
+/// ones after its `pool_idle_timeout`). Like `HttpConnector`, a `Connector` refuses `https://` URLs, so
 /// that a request meant to be encrypted is never sent in plain text; a TLS
 /// connector wrapped around it (which hands it `https://` URLs to open the
 /// TCP connection under TLS) needs [`enforce_http(false)`](Self::enforce_http).
@@ -338,9 +351,11 @@ where
     ///
     /// Without [`expect_body_contains`](Self::expect_body_contains) the
     /// status decides the result, and the run reads the body, up to this
-    /// limit, for 100 ms at most: a short body's connection is reused, while
-    /// a slow or streaming body's connection is closed rather than waited
-    /// on (`body_bytes` is then what arrived in that time).
+    /// limit, for 100 ms at most (so a pooling client can reuse a short
+    /// body's connection), while a slow or streaming body's connection is
+    /// closed rather than waited on. `body_bytes` is then what arrived in
+    /// that time, and a body cut short by the upstream does not fail the
+    /// run either.
     #[must_use]
     pub fn max_body_bytes(mut self, limit: usize) -> Self {
         self.max_body_bytes = limit;
@@ -418,9 +433,9 @@ where
 
         // Read at most `max_body_bytes`, stopping early once the needle is
         // found. Without a needle the status has decided: read the rest of
-        // the body for a short grace only, so that a short body's
-        // connection can be reused, and close a slow or endless one rather
-        // than wait for it.
+        // the body for a short grace only, so that a pooling client can
+        // reuse a short body's connection, and close a slow or endless one
+        // rather than wait for it (or mind that it broke off).
         let grace = tokio::time::Instant::now() + BODY_GRACE;
         let mut body = response.into_body();
         let mut seen: Vec<u8> = Vec::new();
@@ -439,6 +454,14 @@ where
             match frame {
                 None => {
                     complete = true;
+                    break;
+                }
+                Some(Err(e)) if self.body_contains.is_none() => {
+                    tracing::debug!(
+                        url = %self.shown,
+                        error = %error_chain(&e),
+                        "health: HTTP check's body broke off after a passing status"
+                    );
                     break;
                 }
                 Some(Err(e)) => {
@@ -654,6 +677,90 @@ mod tests {
 
     fn listed(_: &str) -> io::Result<Vec<SocketAddr>> {
         Ok(LISTED.lock().unwrap().clone())
+    }
+
+    /// A server answering every request with `status`, counting the
+    /// connections it accepts.
+    async fn counting_server(
+        status: http::StatusCode,
+    ) -> (
+        SocketAddr,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        use std::{
+            convert::Infallible,
+            sync::{Arc, atomic::AtomicUsize},
+        };
+
+        use http_body_util::Full;
+        use tokio::net::TcpListener;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        let server = tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let answer = hyper::service::service_fn(move |_| async move {
+                    let mut response = Response::new(Full::new(Bytes::from_static(b"hi")));
+                    *response.status_mut() = status;
+                    Ok::<_, Infallible>(response)
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), answer),
+                );
+            }
+        });
+        (addr, accepted, server)
+    }
+
+    /// What [`moving`] resolves every name to.
+    static MOVING: std::sync::Mutex<Vec<SocketAddr>> = std::sync::Mutex::new(Vec::new());
+
+    fn moving(_: &str) -> io::Result<Vec<SocketAddr>> {
+        Ok(MOVING.lock().unwrap().clone())
+    }
+
+    #[tokio::test]
+    async fn new_connects_anew_every_run_and_follows_a_dns_change() {
+        use std::sync::atomic::Ordering;
+
+        use crate::Status;
+
+        let (old, old_accepted, old_server) = counting_server(http::StatusCode::OK).await;
+        let (new, _, new_server) = counting_server(http::StatusCode::SERVICE_UNAVAILABLE).await;
+        *MOVING.lock().unwrap() = vec![old];
+        let connector = Connector {
+            lookups: Lookups::with(moving),
+            enforce_http: true,
+        };
+        let check =
+            HttpCheck::connecting_through(connector, "http://moved.test/health".parse().unwrap());
+        for run in 1..=2 {
+            assert_eq!(check.check().await.status(), Status::Healthy);
+            assert_eq!(
+                old_accepted.load(Ordering::SeqCst),
+                run,
+                "a connection per run"
+            );
+            // Time for a pool, if there were one, to take the connection
+            // back (real time; nothing is asserted about durations): a
+            // pooled connection would be reused by the next run.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The name now points elsewhere, while the old address still
+        // answers 200 (a blue/green switch): the next run asks the new one.
+        *MOVING.lock().unwrap() = vec![new];
+        let result = check.check().await;
+        assert_eq!(result.status(), Status::Unhealthy, "{result:?}");
+        assert!(result.message().unwrap().contains("503"), "{result:?}");
+        assert_eq!(old_accepted.load(Ordering::SeqCst), 2);
+        old_server.abort();
+        new_server.abort();
     }
 
     // Linux drops a SYN when the listener's accept queue is full, which

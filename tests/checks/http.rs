@@ -11,7 +11,10 @@ use std::{
 use axum::{Router, http::StatusCode, routing::get};
 use http::{HeaderName, HeaderValue};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tower_health::{Check, Status, checks::http::HttpCheck};
+use tower_health::{
+    Check, Status,
+    checks::http::{Connector, HttpCheck},
+};
 
 use crate::{
     postgres::observed,
@@ -54,6 +57,15 @@ async fn upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 
 fn uri(addr: SocketAddr, path: &str) -> http::Uri {
     format!("http://{addr}{path}").parse().unwrap()
+}
+
+/// A check through a client that keeps idle connections, as an
+/// application's own client passed to `with_client` does.
+fn pooled(uri: http::Uri) -> HttpCheck {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(Connector::new());
+    HttpCheck::with_client(client, uri)
 }
 
 #[tokio::test]
@@ -251,7 +263,7 @@ async fn a_kept_alive_connection_closed_unanswered_is_retried_once() {
     // One answer per connection: the second run finds its pooled connection
     // closed under it, and is sent again on a new one.
     let upstream = Closer::start(1).await;
-    let check = HttpCheck::new(uri(upstream.addr, "/ok"));
+    let check = pooled(uri(upstream.addr, "/ok"));
     assert_eq!(check.check().await.status(), Status::Healthy);
     // Let hyper-util's idle task put the first connection back in the pool
     // (real time; nothing is asserted about durations). Had it not, the
@@ -266,7 +278,7 @@ async fn a_kept_alive_connection_closed_unanswered_is_retried_once() {
     // An upstream that never answers: one retry, not more, and the error
     // says what happened.
     let upstream = Closer::start(0).await;
-    let result = HttpCheck::new(uri(upstream.addr, "/ok")).check().await;
+    let result = pooled(uri(upstream.addr, "/ok")).check().await;
     assert_eq!(result.status(), Status::Unhealthy);
     assert!(
         result
@@ -278,7 +290,7 @@ async fn a_kept_alive_connection_closed_unanswered_is_retried_once() {
     assert_eq!(upstream.counts(), (2, 2));
 
     // A method that is not idempotent is never sent twice.
-    let result = HttpCheck::new(uri(upstream.addr, "/ok"))
+    let result = pooled(uri(upstream.addr, "/ok"))
         .method(http::Method::POST)
         .check()
         .await;
@@ -365,11 +377,12 @@ async fn a_streaming_body_is_not_waited_for_without_a_needle() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_short_chunked_body_keeps_its_connection_without_a_needle() {
+async fn a_short_chunked_body_keeps_a_pooled_connection_without_a_needle() {
     // Chunked, the last chunk written a moment after the rest, as servers
     // that stream their JSON do. The run waits that moment (and on a
     // multi-threaded runtime the rest of a body may reach it a moment after
-    // the head anyway), so every run reuses the first connection.
+    // the head anyway), so every run of a check on a pooling client reuses
+    // the first connection.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
@@ -393,7 +406,7 @@ async fn a_short_chunked_body_keeps_its_connection_without_a_needle() {
             });
         }
     });
-    let check = HttpCheck::new(uri(addr, "/health"));
+    let check = pooled(uri(addr, "/health"));
     for _ in 0..12 {
         let result = check.check().await;
         assert_eq!(result.status(), Status::Healthy, "{result:?}");
@@ -406,6 +419,41 @@ async fn a_short_chunked_body_keeps_its_connection_without_a_needle() {
         connections.load(Ordering::SeqCst),
         1,
         "one connection, reused"
+    );
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_body_cut_short_fails_only_a_check_that_looks_in_it() {
+    // A 200 that promises 100 bytes, sends 2 and closes: an upstream
+    // restarting mid-answer, or a proxy's reset stream.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            if read_head(&mut socket).await {
+                let cut = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nok";
+                let _ = socket.write_all(cut).await;
+            }
+        }
+    });
+    // Without a needle the status decides, as documented.
+    let result = HttpCheck::new(uri(addr, "/cut")).check().await;
+    assert_eq!(result.status(), Status::Healthy, "{result:?}");
+    assert_eq!(observed(&result, "body_bytes"), 2);
+    // With one, the body it was to be found in broke off.
+    let result = HttpCheck::new(uri(addr, "/cut"))
+        .expect_body_contains("healthy")
+        .check()
+        .await;
+    assert_eq!(result.status(), Status::Unhealthy, "{result:?}");
+    assert!(
+        result
+            .message()
+            .unwrap()
+            .contains("answered 200 but its body failed after 2 bytes"),
+        "{result:?}"
     );
     server.abort();
 }
