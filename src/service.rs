@@ -66,7 +66,12 @@ impl<S> Health<S> {
     }
 
     /// The wrapped service, mutably.
+    ///
+    /// Its readiness is asked again before the next passed-through request
+    /// calls it: what is done through this reference (a call, a
+    /// replacement) may use up the readiness `poll_ready` saw.
     pub fn get_mut(&mut self) -> &mut S {
+        self.inner_ready = false;
         &mut self.inner
     }
 
@@ -1396,6 +1401,42 @@ mod http_tests {
         let waited = tokio::time::timeout(Duration::from_secs(5), &mut waiting)
             .await
             .expect("the clone got the permit back")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            waited.into_body().collect().await.unwrap().to_bytes(),
+            "inner"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn readiness_is_asked_again_after_get_mut() {
+        let health = HealthChecks::builder().build().unwrap();
+        let inner = tower::limit::ConcurrencyLimit::new(crate::test_util::inner(), 1);
+        let mut app = tower_layer::Layer::layer(&health.layer(), inner);
+        let request = || {
+            Request::get("/work")
+                .body(Full::<Bytes>::default())
+                .unwrap()
+        };
+        // `app` holds the only permit; a direct call through `get_mut` uses
+        // it up.
+        app.ready().await.unwrap();
+        let direct = app.get_mut().call(request());
+        app.ready().await.unwrap();
+        // Called without a permit, tower's ConcurrencyLimit would panic:
+        // this request waits for the direct call's permit instead.
+        let mut waiting = tokio::spawn(app.call(request()));
+        settle().await;
+        assert!(!waiting.is_finished());
+        let direct = direct.await.unwrap();
+        assert_eq!(
+            direct.into_body().collect().await.unwrap().to_bytes(),
+            "inner"
+        );
+        let waited = tokio::time::timeout(Duration::from_secs(5), &mut waiting)
+            .await
+            .expect("the permit came back")
             .unwrap()
             .unwrap();
         assert_eq!(
