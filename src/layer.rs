@@ -265,9 +265,29 @@ impl Config {
         paths.join(", ")
     }
 
-    pub(crate) fn code(&self, status: ProbeStatus) -> StatusCode {
-        self.codes[status.index()]
+    /// The status code of `probe`'s answer with `status` (a component's
+    /// answer is coded as [`Probe::Health`]'s).
+    ///
+    /// Liveness and startup answer a passing status with 200 when the code
+    /// set for it is one kubelet counts as a failure: the pod would be
+    /// restarted, or never finish starting, on an answer that says it
+    /// passes.
+    #[inline]
+    pub(crate) fn code(&self, probe: Probe, status: ProbeStatus) -> StatusCode {
+        let code = self.codes[status.index()];
+        if status.is_passing()
+            && matches!(probe, Probe::Liveness | Probe::Startup)
+            && !passes_kubelet(code)
+        {
+            return StatusCode::OK;
+        }
+        code
     }
+}
+
+/// Whether kubelet's HTTP probe counts `code` as a success (200 to 399).
+fn passes_kubelet(code: StatusCode) -> bool {
+    (200..400).contains(&code.as_u16())
 }
 
 fn normalize(path: impl Into<String>) -> String {
@@ -384,18 +404,43 @@ impl HealthLayer {
     /// The HTTP status code for a probe status. Defaults: healthy and
     /// degraded 200, everything else 503.
     ///
-    /// An informational code (1xx) is not a final answer (hyper would send
-    /// `101` as a protocol switch and stop serving the connection): it is
-    /// ignored, with a warning logged, and the code stays as it was.
+    /// A passing status (healthy, degraded) given a code that kubelet counts
+    /// as a failure (outside 200–399), such as
+    /// `status_code(ProbeStatus::Degraded, StatusCode::TOO_MANY_REQUESTS)`,
+    /// takes it on readiness, `/health` and `/health/{name}` only: liveness
+    /// and startup still answer it with 200, or Kubernetes would restart the
+    /// pod (or never let it finish starting) while the answer says it
+    /// passes.
+    ///
+    /// A code that cannot carry the answer's body is ignored, with a warning
+    /// logged, and the code stays as it was: an informational one (1xx) is
+    /// not a final answer (hyper would send `101` as a protocol switch and
+    /// stop serving the connection), and `204`, `205` and `304` have no
+    /// body (hyper drops it, and a `HEAD` answer's `Content-Length` would
+    /// break the protocol).
     #[must_use]
     pub fn status_code(self, status: ProbeStatus, code: StatusCode) -> Self {
-        if code.is_informational() {
+        if code.is_informational()
+            || matches!(
+                code,
+                StatusCode::NO_CONTENT | StatusCode::RESET_CONTENT | StatusCode::NOT_MODIFIED
+            )
+        {
             tracing::warn!(
                 ?status,
                 code = code.as_u16(),
-                "tower-health: an informational status code cannot answer a probe; ignored"
+                "tower-health: a status code without a body (1xx, 204, 205, 304) cannot carry a \
+                 probe's answer; ignored"
             );
             return self;
+        }
+        if status.is_passing() && !passes_kubelet(code) {
+            tracing::info!(
+                ?status,
+                code = code.as_u16(),
+                "tower-health: a passing status's code applies to readiness and /health; \
+                 liveness and startup still answer it with 200"
+            );
         }
         self.configure(|config| config.codes[status.index()] = code)
     }

@@ -1099,15 +1099,19 @@ mod tests {
         );
         assert_eq!(get(&mut strict, "/readyz").await.status, 429);
 
-        // A 1xx is no answer: ignored, the code set before stays.
-        let mut informational = crate::test_util::app_with(
+        // A 1xx is no answer, and 204, 205 and 304 have no body: ignored,
+        // the code set before stays.
+        let mut bodiless = crate::test_util::app_with(
             health
                 .layer()
                 .status_code(ProbeStatus::Degraded, http::StatusCode::TOO_MANY_REQUESTS)
                 .status_code(ProbeStatus::Degraded, http::StatusCode::SWITCHING_PROTOCOLS)
-                .status_code(ProbeStatus::Degraded, http::StatusCode::CONTINUE),
+                .status_code(ProbeStatus::Degraded, http::StatusCode::CONTINUE)
+                .status_code(ProbeStatus::Degraded, http::StatusCode::NO_CONTENT)
+                .status_code(ProbeStatus::Degraded, http::StatusCode::RESET_CONTENT)
+                .status_code(ProbeStatus::Degraded, http::StatusCode::NOT_MODIFIED),
         );
-        assert_eq!(get(&mut informational, "/readyz").await.status, 429);
+        assert_eq!(get(&mut bodiless, "/readyz").await.status, 429);
     }
 
     #[tokio::test(start_paused = true)]

@@ -419,7 +419,7 @@ fn answer<B>(
             let Answer { status, body } = snapshot.cached.get(probe, busy, format);
             return respond(
                 config,
-                config.code(*status),
+                config.code(probe, *status),
                 format,
                 body.clone(),
                 head,
@@ -473,7 +473,13 @@ fn answer<B>(
     };
     respond(
         config,
-        config.code(answer.status),
+        config.code(
+            match route {
+                Route::Probe(probe) => probe,
+                Route::Component(_) => Probe::Health,
+            },
+            answer.status,
+        ),
         format,
         answer.body,
         head,
@@ -611,6 +617,70 @@ mod http_tests {
         let app = app(&health);
         settle().await;
         (health, app)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_code_for_a_passing_status_spares_liveness_and_startup() {
+        let health = HealthChecks::builder()
+            .check_with(
+                "cache",
+                || async { CheckResult::degraded("evictions high") },
+                CheckOptions::new().probes(Probes::STARTUP | Probes::LIVENESS | Probes::READINESS),
+            )
+            .build()
+            .unwrap();
+        let mut app = crate::test_util::app_with(
+            health
+                .layer()
+                .status_code(crate::ProbeStatus::Degraded, StatusCode::TOO_MANY_REQUESTS)
+                .status_code(
+                    crate::ProbeStatus::Unhealthy,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                ),
+        );
+        settle().await;
+        for path in ["/readyz", "/health", "/health/cache"] {
+            let reply = get(&mut app, path).await;
+            assert_eq!(reply.status, 429, "{path}: {}", reply.body);
+            assert_eq!(reply.json()["status"], "degraded", "{path}");
+        }
+        // Kubernetes would restart the pod on a 429 from liveness although
+        // the answer says the probe passes.
+        for path in ["/livez", "/healthz"] {
+            let reply = get(&mut app, path).await;
+            assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+            assert_eq!(reply.json()["status"], "degraded", "{path}");
+            let verbose = get(&mut app, &format!("{path}?verbose")).await;
+            assert_eq!(verbose.status, 200, "{path}?verbose");
+        }
+        // Startup latches healthy; mapped to a failure code, it would never
+        // let the pod finish starting.
+        let mut odd = crate::test_util::app_with(
+            health
+                .layer()
+                .status_code(crate::ProbeStatus::Healthy, StatusCode::IM_A_TEAPOT),
+        );
+        assert_eq!(get(&mut odd, "/startupz").await.status, 200);
+        let health_json = send(&mut app, crate::test_util::health_json("/livez")).await;
+        assert_eq!(health_json.status, 200);
+        assert_eq!(health_json.json()["status"], "warn");
+        // A failing status's code applies to every probe.
+        health.drain();
+        assert_eq!(get(&mut app, "/livez").await.status, 200);
+        let dead = HealthChecks::builder()
+            .check_with(
+                "loop",
+                || async { CheckResult::unhealthy("stuck") },
+                CheckOptions::new().probes(Probes::LIVENESS),
+            )
+            .build()
+            .unwrap();
+        let mut dead_app = crate::test_util::app_with(dead.layer().status_code(
+            crate::ProbeStatus::Unhealthy,
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ));
+        settle().await;
+        assert_eq!(get(&mut dead_app, "/livez").await.status, 500);
     }
 
     #[tokio::test(start_paused = true)]
