@@ -700,11 +700,15 @@ impl HealthHandle {
     }
 
     /// A receiver of the probes' statuses, updated whenever a check
-    /// result, the set of checks, startup, draining, a heartbeat deadline
-    /// or a result turning stale changes what a probe would answer (the
-    /// in-flight limit is per request and not included). It is updated by
-    /// the refresher: after [`shutdown`](Self::shutdown) it stops changing,
-    /// while probes go on judging staleness themselves.
+    /// result, the set of checks, startup, draining or rotation, a
+    /// heartbeat or a result turning stale changes what a probe would
+    /// answer (the in-flight limit is per request and not included).
+    ///
+    /// After [`shutdown`](Self::shutdown) no check runs. The overview still
+    /// follows draining, rotation, startup marks and heartbeats, but a
+    /// result turning stale shows in it only while the gRPC service or the
+    /// metrics task (features `tonic-health`, `metrics`) runs; probes
+    /// judge staleness themselves either way.
     ///
     /// As with any `watch` receiver, do not hold `borrow()` while calling
     /// into this handle or a heartbeat on the same thread.
