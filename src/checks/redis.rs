@@ -177,7 +177,12 @@ fn role(answer: &::redis::Value) -> CheckResult {
 /// What to look at after a failed `PING`. (A server that answers with an
 /// error is unhealthy all the same: the application cannot use it either.)
 fn hint(e: &::redis::RedisError) -> &'static str {
-    match e.code() {
+    // A pipeline's error (`expect_writable`'s `PING` and `ROLE`) holds its
+    // commands' server errors; `code()` names one only if the client knows
+    // its kind, which `NOAUTH` and `WRONGPASS` are not.
+    let pipelined = e.clone().into_server_errors();
+    let first = pipelined.as_deref().and_then(<[_]>::first);
+    match e.code().or_else(|| first.map(|(_, error)| error.code())) {
         Some("LOADING") => {
             "the server is loading its dataset into memory (after a restart or a full \
              resync) and answers once it has"

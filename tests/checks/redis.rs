@@ -99,14 +99,20 @@ async fn a_server_requiring_a_password_is_named_as_such() {
         .unwrap();
     // A new connection has not authenticated.
     let anonymous = client.get_multiplexed_async_connection().await.unwrap();
-    let result = RedisCheck::new(anonymous).check().await;
-    assert_eq!(result.status(), Status::Unhealthy, "{result:?}");
-    let message = result.message().unwrap();
-    assert!(
-        message.contains("NOAUTH") && message.contains("requires authentication"),
-        "{message}"
-    );
-    assert!(!message.contains("s3cret"), "{message}");
+    // Alone, and pipelined with ROLE for `expect_writable`.
+    for check in [
+        RedisCheck::new(anonymous.clone()),
+        RedisCheck::new(anonymous).expect_writable(),
+    ] {
+        let result = check.check().await;
+        assert_eq!(result.status(), Status::Unhealthy, "{result:?}");
+        let message = result.message().unwrap();
+        assert!(
+            message.contains("NOAUTH") && message.contains("requires authentication"),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"), "{message}");
+    }
     // The connection that authenticated before still passes.
     let result = RedisCheck::new(admin).check().await;
     assert_eq!(result.status(), Status::Healthy, "{result:?}");
