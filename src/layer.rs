@@ -416,8 +416,8 @@ impl HealthLayer {
     /// logged, and the code stays as it was: an informational one (1xx) is
     /// not a final answer (hyper would send `101` as a protocol switch and
     /// stop serving the connection), and `204`, `205` and `304` have no
-    /// body (hyper drops it, and a `HEAD` answer's `Content-Length` would
-    /// break the protocol).
+    /// body (hyper drops it, and a `HEAD` answer's `Content-Length` is
+    /// forbidden with 204 and wrong with 205).
     #[must_use]
     pub fn status_code(self, status: ProbeStatus, code: StatusCode) -> Self {
         if code.is_informational()

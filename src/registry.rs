@@ -705,10 +705,11 @@ impl HealthHandle {
     /// answer (the in-flight limit is per request and not included).
     ///
     /// After [`shutdown`](Self::shutdown) no check runs. The overview still
-    /// follows draining, rotation, startup marks and heartbeats, but a
-    /// result turning stale shows in it only while the gRPC service or the
-    /// metrics task (features `tonic-health`, `metrics`) runs; probes
-    /// judge staleness themselves either way.
+    /// follows draining, rotation, startup marks and heartbeats that beat,
+    /// recover or are dropped, but a result turning stale or a heartbeat
+    /// missing its deadline shows in it only while the gRPC service or the
+    /// metrics task (features `tonic-health`, `metrics`) runs; probes judge
+    /// both themselves either way.
     ///
     /// As with any `watch` receiver, do not hold `borrow()` while calling
     /// into this handle or a heartbeat on the same thread.

@@ -71,7 +71,8 @@ impl Probe {
 }
 
 /// What a probe answers. Each maps to an HTTP status code, configurable with
-/// [`HealthLayer::status_code`](crate::HealthLayer::status_code).
+/// [`HealthLayer::status_code`](crate::HealthLayer::status_code) (where
+/// liveness and startup keep 200 for a passing status).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProbeStatus {
     /// Everything judged passes. Default 200.

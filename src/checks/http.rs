@@ -25,11 +25,13 @@
 //! A client passed to [`HttpCheck::with_client`] pools connections as it
 //! was built to, so a run may reuse the previous run's connection, and an
 //! upstream may close that connection as idle just as the next run sends
-//! its request. A request with an idempotent method (`GET`, `HEAD`, ...)
-//! whose connection was closed or reset before a complete response head
-//! arrived is sent once more, within the same timeout, on another
-//! connection: a new one, unless the pool holds another idle connection to
-//! the upstream. A refused or unreachable upstream is never retried. For
+//! its request. So through such a client a request with an idempotent
+//! method (`GET`, `HEAD`, ...) whose connection was closed or reset before
+//! a complete response head arrived is sent once more, within the same
+//! timeout, on another connection: a new one, unless the pool holds another
+//! idle connection to the upstream. A refused or unreachable upstream is
+//! never retried, and neither is a request of [`HttpCheck::new`]'s, whose
+//! connection is always new: an upstream that drops it fails the run. For
 //! HTTPS, or to share the application's own client and its pool, pass a
 //! client to
 //! [`HttpCheck::with_client`] (for example one built on `hyper-rustls`'s
@@ -116,8 +118,9 @@ pub struct HttpCheck<C = Connector, B = Empty<Bytes>> {
     status: RangeInclusive<u16>,
     body_contains: Option<Vec<u8>>,
     max_body_bytes: usize,
-    /// Made by [`HttpCheck::new`], whose client cannot speak TLS.
-    plain_http: bool,
+    /// Made by [`HttpCheck::new`], whose client cannot speak TLS and keeps
+    /// no connection between requests.
+    own_client: bool,
 }
 
 impl HttpCheck {
@@ -138,7 +141,7 @@ impl HttpCheck {
             .pool_max_idle_per_host(0)
             .build(connector);
         Self {
-            plain_http: true,
+            own_client: true,
             ..Self::with_client(client, uri)
         }
     }
@@ -169,9 +172,9 @@ impl HttpCheck {
 /// Connections have `TCP_NODELAY` set, and no TCP keepalive: a check's
 /// connection is never idle long enough for a keepalive probe to matter
 /// ([`HttpCheck::new`] keeps none between runs; a pooling client drops idle
-/// ones after its `pool_idle_timeout`). Like `HttpConnector`, a `Connector` refuses `https://` URLs, so
-/// that a request meant to be encrypted is never sent in plain text; a TLS
-/// connector wrapped around it (which hands it `https://` URLs to open the
+/// ones after its `pool_idle_timeout`). Like `HttpConnector`, a `Connector`
+/// refuses `https://` URLs, so that a request meant to be encrypted is never
+/// sent in plain text; a TLS connector wrapped around it (which hands it `https://` URLs to open the
 /// TCP connection under TLS) needs [`enforce_http(false)`](Self::enforce_http).
 ///
 /// A client passed to [`HttpCheck::with_client`] keeps its own connector;
@@ -313,7 +316,7 @@ where
             status: 200..=299,
             body_contains: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            plain_http: false,
+            own_client: false,
         }
     }
 
@@ -382,11 +385,11 @@ where
     }
 
     /// Sends the request, and once more (on another connection) if the
-    /// upstream closed the connection before answering (see
-    /// [`closed_unanswered`]).
+    /// upstream closed a connection the client may have kept before
+    /// answering (see [`closed_unanswered`]).
     async fn send(&self) -> Result<Response<Incoming>, legacy::Error> {
         match self.client.request(self.request()).await {
-            Err(e) if self.method.is_idempotent() && closed_unanswered(&e) => {
+            Err(e) if !self.own_client && self.method.is_idempotent() && closed_unanswered(&e) => {
                 tracing::debug!(
                     url = %self.shown,
                     error = %error_chain(&e),
@@ -399,7 +402,7 @@ where
     }
 
     async fn run(&self) -> CheckResult {
-        if self.plain_http && self.uri.scheme_str() == Some("https") {
+        if self.own_client && self.uri.scheme_str() == Some("https") {
             return CheckResult::unhealthy(format!(
                 "{} is https, which HttpCheck::new's plain-HTTP client cannot reach: build the \
                  check with HttpCheck::with_client and a client with a TLS connector",

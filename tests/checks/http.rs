@@ -297,6 +297,15 @@ async fn a_kept_alive_connection_closed_unanswered_is_retried_once() {
     assert_eq!(result.status(), Status::Unhealthy);
     assert_eq!(upstream.counts(), (3, 3));
     upstream.task.abort();
+
+    // `HttpCheck::new`'s connection is always new, so no idle timeout
+    // closed it: an upstream that drops it fails the run, without a retry
+    // that would hide it and load the upstream twice.
+    let upstream = Closer::start(0).await;
+    let result = HttpCheck::new(uri(upstream.addr, "/ok")).check().await;
+    assert_eq!(result.status(), Status::Unhealthy, "{result:?}");
+    assert_eq!(upstream.counts(), (1, 1));
+    upstream.task.abort();
 }
 
 #[tokio::test]
