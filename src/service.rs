@@ -653,6 +653,9 @@ mod http_tests {
             let verbose = get(&mut app, &format!("{path}?verbose")).await;
             assert_eq!(verbose.status, 200, "{path}?verbose");
         }
+        let health_json = send(&mut app, crate::test_util::health_json("/livez")).await;
+        assert_eq!(health_json.status, 200);
+        assert_eq!(health_json.json()["status"], "warn");
         // Startup latches healthy; mapped to a failure code, it would never
         // let the pod finish starting.
         let mut odd = crate::test_util::app_with(
@@ -661,9 +664,6 @@ mod http_tests {
                 .status_code(crate::ProbeStatus::Healthy, StatusCode::IM_A_TEAPOT),
         );
         assert_eq!(get(&mut odd, "/startupz").await.status, 200);
-        let health_json = send(&mut app, crate::test_util::health_json("/livez")).await;
-        assert_eq!(health_json.status, 200);
-        assert_eq!(health_json.json()["status"], "warn");
         // A failing status's code applies to every probe.
         let dead = HealthChecks::builder()
             .check_with(

@@ -174,8 +174,9 @@ impl HttpCheck {
 /// ([`HttpCheck::new`] keeps none between runs; a pooling client drops idle
 /// ones after its `pool_idle_timeout`). Like `HttpConnector`, a `Connector`
 /// refuses `https://` URLs, so that a request meant to be encrypted is never
-/// sent in plain text; a TLS connector wrapped around it (which hands it `https://` URLs to open the
-/// TCP connection under TLS) needs [`enforce_http(false)`](Self::enforce_http).
+/// sent in plain text; a TLS connector wrapped around it (which hands it
+/// `https://` URLs to open the TCP connection under TLS) needs
+/// [`enforce_http(false)`](Self::enforce_http).
 ///
 /// A client passed to [`HttpCheck::with_client`] keeps its own connector;
 /// to give it this one, build it on a `Connector`, for instance under a TLS
