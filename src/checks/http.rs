@@ -654,25 +654,7 @@ mod tests {
 
     /// A server answering 200 to everything, on a loopback port.
     async fn ok_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
-        use std::convert::Infallible;
-
-        use http_body_util::Full;
-        use tokio::net::TcpListener;
-
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let ok = hyper::service::service_fn(|_| async {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-                });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), ok),
-                );
-            }
-        });
+        let (addr, _, server) = counting_server(http::StatusCode::OK).await;
         (addr, server)
     }
 
