@@ -110,7 +110,8 @@ pub(crate) struct Config {
     answer_headers: [HeaderMap; 3],
     process_time_index: Option<usize>,
     pub(crate) process_time_header: Option<HeaderName>,
-    codes: [StatusCode; 6],
+    /// The status code per probe ([`Probe::index`]) and status.
+    codes: [[StatusCode; 6]; 4],
     pub(crate) reveal: Option<Arc<dyn RevealDetails>>,
 }
 
@@ -136,14 +137,14 @@ impl Config {
             answer_headers: Default::default(),
             process_time_index: None,
             process_time_header: Some(PROCESS_TIME_HEADER),
-            codes: [
+            codes: [[
                 StatusCode::OK,
                 StatusCode::OK,
                 StatusCode::SERVICE_UNAVAILABLE,
                 StatusCode::SERVICE_UNAVAILABLE,
                 StatusCode::SERVICE_UNAVAILABLE,
                 StatusCode::SERVICE_UNAVAILABLE,
-            ],
+            ]; 4],
             reveal: None,
         };
         config.reindex();
@@ -267,21 +268,22 @@ impl Config {
 
     /// The status code of `probe`'s answer with `status` (a component's
     /// answer is coded as [`Probe::Health`]'s).
-    ///
-    /// Liveness and startup answer a passing status with 200 when the code
-    /// set for it is one kubelet counts as a failure: the pod would be
-    /// restarted, or never finish starting, on an answer that says it
-    /// passes.
     #[inline]
     pub(crate) fn code(&self, probe: Probe, status: ProbeStatus) -> StatusCode {
-        let code = self.codes[status.index()];
-        if status.is_passing()
-            && matches!(probe, Probe::Liveness | Probe::Startup)
-            && !passes_kubelet(code)
-        {
-            return StatusCode::OK;
+        self.codes[probe.index()][status.index()]
+    }
+
+    /// Sets `status`'s code on every probe. Liveness and startup answer a
+    /// passing status with 200 when `code` is one kubelet counts as a
+    /// failure: the pod would be restarted, or never finish starting, on an
+    /// answer that says it passes.
+    fn set_code(&mut self, status: ProbeStatus, code: StatusCode) {
+        for probe in Probe::ALL {
+            let spared = status.is_passing()
+                && matches!(probe, Probe::Liveness | Probe::Startup)
+                && !passes_kubelet(code);
+            self.codes[probe.index()][status.index()] = if spared { StatusCode::OK } else { code };
         }
-        code
     }
 }
 
@@ -442,7 +444,7 @@ impl HealthLayer {
                  liveness and startup still answer it with 200"
             );
         }
-        self.configure(|config| config.codes[status.index()] = code)
+        self.configure(|config| config.set_code(status, code))
     }
 
     /// Shows the checks' own error texts to the requests `predicate`
