@@ -12,6 +12,7 @@
 
 use std::{
     any::Any,
+    cell::RefCell,
     future::Future,
     panic::{AssertUnwindSafe, catch_unwind},
     pin::Pin,
@@ -31,14 +32,16 @@ use tokio::{
 };
 
 use crate::{
-    Status,
+    CheckResult, Status,
     check::DynCheck,
     heartbeat::{Heartbeat, HeartbeatSlot},
     registry::{
         CheckOptions, Error, HealthChecksBuilder, LONGEST, Overview, Probes, Registration,
         SHORTEST, validate_name,
     },
-    snapshot::{Cached, CheckView, Component, Effective, Failure, Kind, Run, Snapshot},
+    snapshot::{
+        Cached, CheckView, Component, Effective, Failure, Kind, Run, Snapshot, fmt_duration,
+    },
 };
 
 pub(crate) type InFlightFilter = Arc<dyn Fn(&http::request::Parts) -> bool + Send + Sync>;
@@ -650,13 +653,51 @@ impl Finished {
     }
 }
 
+/// What a run reports if the runner cuts it at its timeout.
+type IfCut = Box<dyn FnOnce() -> CheckResult + Send>;
+
+tokio::task_local! {
+    /// Set by a built-in check through [`if_cut`] while a run waits.
+    static IF_CUT: RefCell<Option<IfCut>>;
+}
+
+/// Tells the runner what this run reports if it is cut at its timeout
+/// before it returns, replacing what an earlier call said: `report` is
+/// called at the cut, so it can read a pool's state at that moment. Its
+/// message follows "timed out after ...: " and its observations are shown
+/// as the run's. Outside a run (a check called directly) it does nothing.
+#[cfg_attr(
+    not(any(
+        feature = "postgres",
+        feature = "mysql",
+        feature = "sqlite",
+        feature = "deadpool-postgres"
+    )),
+    allow(dead_code)
+)]
+pub(crate) fn if_cut(report: impl FnOnce() -> CheckResult + Send + 'static) {
+    let _ = IF_CUT.try_with(|slot| *slot.borrow_mut() = Some(Box::new(report)));
+}
+
 /// One run: cut at `timeout`, panics caught.
 async fn run_once(id: u64, check: Arc<dyn DynCheck>, timeout: Duration) -> Finished {
     let started = Instant::now();
     // `run()` itself executes user code (a closure check calls the closure
     // there), so it is called inside the guarded future, not before it.
-    let guarded = CatchUnwind(Box::pin(async move { check.run().await }));
-    let outcome = tokio::time::timeout(timeout, guarded).await;
+    let mut guarded = CatchUnwind(Box::pin(
+        IF_CUT.scope(RefCell::new(None), async move { check.run().await }),
+    ));
+    let outcome = tokio::time::timeout(timeout, &mut guarded).await;
+    // Taken before the check's future is dropped (with `guarded`, below),
+    // so it reports the state it was cut in.
+    let cut_report = match outcome {
+        Err(_) => guarded
+            .0
+            .as_mut()
+            .take_value()
+            .and_then(RefCell::into_inner),
+        Ok(_) => None,
+    };
     let at = Instant::now();
     let (status, failure, message, observations) = match outcome {
         Ok(Ok(result)) => {
@@ -670,13 +711,26 @@ async fn run_once(id: u64, check: Arc<dyn DynCheck>, timeout: Duration) -> Finis
             Some(panic_message(payload).into()),
             Vec::new(),
         ),
-        Err(_elapsed) => (
-            Status::Unhealthy,
-            Some(Failure::TimedOut(timeout)),
-            None,
-            Vec::new(),
-        ),
+        Err(_elapsed) => {
+            // The report reads a pool's counters: foreign code, guarded.
+            let report = cut_report.and_then(|report| catch_unwind(AssertUnwindSafe(report)).ok());
+            let (message, observations) = match report.map(CheckResult::into_parts) {
+                Some((_, Some(message), observations)) => (
+                    Some(format!("timed out after {}: {message}", fmt_duration(timeout)).into()),
+                    observations,
+                ),
+                Some((_, None, observations)) => (None, observations),
+                None => (None, Vec::new()),
+            };
+            (
+                Status::Unhealthy,
+                Some(Failure::TimedOut(timeout)),
+                message,
+                observations,
+            )
+        }
     };
+    drop(guarded);
     Finished {
         id,
         run: Run {
@@ -1459,6 +1513,95 @@ mod tests {
             overview.components,
             vec![(Arc::from("db"), Some(Status::Unhealthy))]
         );
+    }
+
+    /// A check says through `if_cut` what it is waiting for; only a run cut
+    /// at its timeout reports it (the last one said, read at the cut), and
+    /// a report that panics leaves the plain timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_run_cut_at_its_timeout_reports_what_it_said_it_waited_for() {
+        let phase = Arc::new(AtomicUsize::new(0));
+        let at_cut = phase.clone();
+        let health = HealthChecks::builder()
+            .check_with(
+                "pool",
+                move || {
+                    let phase = phase.clone();
+                    async move {
+                        super::if_cut(|| CheckResult::unhealthy("never shown"));
+                        let at_cut = phase.clone();
+                        super::if_cut(move || {
+                            CheckResult::unhealthy("waiting for a connection").with_observation(
+                                "phase",
+                                at_cut.load(Ordering::SeqCst),
+                                None,
+                            )
+                        });
+                        match phase.load(Ordering::SeqCst) {
+                            0 => std::future::pending().await,
+                            1 => CheckResult::healthy(),
+                            _ => {
+                                super::if_cut(|| panic!("the report panicked"));
+                                std::future::pending().await
+                            }
+                        }
+                    }
+                },
+                CheckOptions::new().interval(secs(5)).timeout(secs(2)),
+            )
+            .build()
+            .unwrap();
+        let mut app = crate::test_util::app_with(
+            health
+                .layer()
+                .reveal_details_if(|_: &http::request::Parts| true),
+        );
+        advance(secs(1)).await;
+        // Changed after the run started: the report reads it at the cut.
+        at_cut.store(7, Ordering::SeqCst);
+        advance(Duration::from_millis(1500)).await;
+        let pool = get(&mut app, "/health/pool").await.json();
+        assert_eq!(pool["reason"], "timed out after 2s", "{pool}");
+        assert_eq!(
+            pool["error"], "timed out after 2s: waiting for a connection",
+            "{pool}"
+        );
+        assert_eq!(pool["observed"]["phase"]["value"], 7, "{pool}");
+        // Revealed, the text and health+json show the message; public, the
+        // text keeps the timeout alone.
+        let text = get(&mut app, "/health?verbose").await.body;
+        assert!(
+            text.contains("[-]pool failed: timed out after 2s: waiting for a connection\n"),
+            "{text}"
+        );
+        let mut public = crate::test_util::app(&health);
+        let text = get(&mut public, "/health?verbose").await.body;
+        assert!(
+            text.contains("[-]pool failed: timed out after 2s\n"),
+            "{text}"
+        );
+        let json = send(&mut app, health_json("/health")).await.json();
+        assert_eq!(
+            json["checks"]["pool:responseTime"][0]["output"],
+            "timed out after 2s: waiting for a connection",
+            "{json}"
+        );
+
+        // A run that returns reports its own result.
+        at_cut.store(1, Ordering::SeqCst);
+        advance(secs(5)).await;
+        let pool = get(&mut app, "/health/pool").await.json();
+        assert_eq!(pool["status"], "healthy", "{pool}");
+        assert!(pool["observed"].get("phase").is_none(), "{pool}");
+
+        // A report that panics: the plain timeout, and the runner goes on.
+        at_cut.store(2, Ordering::SeqCst);
+        advance(secs(5)).await;
+        advance(secs(2)).await;
+        let pool = get(&mut app, "/health/pool").await.json();
+        assert_eq!(pool["reason"], "timed out after 2s", "{pool}");
+        assert!(pool.get("error").is_none(), "{pool}");
+        assert!(pool.get("observed").is_none(), "{pool}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -193,7 +193,9 @@ pub(crate) enum Judged<'a> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Reason<'a> {
     Reported(Option<&'a str>),
-    TimedOut(Duration),
+    /// Cut at this timeout; the message says what the run was waiting for,
+    /// when the check said (see `runner::if_cut`).
+    TimedOut(Duration, Option<&'a str>),
     Panicked(Option<&'a str>),
     /// No result within this `max_age`.
     Stale(Duration),
@@ -206,7 +208,7 @@ impl<'a> Reason<'a> {
     pub(crate) fn public(&self) -> Cow<'static, str> {
         match self {
             Reason::Reported(_) => Cow::Borrowed("failed"),
-            Reason::TimedOut(d) => Cow::Owned(format!("timed out after {}", fmt_duration(*d))),
+            Reason::TimedOut(d, _) => Cow::Owned(format!("timed out after {}", fmt_duration(*d))),
             Reason::Panicked(_) => Cow::Borrowed("panicked"),
             Reason::Stale(max_age) => Cow::Owned(format!(
                 "stale: no result within max_age of {}",
@@ -222,7 +224,7 @@ impl<'a> Reason<'a> {
     /// The check's own message, for requests allowed to see details.
     pub(crate) fn message(&self) -> Option<&'a str> {
         match self {
-            Reason::Reported(m) | Reason::Panicked(m) => *m,
+            Reason::Reported(m) | Reason::Panicked(m) | Reason::TimedOut(_, m) => *m,
             _ => None,
         }
     }
@@ -467,7 +469,7 @@ impl<'a> View<'a> {
                     let run = view.last_failure.as_deref();
                     let message = run.and_then(|r| r.message.as_deref());
                     Judged::Fail(match run.and_then(|r| r.failure) {
-                        Some(Failure::TimedOut(d)) => Reason::TimedOut(d),
+                        Some(Failure::TimedOut(d)) => Reason::TimedOut(d, message),
                         Some(Failure::Panicked) => Reason::Panicked(message),
                         _ => Reason::Reported(message),
                     })

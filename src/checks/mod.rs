@@ -37,6 +37,13 @@
 //!   server that no longer answers is reported, whatever the pool's state.
 //!   The runner's [`timeout`](crate::CheckOptions::timeout) bounds the wait:
 //!   a run that gets no connection in time is unhealthy, "timed out".
+//! - **A run cut at its timeout says what it was waiting for.** Its message
+//!   (shown only to requests allowed details) names the wait: no free
+//!   connection (every one in use), no connection to hand out (opening or
+//!   testing one got no answer), or no answer to the query on a connection
+//!   it got; its observations are the pool's numbers at the cut. So
+//!   `?detailed=true` tells a pool the application holds from a database
+//!   that stopped answering.
 //! - **Saturation is `degraded`, not `unhealthy`.** If the pool had every
 //!   connection in use and none idle when the run started, and `SELECT 1`
 //!   then succeeded (after waiting for a connection), the pool is busy, not
@@ -160,6 +167,34 @@ impl PoolState {
             .with_observation("connections", self.size, None)
             .with_observation("idle_connections", self.idle, None)
             .with_observation("max_connections", self.max, None)
+    }
+
+    /// What a run cut at its timeout while waiting for a connection says
+    /// (`self` is the state at the cut).
+    fn cut_waiting(self, what: &str) -> crate::CheckResult {
+        crate::CheckResult::unhealthy(if self.saturated() {
+            format!(
+                "{what} pool had no free connection: all {} were in use, none idle; either the \
+                 application holds them (slow queries, connections held too long) or they wait \
+                 on a server that stopped answering",
+                self.max
+            )
+        } else {
+            format!(
+                "{what} pool had no connection to hand out: opening a new connection, or \
+                 testing an idle one, got no answer; check that the server is reachable from \
+                 this host"
+            )
+        })
+    }
+
+    /// What a run cut at its timeout after it got a connection says.
+    fn cut_querying(what: &str, label: &str) -> crate::CheckResult {
+        crate::CheckResult::unhealthy(format!(
+            "{what} did not answer {label} on a connection from the pool: the server holds the \
+             connection but does not answer (overloaded, locked, or the network drops its \
+             packets)"
+        ))
     }
 
     /// The result of a run that found the pool saturated (`self` is the

@@ -33,7 +33,10 @@
 //! though it looks merely saturated, and so does a pool that stays
 //! saturated by the application for longer than the timeout; see the
 //! [trade-off](super#principles) and
-//! [`failure_threshold`](crate::CheckOptions::failure_threshold).
+//! [`failure_threshold`](crate::CheckOptions::failure_threshold). A cut run's
+//! message says whether it was waiting for a client or for the answer to its
+//! query, with the pool's numbers at the cut (`waiting` included) as
+//! observations.
 //!
 //! # Replicas
 //!
@@ -122,19 +125,25 @@ impl std::fmt::Debug for DeadpoolPostgresCheck {
     }
 }
 
+/// The pool's state now, and what adds it to a result as observations.
+fn observer(pool: &Pool) -> (PoolState, impl Fn(CheckResult) -> CheckResult) {
+    let status = pool.status();
+    let state = PoolState {
+        size: status.size as u64,
+        idle: status.available as u64,
+        max: status.max_size as u64,
+    };
+    let observe = move |result: CheckResult| {
+        state
+            .observe(result)
+            .with_observation("waiting", status.waiting as u64, None)
+    };
+    (state, observe)
+}
+
 impl Check for DeadpoolPostgresCheck {
     async fn check(&self) -> CheckResult {
-        let status = self.pool.status();
-        let state = PoolState {
-            size: status.size as u64,
-            idle: status.available as u64,
-            max: status.max_size as u64,
-        };
-        let observe = |result: CheckResult| {
-            state
-                .observe(result)
-                .with_observation("waiting", status.waiting as u64, None)
-        };
+        let (state, observe) = observer(&self.pool);
         if self.pool.is_closed() {
             return observe(CheckResult::unhealthy(
                 "PostgreSQL pool is closed (Pool::close was called): the application cannot \
@@ -144,6 +153,16 @@ impl Check for DeadpoolPostgresCheck {
         // A saturated pool is queried all the same (see `SqlxCheck`): the
         // runner's timeout bounds the wait for a client.
         let saturated = state.saturated();
+        let label = self
+            .writable
+            .map_or("`SELECT 1`", |writable| writable.label);
+        // A run cut at its timeout says which wait it was cut in, with the
+        // pool's numbers at that moment.
+        let pool = self.pool.clone();
+        crate::runner::if_cut(move || {
+            let (state, observe) = observer(&pool);
+            observe(state.cut_waiting("PostgreSQL"))
+        });
         let client = match self.pool.get().await {
             Ok(client) => client,
             Err(e) => {
@@ -167,10 +186,11 @@ impl Check for DeadpoolPostgresCheck {
                 )));
             }
         };
-        let (label, query) = match self.writable {
-            None => ("`SELECT 1`", "SELECT 1"),
-            Some(writable) => (writable.label, writable.query),
-        };
+        let pool = self.pool.clone();
+        crate::runner::if_cut(move || {
+            observer(&pool).1(PoolState::cut_querying("PostgreSQL", label))
+        });
+        let query = self.writable.map_or("SELECT 1", |writable| writable.query);
         let messages = match client.simple_query(query).await {
             Ok(messages) => messages,
             Err(e) => {

@@ -30,7 +30,11 @@
 //! server looks saturated but fails the check, and so does a pool that stays
 //! saturated by the application for longer than the timeout; see the
 //! [trade-off](super#principles) and
-//! [`failure_threshold`](crate::CheckOptions::failure_threshold).
+//! [`failure_threshold`](crate::CheckOptions::failure_threshold). A cut run's
+//! message says which wait it was cut in, with the pool's numbers at the cut
+//! as observations: "timed out after 2s: PostgreSQL pool had no free
+//! connection: all 10 were in use, none idle; ...", or "... did not answer
+//! `SELECT 1` on a connection from the pool: ...".
 //!
 //! sqlx retries a refused connection until the pool's `acquire_timeout`
 //! (30 s by default), so with the defaults an unreachable server shows as
@@ -118,14 +122,14 @@ impl<DB: Database> SqlxCheck<DB> {
     pub fn pool(&self) -> &Pool<DB> {
         &self.pool
     }
+}
 
-    #[allow(dead_code)] // used by the per-database impls, each behind a feature
-    fn state(&self) -> PoolState {
-        PoolState {
-            size: u64::from(self.pool.size()),
-            idle: self.pool.num_idle() as u64,
-            max: u64::from(self.pool.options().get_max_connections()),
-        }
+#[allow(dead_code)] // used by the per-database impls, each behind a feature
+fn pool_state<DB: Database>(pool: &Pool<DB>) -> PoolState {
+    PoolState {
+        size: u64::from(pool.size()),
+        idle: pool.num_idle() as u64,
+        max: u64::from(pool.options().get_max_connections()),
     }
 }
 
@@ -195,7 +199,7 @@ macro_rules! impl_check {
         #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
         impl Check for SqlxCheck<$db> {
             async fn check(&self) -> CheckResult {
-                let state = self.state();
+                let state = pool_state(&self.pool);
                 if self.pool.is_closed() {
                     return state.observe(CheckResult::unhealthy(concat!(
                         $what,
@@ -207,25 +211,46 @@ macro_rules! impl_check {
                 // would report a pool full of connections stuck on a dead
                 // server as merely busy. The runner's timeout bounds the wait.
                 let saturated = state.saturated();
-                // `&Pool` as the executor acquires a connection (an idle one,
-                // a new one that then stays in the pool, or the first one
-                // released) and returns it.
-                let (label, answered) = match self.writable {
-                    None => (
-                        "`SELECT 1`",
-                        ::sqlx::raw_sql("SELECT 1")
-                            .execute(&self.pool)
-                            .await
-                            .map(|_| None),
-                    ),
-                    Some(writable) => (
-                        writable.label,
-                        ::sqlx::raw_sql(writable.query)
-                            .fetch_one(&self.pool)
+                let label = self
+                    .writable
+                    .map_or("`SELECT 1`", |writable| writable.label);
+                // A run cut at its timeout says which wait it was cut in,
+                // with the pool's numbers at that moment.
+                let pool = self.pool.clone();
+                crate::runner::if_cut(move || {
+                    let state = pool_state(&pool);
+                    state.observe(state.cut_waiting($what))
+                });
+                // A connection as the application's queries get one: an idle
+                // one, a new one that then stays in the pool, or the first
+                // one released. It goes back to the pool when dropped.
+                let answered = match self.pool.acquire().await {
+                    Ok(mut connection) => {
+                        let pool = self.pool.clone();
+                        crate::runner::if_cut(move || {
+                            pool_state(&pool).observe(PoolState::cut_querying($what, label))
+                        });
+                        // `Executor`'s own methods, whose boxed futures keep
+                        // this one `Send` (`RawSql::execute` on a
+                        // `&mut Connection` trips rustc's higher-ranked
+                        // lifetime check).
+                        let connection = &mut *connection;
+                        match self.writable {
+                            None => {
+                                ::sqlx::Executor::execute(connection, ::sqlx::raw_sql("SELECT 1"))
+                                    .await
+                                    .map(|_| None)
+                            }
+                            Some(writable) => ::sqlx::Executor::fetch_one(
+                                connection,
+                                ::sqlx::raw_sql(writable.query),
+                            )
                             .await
                             .and_then(|row| row.try_get::<String, _>(0))
                             .map(|answer| (writable.judge)(&answer)),
-                    ),
+                        }
+                    }
+                    Err(e) => Err(e),
                 };
                 match answered {
                     Ok(Some(refused)) => state.observe(CheckResult::unhealthy(refused)),

@@ -98,6 +98,21 @@ async fn deadpool_pool_stuck_for_good_keeps_readiness_503() {
     let component: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status, 503, "{component}");
     assert_eq!(component["reason"], "timed out after 300ms", "{component}");
+    // Allowed details, the run says what it was cut waiting for, with the
+    // pool's numbers at the cut (the run itself is the one waiting).
+    let (_, body) = app.get_with("/health/postgres", true, None).await;
+    let component: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        component["error"].as_str().is_some_and(|e| e.starts_with(
+            "timed out after 300ms: PostgreSQL pool had no free connection: all 2 were in use"
+        )),
+        "{component}"
+    );
+    assert_eq!(
+        component["observed"]["idle_connections"]["value"], 0,
+        "{component}"
+    );
+    assert_eq!(component["observed"]["waiting"]["value"], 1, "{component}");
     support::hold_503(&app, &runs, "deadpool stuck", since, 6).await;
     assert!(
         runs.snapshot()
@@ -125,6 +140,20 @@ async fn deadpool_outage_behind_a_proxy() {
     let check = DeadpoolPostgresCheck::new(pool(&url, 4));
     let (_health, app, runs) = support::app_with("postgres", check).await;
     support::refused_then_blackholed(&app, &runs, "postgres", "deadpool", &proxy).await;
+
+    // The server stops answering on the open connection (restored above,
+    // and used by a passing run since): the run is cut in its query, and
+    // says so.
+    proxy.stall().await;
+    let postgres =
+        crate::postgres::cut_error(&app, "postgres", |e| e.contains("did not answer")).await;
+    assert!(
+        postgres["error"].as_str().unwrap().starts_with(
+            "timed out after 500ms: PostgreSQL did not answer `SELECT 1` on a connection from \
+             the pool"
+        ),
+        "{postgres}"
+    );
 }
 
 /// The pool's own wait timeout (every client in use) is named as

@@ -101,4 +101,22 @@ async fn outage_behind_a_proxy_refused_then_blackholed() {
     let (_health, app, runs) = support::app_with("mariadb", SqlxCheck::new(pool)).await;
 
     support::refused_then_blackholed(&app, &runs, "mariadb", "mariadb", &proxy).await;
+
+    // The server stops answering on the open connection, which sqlx pings
+    // before handing it out (`test_before_acquire`, on by default): the run
+    // is cut waiting for a connection, in a pool that is not saturated.
+    proxy.stall().await;
+    let mariadb = crate::postgres::cut_error(&app, "mariadb", |e| e.contains("MySQL pool")).await;
+    assert!(
+        mariadb["error"].as_str().unwrap().starts_with(&format!(
+            "timed out after {}ms: MySQL pool had no connection to hand out: opening a new \
+             connection, or testing an idle one, got no answer",
+            support::TIMEOUT.as_millis()
+        )),
+        "{mariadb}"
+    );
+    assert_eq!(
+        mariadb["observed"]["max_connections"]["value"], 5,
+        "{mariadb}"
+    );
 }

@@ -291,3 +291,130 @@ async fn outage_behind_a_proxy_refused_then_blackholed() {
     )
     .await;
 }
+
+/// The `error` of `component` in the revealed details, once `pred` holds
+/// for it (capped wait).
+pub(crate) async fn cut_error(
+    app: &support::App,
+    component: &str,
+    pred: impl Fn(&str) -> bool,
+) -> serde_json::Value {
+    let details = app
+        .wait_details(component, |details| {
+            details["components"][component]["error"]
+                .as_str()
+                .is_some_and(&pred)
+        })
+        .await;
+    details["components"][component].clone()
+}
+
+/// A run cut at its timeout says which wait it was cut in, with the pool's
+/// numbers at the cut: every connection held by the application, then a
+/// server that stops answering on open connections (the first run cut
+/// while querying, later ones waiting behind the connections it left
+/// stuck), then a server that never answers a new connection.
+#[tokio::test]
+async fn a_run_cut_at_its_timeout_says_what_it_was_waiting_for() {
+    let Some(options) = options().await else {
+        return;
+    };
+    let upstream = support::resolve(options.get_host(), options.get_port()).await;
+    let proxy = Proxy::start(upstream).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .test_before_acquire(false)
+        .connect_lazy_with(options.clone().host("127.0.0.1").port(proxy.addr.port()));
+    let (_health, app, _runs) = support::app_with("postgres", SqlxCheck::new(pool.clone())).await;
+    app.wait_for("/readyz", 200).await;
+    let timed_out = format!("timed out after {}ms: ", support::TIMEOUT.as_millis());
+
+    // Held by the application.
+    let held = (pool.acquire().await.unwrap(), pool.acquire().await.unwrap());
+    let postgres = cut_error(&app, "postgres", |e| e.contains("no free connection")).await;
+    let error = postgres["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "{timed_out}PostgreSQL pool had no free connection: all 2 were in use, none idle"
+        )),
+        "{postgres}"
+    );
+    assert_eq!(
+        postgres["reason"],
+        format!("timed out after {}ms", support::TIMEOUT.as_millis())
+    );
+    assert_eq!(
+        postgres["observed"]["connections"]["value"], 2,
+        "{postgres}"
+    );
+    assert_eq!(
+        postgres["observed"]["idle_connections"]["value"], 0,
+        "{postgres}"
+    );
+    // The same words in the other formats, for a caller allowed details;
+    // the public text keeps only the timeout.
+    let (status, text) = app.get_with("/readyz?verbose", true, None).await;
+    assert_eq!(status, 503);
+    assert!(
+        text.contains(&format!(
+            "[-]postgres failed: {timed_out}PostgreSQL pool had no free"
+        )),
+        "{text}"
+    );
+    let (_, text) = app.get("/readyz?verbose").await;
+    let public = format!(
+        "[-]postgres failed: timed out after {}ms\n",
+        support::TIMEOUT.as_millis()
+    );
+    assert!(text.contains(&public), "{text}");
+    assert!(!text.contains("no free"), "{text}");
+    drop(held);
+    support::settle(&pool, 2).await;
+    app.wait_for("/readyz", 200).await;
+
+    // The server stops answering on the open connections: the first run
+    // cut is cut in its query; it leaves its connection stuck, and once
+    // both are stuck, runs are cut waiting for one.
+    proxy.stall().await;
+    let postgres = cut_error(&app, "postgres", |e| e.contains("did not answer")).await;
+    assert!(
+        postgres["error"].as_str().unwrap().starts_with(&format!(
+            "{timed_out}PostgreSQL did not answer `SELECT 1` on a connection from the pool: \
+             the server holds the connection but does not answer"
+        )),
+        "{postgres}"
+    );
+    assert_eq!(
+        postgres["observed"]["max_connections"]["value"], 2,
+        "{postgres}"
+    );
+    let postgres = cut_error(&app, "postgres", |e| e.contains("no free connection")).await;
+    assert!(
+        postgres["error"]
+            .as_str()
+            .unwrap()
+            .contains("or they wait on a server that stopped answering"),
+        "{postgres}"
+    );
+
+    // A server that accepts new connections and never answers them.
+    proxy.blackhole().await;
+    let fresh = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_lazy_with(options.host("127.0.0.1").port(proxy.addr.port()));
+    let (_fresh_health, fresh_app, _) = support::app_with("fresh", SqlxCheck::new(fresh)).await;
+    let component = cut_error(&fresh_app, "fresh", |e| {
+        e.contains("no connection to hand out")
+    })
+    .await;
+    assert!(
+        component["error"].as_str().unwrap().starts_with(&format!(
+            "{timed_out}PostgreSQL pool had no connection to hand out: opening a new connection"
+        )),
+        "{component}"
+    );
+    assert_eq!(
+        component["observed"]["idle_connections"]["value"], 0,
+        "{component}"
+    );
+}
