@@ -418,6 +418,101 @@ mod tests {
         assert_eq!(probe(&scrape, "liveness"), ["healthy"]);
     }
 
+    /// Prometheus, except that the first run of `db` recorded removes it
+    /// (`remove_check` from the recorder, when `ran` has counted the run
+    /// and not yet stamped its time): the order a `remove_check` on another
+    /// thread can take between the refresher's unlock and `ran`.
+    struct RemovesMidRun {
+        inner: metrics_exporter_prometheus::PrometheusRecorder,
+        handle: std::sync::OnceLock<crate::HealthHandle>,
+        removed: AtomicBool,
+    }
+
+    impl ::metrics::Recorder for RemovesMidRun {
+        fn describe_counter(
+            &self,
+            key: ::metrics::KeyName,
+            unit: Option<Unit>,
+            description: ::metrics::SharedString,
+        ) {
+            self.inner.describe_counter(key, unit, description);
+        }
+        fn describe_gauge(
+            &self,
+            key: ::metrics::KeyName,
+            unit: Option<Unit>,
+            description: ::metrics::SharedString,
+        ) {
+            self.inner.describe_gauge(key, unit, description);
+        }
+        fn describe_histogram(
+            &self,
+            key: ::metrics::KeyName,
+            unit: Option<Unit>,
+            description: ::metrics::SharedString,
+        ) {
+            self.inner.describe_histogram(key, unit, description);
+        }
+        fn register_counter(
+            &self,
+            key: &::metrics::Key,
+            metadata: &::metrics::Metadata<'_>,
+        ) -> ::metrics::Counter {
+            if key.name() == CHECK_RUNS
+                && key
+                    .labels()
+                    .any(|l| l.key() == "check" && l.value() == "db")
+                && let Some(handle) = self.handle.get()
+                && !self.removed.swap(true, Ordering::SeqCst)
+            {
+                assert!(handle.remove_check("db"));
+            }
+            self.inner.register_counter(key, metadata)
+        }
+        fn register_gauge(
+            &self,
+            key: &::metrics::Key,
+            metadata: &::metrics::Metadata<'_>,
+        ) -> ::metrics::Gauge {
+            self.inner.register_gauge(key, metadata)
+        }
+        fn register_histogram(
+            &self,
+            key: &::metrics::Key,
+            metadata: &::metrics::Metadata<'_>,
+        ) -> ::metrics::Histogram {
+            self.inner.register_histogram(key, metadata)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_removed_while_its_run_is_recorded_has_no_last_run_time() {
+        let recorder = RemovesMidRun {
+            inner: PrometheusBuilder::new().build_recorder(),
+            handle: std::sync::OnceLock::new(),
+            removed: AtomicBool::new(false),
+        };
+        let scrape = recorder.inner.handle();
+        let _local = ::metrics::set_default_local_recorder(&recorder);
+        let health = HealthChecks::builder()
+            .check("db", || async { CheckResult::healthy() })
+            .check("cache", || async { CheckResult::healthy() })
+            .build()
+            .unwrap();
+        recorder.handle.set(health.clone()).unwrap();
+        settle().await;
+        assert!(
+            recorder.removed.load(Ordering::SeqCst),
+            "a run was recorded"
+        );
+        let text = scrape.render();
+        let db = value(&text, CHECK_LAST_RUN, r#"check="db""#).unwrap();
+        assert!(db.is_nan(), "removed, its last run is unknown: {db}");
+        let cache = value(&text, CHECK_LAST_RUN, r#"check="cache""#).unwrap();
+        assert!(cache > 0.0, "{cache}");
+        drop(health);
+    }
+
     /// A recorder with a bug: it panics whenever a metric is registered.
     struct Panics;
 

@@ -568,7 +568,17 @@ impl Shared {
         #[cfg(feature = "metrics")]
         {
             drop(state);
-            let recorded = catch_unwind(AssertUnwindSafe(|| crate::metrics::ran(&name, &run)));
+            let recorded = catch_unwind(AssertUnwindSafe(|| {
+                crate::metrics::ran(&name, &run);
+                // A `remove_check` between the unlock above and `ran` marked
+                // the check's last run unknown before `ran` stamped it, and
+                // an alert on its age would fire for a check that no longer
+                // runs: unknown again.
+                let registered = self.lock().checks.iter().any(|e| e.name == name);
+                if !registered {
+                    crate::metrics::removed(&name);
+                }
+            }));
             if let Err(payload) = recorded {
                 tracing::error!(check = &*name, "health: the metrics recorder panicked");
                 drop_quietly(payload);
