@@ -16,13 +16,17 @@
 //! Two thresholds, each in bytes, in percent of the filesystem's size, or
 //! both (either one crossing counts). Setting a threshold in either unit
 //! replaces that level's default: `.unhealthy_below_bytes(512 MiB)` alone
-//! means below 512 MiB, whatever the percentage.
+//! means below 512 MiB, whatever the percentage. An unhealthy threshold
+//! left unset beside a degraded one that was set stays below it: 5 %, or
+//! half the degraded threshold where that is lower, so
+//! `.degraded_below_bytes(10 GiB)` alone on a 1 TiB disk is unhealthy below
+//! 5 GiB, not below 5 % (51 GiB, before the degraded level is reached).
 //!
 //! | free space | status |
 //! |---|---|
 //! | at or above the degraded thresholds | healthy |
 //! | below a degraded threshold (default: 10 %) | degraded |
-//! | below an unhealthy threshold (default: 5 %) | unhealthy |
+//! | below an unhealthy threshold (default: 5 %, see above) | unhealthy |
 //!
 //! Observations: `free_bytes` and `total_bytes` (unit `bytes`) and
 //! `free_percent` (unit `%`, two decimals).
@@ -130,7 +134,8 @@ impl DiskSpaceCheck {
 
     /// Degraded when fewer than `bytes` are free. Replaces the default of
     /// 10 % (add [`degraded_below_percent`](Self::degraded_below_percent)
-    /// to judge both).
+    /// to judge both). An unhealthy threshold left unset stays below it
+    /// (see the [module documentation](self)).
     #[must_use]
     pub fn degraded_below_bytes(mut self, bytes: u64) -> Self {
         self.degraded.own().bytes = Some(bytes);
@@ -138,7 +143,8 @@ impl DiskSpaceCheck {
     }
 
     /// Degraded when less than `percent` (0 to 100) of the filesystem is
-    /// free. Replaces the default of 10 %.
+    /// free. Replaces the default of 10 %. An unhealthy threshold left
+    /// unset stays below it (see the [module documentation](self)).
     #[must_use]
     pub fn degraded_below_percent(mut self, percent: f64) -> Self {
         self.degraded.own().percent = Some(percent);
@@ -267,14 +273,43 @@ impl Space {
 
 impl DiskSpaceCheck {
     /// The threshold `space` crosses, if any: unhealthy first.
-    fn level(&self, space: Space) -> Option<(&'static str, &Threshold)> {
+    fn level(&self, space: Space) -> Option<(&'static str, Threshold)> {
         let percent = space.percent_free();
-        if self.unhealthy.crossed(space.free, percent) {
-            Some(("unhealthy", &self.unhealthy))
+        let unhealthy = self.unhealthy_in_force(space.total);
+        if unhealthy.crossed(space.free, percent) {
+            Some(("unhealthy", unhealthy))
         } else if self.degraded.crossed(space.free, percent) {
-            Some(("degraded", &self.degraded))
+            Some(("degraded", self.degraded))
         } else {
             None
+        }
+    }
+
+    /// The unhealthy threshold on a filesystem of `total` bytes. Left at
+    /// its default beside a degraded threshold that was set, it is 5 % or
+    /// half the degraded threshold, whichever is lower: a degraded level of
+    /// 10 GiB on a 1 TiB disk must not be overtaken by an unhealthy level
+    /// of 51 GiB.
+    fn unhealthy_in_force(&self, total: u64) -> Threshold {
+        if !self.unhealthy.is_default || self.degraded.is_default {
+            return self.unhealthy;
+        }
+        let half = Threshold {
+            bytes: self.degraded.bytes.map(|bytes| bytes / 2),
+            percent: self.degraded.percent.map(|percent| percent / 2.0),
+            is_default: true,
+        };
+        // Either unit crossing counts, so a threshold is its larger one.
+        let in_bytes = |t: &Threshold| {
+            let percent = t.percent.map_or(0.0, |p| p / 100.0 * total as f64);
+            percent.max(t.bytes.unwrap_or(0) as f64)
+        };
+        // A filesystem with no size (a pseudo filesystem) judges no
+        // percentage: only the half in bytes can apply.
+        if total == 0 || in_bytes(&half) < in_bytes(&self.unhealthy) {
+            half
+        } else {
+            self.unhealthy
         }
     }
 }
@@ -348,6 +383,54 @@ mod tests {
         // The untouched degraded level keeps its default 10 %.
         assert_eq!(level(&both, total / 12), Some("degraded"));
         assert_eq!(level(&both, total / 5), None);
+    }
+
+    /// A degraded threshold set alone keeps the unhealthy one below it:
+    /// 5 %, or half the degraded threshold where that is lower.
+    #[test]
+    fn an_unset_unhealthy_threshold_stays_below_a_degraded_one_set_alone() {
+        const GIB: u64 = 1 << 30;
+        let total = 1024 * GIB;
+        let level = |check: &DiskSpaceCheck, free| {
+            check
+                .level(Space { free, total })
+                .map(|(level, threshold)| (level, threshold.describe()))
+        };
+        // 10 GiB on a 1 TiB disk: 5 % would be 51 GiB, above it.
+        let bytes = DiskSpaceCheck::new("/").degraded_below_bytes(10 * GIB);
+        assert_eq!(level(&bytes, 40 * GIB), None);
+        assert_eq!(
+            level(&bytes, 9 * GIB),
+            Some(("degraded", "10.0 GiB".into()))
+        );
+        assert_eq!(
+            level(&bytes, 4 * GIB),
+            Some(("unhealthy", "5.0 GiB".into()))
+        );
+        // 15 %: the default 5 % is already below it, and stays.
+        let wide = DiskSpaceCheck::new("/").degraded_below_percent(15.0);
+        assert_eq!(level(&wide, total / 10), Some(("degraded", "15%".into())));
+        assert_eq!(level(&wide, total / 25), Some(("unhealthy", "5%".into())));
+        // 3 %: half of it, 1.5 %.
+        let narrow = DiskSpaceCheck::new("/").degraded_below_percent(3.0);
+        assert_eq!(level(&narrow, total / 50), Some(("degraded", "3%".into())));
+        assert_eq!(
+            level(&narrow, total / 100),
+            Some(("unhealthy", "1.5%".into()))
+        );
+        // Set, the unhealthy threshold is taken as it is.
+        let set = DiskSpaceCheck::new("/")
+            .degraded_below_bytes(10 * GIB)
+            .unhealthy_below_percent(5.0);
+        assert_eq!(level(&set, 40 * GIB), Some(("unhealthy", "5%".into())));
+        // With no size, only the half in bytes applies.
+        let sizeless = |free| {
+            bytes
+                .level(Space { free, total: 0 })
+                .map(|(level, _)| level)
+        };
+        assert_eq!(sizeless(4 * GIB), Some("unhealthy"));
+        assert_eq!(sizeless(6 * GIB), Some("degraded"));
     }
 
     #[test]
