@@ -573,8 +573,9 @@ impl Shared {
                 // A `remove_check` between the unlock above and `ran` marked
                 // the check's last run unknown before `ran` stamped it, and
                 // an alert on its age would fire for a check that no longer
-                // runs: unknown again.
-                let registered = self.lock().checks.iter().any(|e| e.name == name);
+                // runs: unknown again. Judged by id, so a check added again
+                // under the name shows unknown until its own first run.
+                let registered = self.lock().checks.iter().any(|e| e.id == finished.id);
                 if !registered {
                     crate::metrics::removed(&name);
                 }
@@ -624,6 +625,7 @@ fn log_run(entry: &Entry, before: Effective, run: &Run) {
             tracing::warn!(
                 check = name,
                 timeout_ms = timeout.as_millis() as u64,
+                error = message,
                 failures = entry.view.failures,
                 threshold = entry.options.failure_threshold,
                 "health check timed out, below its failure threshold"
@@ -666,16 +668,26 @@ impl Finished {
 /// What a run reports if the runner cuts it at its timeout.
 type IfCut = Box<dyn FnOnce() -> CheckResult + Send>;
 
+/// The report a run holds, tagged with the [`CutGuard`] that set it.
+#[derive(Default)]
+struct CutSlot {
+    set: u64,
+    report: Option<(u64, IfCut)>,
+}
+
 tokio::task_local! {
     /// Set by a built-in check through [`if_cut`] while a run waits.
-    static IF_CUT: RefCell<Option<IfCut>>;
+    static IF_CUT: RefCell<CutSlot>;
 }
 
 /// Tells the runner what this run reports if it is cut at its timeout
-/// before it returns, replacing what an earlier call said: `report` is
-/// called at the cut, so it can read a pool's state at that moment. Its
-/// message follows "timed out after ...: " and its observations are shown
-/// as the run's. Outside a run (a check called directly) it does nothing.
+/// while the returned guard lives, replacing what an earlier call said:
+/// `report` is called at the cut, so it can read a pool's state at that
+/// moment. Its message follows "timed out after ...: " and its
+/// observations are shown as the run's. Dropping the guard withdraws the
+/// report (unless a later call replaced it), so a check that a user's
+/// check awaits among other work does not speak for what comes after it.
+/// Outside a run (a check called directly) it does nothing.
 #[cfg_attr(
     not(any(
         feature = "postgres",
@@ -685,8 +697,33 @@ tokio::task_local! {
     )),
     allow(dead_code)
 )]
-pub(crate) fn if_cut(report: impl FnOnce() -> CheckResult + Send + 'static) {
-    let _ = IF_CUT.try_with(|slot| *slot.borrow_mut() = Some(Box::new(report)));
+pub(crate) fn if_cut(report: impl FnOnce() -> CheckResult + Send + 'static) -> CutGuard {
+    let id = IF_CUT
+        .try_with(|slot| {
+            let mut slot = slot.borrow_mut();
+            slot.set += 1;
+            let id = slot.set;
+            slot.report = Some((id, Box::new(report)));
+            id
+        })
+        .unwrap_or(0);
+    CutGuard(id)
+}
+
+/// Withdraws the report [`if_cut`] set, when dropped.
+#[must_use = "the report is withdrawn when the guard is dropped"]
+pub(crate) struct CutGuard(u64);
+
+impl Drop for CutGuard {
+    fn drop(&mut self) {
+        // After a cut the runner has taken the slot: nothing to withdraw.
+        let _ = IF_CUT.try_with(|slot| {
+            let mut slot = slot.borrow_mut();
+            if slot.report.as_ref().is_some_and(|(id, _)| *id == self.0) {
+                slot.report = None;
+            }
+        });
+    }
 }
 
 /// One run: cut at `timeout`, panics caught.
@@ -695,7 +732,7 @@ async fn run_once(id: u64, check: Arc<dyn DynCheck>, timeout: Duration) -> Finis
     // `run()` itself executes user code (a closure check calls the closure
     // there), so it is called inside the guarded future, not before it.
     let mut guarded = CatchUnwind(Box::pin(
-        IF_CUT.scope(RefCell::new(None), async move { check.run().await }),
+        IF_CUT.scope(RefCell::default(), async move { check.run().await }),
     ));
     let outcome = tokio::time::timeout(timeout, &mut guarded).await;
     // Taken before the check's future is dropped (with `guarded`, below),
@@ -705,7 +742,8 @@ async fn run_once(id: u64, check: Arc<dyn DynCheck>, timeout: Duration) -> Finis
             .0
             .as_mut()
             .take_value()
-            .and_then(RefCell::into_inner),
+            .and_then(|slot| slot.into_inner().report)
+            .map(|(_, report)| report),
         Ok(_) => None,
     };
     let at = Instant::now();
@@ -723,7 +761,15 @@ async fn run_once(id: u64, check: Arc<dyn DynCheck>, timeout: Duration) -> Finis
         ),
         Err(_elapsed) => {
             // The report reads a pool's counters: foreign code, guarded.
-            let report = cut_report.and_then(|report| catch_unwind(AssertUnwindSafe(report)).ok());
+            let report =
+                cut_report.and_then(|report| match catch_unwind(AssertUnwindSafe(report)) {
+                    Ok(report) => Some(report),
+                    Err(payload) => {
+                        drop_quietly(payload);
+                        tracing::debug!("health: a timed-out check's report panicked");
+                        None
+                    }
+                });
             let (message, observations) = match report.map(CheckResult::into_parts) {
                 Some((_, Some(message), observations)) => (
                     Some(format!("timed out after {}: {message}", fmt_duration(timeout)).into()),
@@ -1526,8 +1572,8 @@ mod tests {
     }
 
     /// A check says through `if_cut` what it is waiting for; only a run cut
-    /// at its timeout reports it (the last one said, read at the cut), and
-    /// a report that panics leaves the plain timeout.
+    /// at its timeout while the guard lives reports it (the last one said,
+    /// read at the cut), and a report that panics leaves the plain timeout.
     #[tokio::test(start_paused = true)]
     async fn a_run_cut_at_its_timeout_reports_what_it_said_it_waited_for() {
         let phase = Arc::new(AtomicUsize::new(0));
@@ -1538,9 +1584,9 @@ mod tests {
                 move || {
                     let phase = phase.clone();
                     async move {
-                        super::if_cut(|| CheckResult::unhealthy("never shown"));
+                        let _replaced = super::if_cut(|| CheckResult::unhealthy("never shown"));
                         let at_cut = phase.clone();
-                        super::if_cut(move || {
+                        let _waiting = super::if_cut(move || {
                             CheckResult::unhealthy("waiting for a connection").with_observation(
                                 "phase",
                                 at_cut.load(Ordering::SeqCst),
@@ -1550,8 +1596,14 @@ mod tests {
                         match phase.load(Ordering::SeqCst) {
                             0 => std::future::pending().await,
                             1 => CheckResult::healthy(),
+                            2 => {
+                                let _panics = super::if_cut(|| panic!("the report panicked"));
+                                std::future::pending().await
+                            }
                             _ => {
-                                super::if_cut(|| panic!("the report panicked"));
+                                // A pool check awaited inside this one
+                                // returned: what it said is withdrawn.
+                                drop(_waiting);
                                 std::future::pending().await
                             }
                         }
@@ -1603,6 +1655,21 @@ mod tests {
         let pool = get(&mut app, "/health/pool").await.json();
         assert_eq!(pool["status"], "healthy", "{pool}");
         assert!(pool["observed"].get("phase").is_none(), "{pool}");
+
+        // Withdrawn, the report is not shown when the run is cut later.
+        at_cut.store(3, Ordering::SeqCst);
+        advance(secs(5)).await;
+        advance(secs(2)).await;
+        let pool = get(&mut app, "/health/pool").await.json();
+        assert_eq!(pool["reason"], "timed out after 2s", "{pool}");
+        assert!(pool.get("error").is_none(), "{pool}");
+        assert!(pool.get("observed").is_none(), "{pool}");
+        at_cut.store(1, Ordering::SeqCst);
+        advance(secs(5)).await;
+        assert_eq!(
+            get(&mut app, "/health/pool").await.json()["status"],
+            "healthy"
+        );
 
         // A report that panics: the plain timeout, and the runner goes on.
         at_cut.store(2, Ordering::SeqCst);

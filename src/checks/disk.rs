@@ -17,10 +17,11 @@
 //! both (either one crossing counts). Setting a threshold in either unit
 //! replaces that level's default: `.unhealthy_below_bytes(512 MiB)` alone
 //! means below 512 MiB, whatever the percentage. An unhealthy threshold
-//! left unset beside a degraded one that was set stays below it: 5 %, or
-//! half the degraded threshold where that is lower, so
-//! `.degraded_below_bytes(10 GiB)` alone on a 1 TiB disk is unhealthy below
-//! 5 GiB, not below 5 % (51 GiB, before the degraded level is reached).
+//! left unset beside a degraded one that was set stays below it: 5 % where
+//! that is below the degraded threshold, half the degraded threshold where
+//! it is not. So `.degraded_below_bytes(10 GiB)` alone on a 1 TiB disk is
+//! unhealthy below 5 GiB, not below 5 % (51 GiB, before the degraded level
+//! is reached), and `.degraded_below_percent(8.0)` alone below 5 %.
 //!
 //! | free space | status |
 //! |---|---|
@@ -189,7 +190,17 @@ impl fmt::Debug for DiskSpaceCheck {
         f.debug_struct("DiskSpaceCheck")
             .field("path", &self.path)
             .field("degraded_below", &self.degraded.describe())
-            .field("unhealthy_below", &self.unhealthy.describe())
+            .field(
+                "unhealthy_below",
+                &if self.unhealthy.is_default && !self.degraded.is_default {
+                    format!(
+                        "{}, or half the degraded threshold if that is not below it",
+                        self.unhealthy.describe()
+                    )
+                } else {
+                    self.unhealthy.describe()
+                },
+            )
             .finish()
     }
 }
@@ -286,30 +297,28 @@ impl DiskSpaceCheck {
     }
 
     /// The unhealthy threshold on a filesystem of `total` bytes. Left at
-    /// its default beside a degraded threshold that was set, it is 5 % or
-    /// half the degraded threshold, whichever is lower: a degraded level of
-    /// 10 GiB on a 1 TiB disk must not be overtaken by an unhealthy level
-    /// of 51 GiB.
+    /// its default (5 %) beside a degraded threshold that was set, it must
+    /// stay below that one: where 5 % is not below it (a degraded level of
+    /// 10 GiB on a 1 TiB disk, where 5 % is 51 GiB), it is half the
+    /// degraded threshold instead.
     fn unhealthy_in_force(&self, total: u64) -> Threshold {
         if !self.unhealthy.is_default || self.degraded.is_default {
             return self.unhealthy;
         }
-        let half = Threshold {
-            bytes: self.degraded.bytes.map(|bytes| bytes / 2),
-            percent: self.degraded.percent.map(|percent| percent / 2.0),
-            is_default: true,
-        };
         // Either unit crossing counts, so a threshold is its larger one.
         let in_bytes = |t: &Threshold| {
             let percent = t.percent.map_or(0.0, |p| p / 100.0 * total as f64);
             percent.max(t.bytes.unwrap_or(0) as f64)
         };
-        // A filesystem with no size (a pseudo filesystem) judges no
-        // percentage: only the half in bytes can apply.
-        if total == 0 || in_bytes(&half) < in_bytes(&self.unhealthy) {
-            half
-        } else {
-            self.unhealthy
+        let degraded = in_bytes(&self.degraded);
+        // A degraded threshold of zero is no level to stay below.
+        if degraded <= 0.0 || in_bytes(&self.unhealthy) < degraded {
+            return self.unhealthy;
+        }
+        Threshold {
+            bytes: self.degraded.bytes.map(|bytes| bytes / 2),
+            percent: self.degraded.percent.map(|percent| percent / 2.0),
+            is_default: true,
         }
     }
 }
@@ -385,8 +394,8 @@ mod tests {
         assert_eq!(level(&both, total / 5), None);
     }
 
-    /// A degraded threshold set alone keeps the unhealthy one below it:
-    /// 5 %, or half the degraded threshold where that is lower.
+    /// A degraded threshold set alone keeps the default unhealthy one of
+    /// 5 % where that is below it, and half of it where 5 % is not.
     #[test]
     fn an_unset_unhealthy_threshold_stays_below_a_degraded_one_set_alone() {
         const GIB: u64 = 1 << 30;
@@ -407,30 +416,36 @@ mod tests {
             level(&bytes, 4 * GIB),
             Some(("unhealthy", "5.0 GiB".into()))
         );
-        // 15 %: the default 5 % is already below it, and stays.
-        let wide = DiskSpaceCheck::new("/").degraded_below_percent(15.0);
-        assert_eq!(level(&wide, total / 10), Some(("degraded", "15%".into())));
-        assert_eq!(level(&wide, total / 25), Some(("unhealthy", "5%".into())));
-        // 3 %: half of it, 1.5 %.
+        // 8 % and 15 %: the default 5 % is below them, and stays.
+        for percent in [8.0, 15.0] {
+            let wide = DiskSpaceCheck::new("/").degraded_below_percent(percent);
+            assert_eq!(
+                level(&wide, total / 16),
+                Some(("degraded", format!("{percent}%")))
+            );
+            assert_eq!(level(&wide, total / 25), Some(("unhealthy", "5%".into())));
+        }
+        // 5 % and 3 %: half of them.
+        let equal = DiskSpaceCheck::new("/").degraded_below_percent(5.0);
+        assert_eq!(level(&equal, total / 25), Some(("degraded", "5%".into())));
+        assert_eq!(
+            level(&equal, total / 50),
+            Some(("unhealthy", "2.5%".into()))
+        );
         let narrow = DiskSpaceCheck::new("/").degraded_below_percent(3.0);
         assert_eq!(level(&narrow, total / 50), Some(("degraded", "3%".into())));
         assert_eq!(
             level(&narrow, total / 100),
             Some(("unhealthy", "1.5%".into()))
         );
+        // A degraded threshold of zero leaves the default.
+        let zero = DiskSpaceCheck::new("/").degraded_below_percent(0.0);
+        assert_eq!(level(&zero, total / 25), Some(("unhealthy", "5%".into())));
         // Set, the unhealthy threshold is taken as it is.
         let set = DiskSpaceCheck::new("/")
             .degraded_below_bytes(10 * GIB)
             .unhealthy_below_percent(5.0);
         assert_eq!(level(&set, 40 * GIB), Some(("unhealthy", "5%".into())));
-        // With no size, only the half in bytes applies.
-        let sizeless = |free| {
-            bytes
-                .level(Space { free, total: 0 })
-                .map(|(level, _)| level)
-        };
-        assert_eq!(sizeless(4 * GIB), Some("unhealthy"));
-        assert_eq!(sizeless(6 * GIB), Some("degraded"));
     }
 
     #[test]

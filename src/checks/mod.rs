@@ -170,31 +170,47 @@ impl PoolState {
     }
 
     /// What a run cut at its timeout while waiting for a connection says
-    /// (`self` is the state at the cut).
-    fn cut_waiting(self, what: &str) -> crate::CheckResult {
-        crate::CheckResult::unhealthy(if self.saturated() {
-            format!(
-                "{what} pool had no free connection: all {} were in use, none idle; either the \
+    /// (`self` is the state at the cut). `server`: the database is a server
+    /// reached over the network, not a file (SQLite).
+    fn cut_waiting(self, what: &str, server: bool) -> crate::CheckResult {
+        let max = self.max;
+        crate::CheckResult::unhealthy(match (self.saturated(), server) {
+            (true, true) => format!(
+                "{what} pool had no free connection: all {max} were in use, none idle; either the \
                  application holds them (slow queries, connections held too long) or they wait \
-                 on a server that stopped answering",
-                self.max
-            )
-        } else {
-            format!(
+                 on a server that stopped answering"
+            ),
+            (true, false) => format!(
+                "{what} pool had no free connection: all {max} were in use, none idle; the \
+                 application holds them (slow queries, long transactions, connections held too \
+                 long)"
+            ),
+            (false, true) => format!(
                 "{what} pool had no connection to hand out: opening a new connection, or \
                  testing an idle one, got no answer; check that the server is reachable from \
                  this host"
-            )
+            ),
+            (false, false) => format!(
+                "{what} pool had no connection to hand out: opening the database, or testing \
+                 an idle connection, did not finish; check the database file's disk and locks"
+            ),
         })
     }
 
     /// What a run cut at its timeout after it got a connection says.
-    fn cut_querying(what: &str, label: &str) -> crate::CheckResult {
-        crate::CheckResult::unhealthy(format!(
-            "{what} did not answer {label} on a connection from the pool: the server holds the \
-             connection but does not answer (overloaded, locked, or the network drops its \
-             packets)"
-        ))
+    fn cut_querying(what: &str, label: &str, server: bool) -> crate::CheckResult {
+        crate::CheckResult::unhealthy(if server {
+            format!(
+                "{what} did not answer {label} on a connection from the pool: the server holds \
+                 the connection but does not answer (overloaded, locked, or the network drops \
+                 its packets)"
+            )
+        } else {
+            format!(
+                "{what} did not finish {label} on a connection from the pool: the connection's \
+                 worker is blocked (a slow disk, or a lock on the database file)"
+            )
+        })
     }
 
     /// The result of a run that found the pool saturated (`self` is the

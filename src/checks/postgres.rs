@@ -159,9 +159,9 @@ impl Check for DeadpoolPostgresCheck {
         // A run cut at its timeout says which wait it was cut in, with the
         // pool's numbers at that moment.
         let pool = self.pool.clone();
-        crate::runner::if_cut(move || {
+        let waiting = crate::runner::if_cut(move || {
             let (state, observe) = observer(&pool);
-            observe(state.cut_waiting("PostgreSQL"))
+            observe(state.cut_waiting("PostgreSQL", true))
         });
         let client = match self.pool.get().await {
             Ok(client) => client,
@@ -186,9 +186,10 @@ impl Check for DeadpoolPostgresCheck {
                 )));
             }
         };
+        drop(waiting);
         let pool = self.pool.clone();
-        crate::runner::if_cut(move || {
-            observer(&pool).1(PoolState::cut_querying("PostgreSQL", label))
+        let _querying = crate::runner::if_cut(move || {
+            observer(&pool).1(PoolState::cut_querying("PostgreSQL", label, true))
         });
         let query = self.writable.map_or("SELECT 1", |writable| writable.query);
         let messages = match client.simple_query(query).await {

@@ -194,7 +194,7 @@ impl<DB: Database> fmt::Debug for SqlxCheck<DB> {
 /// One run: the same for every database, with concrete types so the
 /// executor bounds stay simple.
 macro_rules! impl_check {
-    ($feature:literal, $db:ty, $what:literal) => {
+    ($feature:literal, $db:ty, $what:literal, $server:literal) => {
         #[cfg(feature = $feature)]
         #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
         impl Check for SqlxCheck<$db> {
@@ -217,18 +217,20 @@ macro_rules! impl_check {
                 // A run cut at its timeout says which wait it was cut in,
                 // with the pool's numbers at that moment.
                 let pool = self.pool.clone();
-                crate::runner::if_cut(move || {
+                let waiting = crate::runner::if_cut(move || {
                     let state = pool_state(&pool);
-                    state.observe(state.cut_waiting($what))
+                    state.observe(state.cut_waiting($what, $server))
                 });
                 // A connection as the application's queries get one: an idle
                 // one, a new one that then stays in the pool, or the first
                 // one released. It goes back to the pool when dropped.
                 let answered = match self.pool.acquire().await {
                     Ok(mut connection) => {
+                        drop(waiting);
                         let pool = self.pool.clone();
-                        crate::runner::if_cut(move || {
-                            pool_state(&pool).observe(PoolState::cut_querying($what, label))
+                        let _querying = crate::runner::if_cut(move || {
+                            pool_state(&pool)
+                                .observe(PoolState::cut_querying($what, label, $server))
                         });
                         // `Executor`'s own methods, whose boxed futures keep
                         // this one `Send` (`RawSql::execute` on a
@@ -282,6 +284,6 @@ macro_rules! impl_check {
     };
 }
 
-impl_check!("postgres", ::sqlx::Postgres, "PostgreSQL");
-impl_check!("mysql", ::sqlx::MySql, "MySQL");
-impl_check!("sqlite", ::sqlx::Sqlite, "SQLite");
+impl_check!("postgres", ::sqlx::Postgres, "PostgreSQL", true);
+impl_check!("mysql", ::sqlx::MySql, "MySQL", true);
+impl_check!("sqlite", ::sqlx::Sqlite, "SQLite", false);

@@ -44,3 +44,39 @@ async fn sqlite_pool_is_healthy_waits_and_is_degraded_when_saturated_and_unhealt
     assert!(result.message().unwrap().contains("closed"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Cut while every connection is held, the run says so in words for a
+/// database file, not for a server.
+#[tokio::test]
+async fn sqlite_run_cut_waiting_for_a_held_connection_says_so() {
+    let dir = std::env::temp_dir().join(format!("tower-health-sqlite-cut-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let options = SqliteConnectOptions::new()
+        .filename(dir.join("health.db"))
+        .create_if_missing(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let (_health, app, _runs) = support::app_with("sqlite", SqlxCheck::new(pool.clone())).await;
+    app.wait_for("/readyz", 200).await;
+    let _held = pool.acquire().await.unwrap();
+    let sqlite =
+        crate::postgres::cut_error(&app, "sqlite", |e| e.contains("no free connection")).await;
+    assert_eq!(
+        sqlite["error"],
+        format!(
+            "timed out after {}ms: SQLite pool had no free connection: all 1 were in use, none \
+             idle; the application holds them (slow queries, long transactions, connections held \
+             too long)",
+            support::TIMEOUT.as_millis()
+        ),
+        "{sqlite}"
+    );
+    assert_eq!(
+        sqlite["observed"]["idle_connections"]["value"], 0,
+        "{sqlite}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
