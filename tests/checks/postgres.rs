@@ -231,20 +231,27 @@ async fn closed_pool_and_unknown_database_are_unhealthy() {
     );
 }
 
+/// A pool of 2 that reaches the server through a [`Proxy`] and hands out
+/// idle connections without a ping.
+async fn proxied_pool(options: PgConnectOptions) -> (Proxy, PgPool) {
+    let upstream = support::resolve(options.get_host(), options.get_port()).await;
+    let proxy = Proxy::start(upstream).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .test_before_acquire(false)
+        .connect_lazy_with(options.host("127.0.0.1").port(proxy.addr.port()));
+    (proxy, pool)
+}
+
 #[tokio::test]
 async fn outage_behind_a_proxy_refused_then_blackholed() {
     let Some(options) = options().await else {
         return;
     };
-    let upstream = support::resolve(options.get_host(), options.get_port()).await;
-    let proxy = Proxy::start(upstream).await;
     // A small pool, and no ping before handing out an idle connection (as
     // in the benchmark that found the bug), so that in the stalled phase
     // below the pool fills with connections that never come back.
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .test_before_acquire(false)
-        .connect_lazy_with(options.host("127.0.0.1").port(proxy.addr.port()));
+    let (proxy, pool) = proxied_pool(options).await;
     let (_health, app, runs) = support::app_with("postgres", SqlxCheck::new(pool.clone())).await;
 
     app.wait_for("/readyz", 200).await;
@@ -319,12 +326,7 @@ async fn a_run_cut_at_its_timeout_says_what_it_was_waiting_for() {
     let Some(options) = options().await else {
         return;
     };
-    let upstream = support::resolve(options.get_host(), options.get_port()).await;
-    let proxy = Proxy::start(upstream).await;
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .test_before_acquire(false)
-        .connect_lazy_with(options.clone().host("127.0.0.1").port(proxy.addr.port()));
+    let (proxy, pool) = proxied_pool(options.clone()).await;
     let (_health, app, _runs) = support::app_with("postgres", SqlxCheck::new(pool.clone())).await;
     app.wait_for("/readyz", 200).await;
     let timed_out = format!("timed out after {}ms: ", support::TIMEOUT.as_millis());

@@ -5,9 +5,10 @@ use tower_health::{Check, Status, checks::sqlx::SqlxCheck};
 
 use crate::{postgres::observed, support};
 
-#[tokio::test]
-async fn sqlite_pool_is_healthy_waits_and_is_degraded_when_saturated_and_unhealthy_when_closed() {
-    let dir = std::env::temp_dir().join(format!("tower-health-sqlite-{}", std::process::id()));
+/// A pool of one connection on a new database file in a directory of its
+/// own (returned, for the test to remove).
+async fn pool(name: &str) -> (std::path::PathBuf, sqlx::SqlitePool) {
+    let dir = std::env::temp_dir().join(format!("tower-health-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let options = SqliteConnectOptions::new()
         .filename(dir.join("health.db"))
@@ -17,6 +18,12 @@ async fn sqlite_pool_is_healthy_waits_and_is_degraded_when_saturated_and_unhealt
         .connect_with(options)
         .await
         .unwrap();
+    (dir, pool)
+}
+
+#[tokio::test]
+async fn sqlite_pool_is_healthy_waits_and_is_degraded_when_saturated_and_unhealthy_when_closed() {
+    let (dir, pool) = pool("sqlite").await;
     let check = SqlxCheck::new(pool.clone());
 
     let result = check.check().await;
@@ -49,16 +56,7 @@ async fn sqlite_pool_is_healthy_waits_and_is_degraded_when_saturated_and_unhealt
 /// database file, not for a server.
 #[tokio::test]
 async fn sqlite_run_cut_waiting_for_a_held_connection_says_so() {
-    let dir = std::env::temp_dir().join(format!("tower-health-sqlite-cut-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let options = SqliteConnectOptions::new()
-        .filename(dir.join("health.db"))
-        .create_if_missing(true);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .unwrap();
+    let (dir, pool) = pool("sqlite-cut").await;
     let (_health, app, _runs) = support::app_with("sqlite", SqlxCheck::new(pool.clone())).await;
     app.wait_for("/readyz", 200).await;
     let _held = pool.acquire().await.unwrap();
