@@ -147,6 +147,8 @@ struct PoolState {
     size: u64,
     idle: u64,
     max: u64,
+    /// Requests queued for a connection, where the pool counts them.
+    waiting: Option<u64>,
 }
 
 #[cfg(any(
@@ -163,10 +165,14 @@ impl PoolState {
     }
 
     fn observe(self, result: crate::CheckResult) -> crate::CheckResult {
-        result
+        let result = result
             .with_observation("connections", self.size, None)
             .with_observation("idle_connections", self.idle, None)
-            .with_observation("max_connections", self.max, None)
+            .with_observation("max_connections", self.max, None);
+        match self.waiting {
+            Some(waiting) => result.with_observation("waiting", waiting, None),
+            None => result,
+        }
     }
 
     /// What a run cut at its timeout while waiting for a connection says

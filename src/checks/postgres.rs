@@ -125,27 +125,22 @@ impl std::fmt::Debug for DeadpoolPostgresCheck {
     }
 }
 
-/// The pool's state now, and what adds it to a result as observations.
-fn observer(pool: &Pool) -> (PoolState, impl Fn(CheckResult) -> CheckResult) {
+/// The pool's state now.
+fn pool_state(pool: &Pool) -> PoolState {
     let status = pool.status();
-    let state = PoolState {
+    PoolState {
         size: status.size as u64,
         idle: status.available as u64,
         max: status.max_size as u64,
-    };
-    let observe = move |result: CheckResult| {
-        state
-            .observe(result)
-            .with_observation("waiting", status.waiting as u64, None)
-    };
-    (state, observe)
+        waiting: Some(status.waiting as u64),
+    }
 }
 
 impl Check for DeadpoolPostgresCheck {
     async fn check(&self) -> CheckResult {
-        let (state, observe) = observer(&self.pool);
+        let state = pool_state(&self.pool);
         if self.pool.is_closed() {
-            return observe(CheckResult::unhealthy(
+            return state.observe(CheckResult::unhealthy(
                 "PostgreSQL pool is closed (Pool::close was called): the application cannot \
                  query the database until it creates a new pool",
             ));
@@ -160,8 +155,8 @@ impl Check for DeadpoolPostgresCheck {
         // pool's numbers at that moment.
         let pool = self.pool.clone();
         let waiting = crate::runner::if_cut(move || {
-            let (state, observe) = observer(&pool);
-            observe(state.cut_waiting("PostgreSQL", true))
+            let state = pool_state(&pool);
+            state.observe(state.cut_waiting("PostgreSQL", true))
         });
         let client = match self.pool.get().await {
             Ok(client) => client,
@@ -181,7 +176,7 @@ impl Check for DeadpoolPostgresCheck {
                          the pool's credentials and database name"
                     }
                 };
-                return observe(CheckResult::unhealthy(format!(
+                return state.observe(CheckResult::unhealthy(format!(
                     "PostgreSQL pool could not hand out a client: {e}; {hint}"
                 )));
             }
@@ -189,13 +184,13 @@ impl Check for DeadpoolPostgresCheck {
         drop(waiting);
         let pool = self.pool.clone();
         let _querying = crate::runner::if_cut(move || {
-            observer(&pool).1(PoolState::cut_querying("PostgreSQL", label, true))
+            pool_state(&pool).observe(PoolState::cut_querying("PostgreSQL", label, true))
         });
         let query = self.writable.map_or("SELECT 1", |writable| writable.query);
         let messages = match client.simple_query(query).await {
             Ok(messages) => messages,
             Err(e) => {
-                return observe(CheckResult::unhealthy(format!(
+                return state.observe(CheckResult::unhealthy(format!(
                     "PostgreSQL answered {label} with an error: {e}; the connection was \
                      established, so look at the server's state and logs"
                 )));
@@ -207,13 +202,13 @@ impl Check for DeadpoolPostgresCheck {
                 _ => None,
             });
             if let Some(refused) = (writable.judge)(answer.unwrap_or("")) {
-                return observe(CheckResult::unhealthy(refused));
+                return state.observe(CheckResult::unhealthy(refused));
             }
         }
         if saturated {
-            observe(state.saturated_result("PostgreSQL"))
+            state.saturated_result("PostgreSQL")
         } else {
-            observe(CheckResult::healthy())
+            state.observe(CheckResult::healthy())
         }
     }
 }

@@ -130,6 +130,7 @@ fn pool_state<DB: Database>(pool: &Pool<DB>) -> PoolState {
         size: u64::from(pool.size()),
         idle: pool.num_idle() as u64,
         max: u64::from(pool.options().get_max_connections()),
+        waiting: None,
     }
 }
 

@@ -53,6 +53,21 @@ async fn deadpool_select_1_saturation_and_reuse() {
     assert_eq!(observed(&result, "idle_connections"), 0);
     assert_eq!(observed(&result, "max_connections"), 2);
     assert_eq!(observed(&result, "waiting"), 0);
+    let names: Vec<_> = result
+        .observations()
+        .iter()
+        .map(|o| o.measurement())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "connections",
+            "idle_connections",
+            "max_connections",
+            "waiting"
+        ],
+        "each observation once"
+    );
     drop(b);
     assert_eq!(check.check().await.status(), Status::Healthy);
 
