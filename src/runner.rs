@@ -735,17 +735,6 @@ async fn run_once(id: u64, check: Arc<dyn DynCheck>, timeout: Duration) -> Finis
         IF_CUT.scope(RefCell::default(), async move { check.run().await }),
     ));
     let outcome = tokio::time::timeout(timeout, &mut guarded).await;
-    // Taken before the check's future is dropped (with `guarded`, below),
-    // so it reports the state it was cut in.
-    let cut_report = match outcome {
-        Err(_) => guarded
-            .0
-            .as_mut()
-            .take_value()
-            .and_then(|slot| slot.into_inner().report)
-            .map(|(_, report)| report),
-        Ok(_) => None,
-    };
     let at = Instant::now();
     let (status, failure, message, observations) = match outcome {
         Ok(Ok(result)) => {
@@ -760,9 +749,16 @@ async fn run_once(id: u64, check: Arc<dyn DynCheck>, timeout: Duration) -> Finis
             Vec::new(),
         ),
         Err(_elapsed) => {
-            // The report reads a pool's counters: foreign code, guarded.
+            // Taken before the check's future is dropped (with `guarded`,
+            // below), so it reports the state it was cut in. It reads a
+            // pool's counters: foreign code, guarded.
+            let cut_report = guarded
+                .0
+                .as_mut()
+                .take_value()
+                .and_then(|slot| slot.into_inner().report);
             let report =
-                cut_report.and_then(|report| match catch_unwind(AssertUnwindSafe(report)) {
+                cut_report.and_then(|(_, report)| match catch_unwind(AssertUnwindSafe(report)) {
                     Ok(report) => Some(report),
                     Err(payload) => {
                         drop_quietly(payload);

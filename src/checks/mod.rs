@@ -175,6 +175,31 @@ impl PoolState {
         }
     }
 
+    /// While the returned guard lives, a run cut at its timeout says it was
+    /// waiting for a connection, with the state `read` gives at the cut.
+    fn report_waiting(
+        read: impl Fn() -> Self + Send + 'static,
+        what: &'static str,
+        server: bool,
+    ) -> crate::runner::CutGuard {
+        crate::runner::if_cut(move || {
+            let state = read();
+            state.observe(state.cut_waiting(what, server))
+        })
+    }
+
+    /// While the returned guard lives, a run cut at its timeout says it was
+    /// waiting for the answer to `label`, with the state `read` gives at
+    /// the cut.
+    fn report_querying(
+        read: impl Fn() -> Self + Send + 'static,
+        what: &'static str,
+        label: &'static str,
+        server: bool,
+    ) -> crate::runner::CutGuard {
+        crate::runner::if_cut(move || read().observe(Self::cut_querying(what, label, server)))
+    }
+
     /// What a run cut at its timeout while waiting for a connection says
     /// (`self` is the state at the cut). `server`: the database is a server
     /// reached over the network, not a file (SQLite).

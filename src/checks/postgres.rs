@@ -153,11 +153,11 @@ impl Check for DeadpoolPostgresCheck {
             .map_or("`SELECT 1`", |writable| writable.label);
         // A run cut at its timeout says which wait it was cut in, with the
         // pool's numbers at that moment.
-        let pool = self.pool.clone();
-        let waiting = crate::runner::if_cut(move || {
-            let state = pool_state(&pool);
-            state.observe(state.cut_waiting("PostgreSQL", true))
-        });
+        let read = {
+            let pool = self.pool.clone();
+            move || pool_state(&pool)
+        };
+        let waiting = PoolState::report_waiting(read.clone(), "PostgreSQL", true);
         let client = match self.pool.get().await {
             Ok(client) => client,
             Err(e) => {
@@ -182,10 +182,7 @@ impl Check for DeadpoolPostgresCheck {
             }
         };
         drop(waiting);
-        let pool = self.pool.clone();
-        let _querying = crate::runner::if_cut(move || {
-            pool_state(&pool).observe(PoolState::cut_querying("PostgreSQL", label, true))
-        });
+        let _querying = PoolState::report_querying(read, "PostgreSQL", label, true);
         let query = self.writable.map_or("SELECT 1", |writable| writable.query);
         let messages = match client.simple_query(query).await {
             Ok(messages) => messages,

@@ -217,22 +217,18 @@ macro_rules! impl_check {
                     .map_or("`SELECT 1`", |writable| writable.label);
                 // A run cut at its timeout says which wait it was cut in,
                 // with the pool's numbers at that moment.
-                let pool = self.pool.clone();
-                let waiting = crate::runner::if_cut(move || {
-                    let state = pool_state(&pool);
-                    state.observe(state.cut_waiting($what, $server))
-                });
+                let read = {
+                    let pool = self.pool.clone();
+                    move || pool_state(&pool)
+                };
+                let waiting = PoolState::report_waiting(read.clone(), $what, $server);
                 // A connection as the application's queries get one: an idle
                 // one, a new one that then stays in the pool, or the first
                 // one released. It goes back to the pool when dropped.
                 let answered = match self.pool.acquire().await {
                     Ok(mut connection) => {
                         drop(waiting);
-                        let pool = self.pool.clone();
-                        let _querying = crate::runner::if_cut(move || {
-                            pool_state(&pool)
-                                .observe(PoolState::cut_querying($what, label, $server))
-                        });
+                        let _querying = PoolState::report_querying(read, $what, label, $server);
                         // `Executor`'s own methods, whose boxed futures keep
                         // this one `Send` (`RawSql::execute` on a
                         // `&mut Connection` trips rustc's higher-ranked

@@ -160,8 +160,9 @@ async fn deadpool_outage_behind_a_proxy() {
     // and used by a passing run since): the run is cut in its query, and
     // says so.
     proxy.stall().await;
-    let postgres =
-        crate::postgres::cut_error(&app, "postgres", |e| e.contains("did not answer")).await;
+    let postgres = app
+        .wait_error("postgres", |e| e.contains("did not answer"))
+        .await;
     assert!(
         postgres["error"].as_str().unwrap().starts_with(
             "timed out after 500ms: PostgreSQL did not answer `SELECT 1` on a connection from \

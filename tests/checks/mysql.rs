@@ -106,7 +106,9 @@ async fn outage_behind_a_proxy_refused_then_blackholed() {
     // before handing it out (`test_before_acquire`, on by default): the run
     // is cut waiting for a connection, in a pool that is not saturated.
     proxy.stall().await;
-    let mariadb = crate::postgres::cut_error(&app, "mariadb", |e| e.contains("MySQL pool")).await;
+    let mariadb = app
+        .wait_error("mariadb", |e| e.contains("MySQL pool"))
+        .await;
     assert!(
         mariadb["error"].as_str().unwrap().starts_with(&format!(
             "timed out after {}ms: MySQL pool had no connection to hand out: opening a new \

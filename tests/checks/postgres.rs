@@ -299,23 +299,6 @@ async fn outage_behind_a_proxy_refused_then_blackholed() {
     .await;
 }
 
-/// The `error` of `component` in the revealed details, once `pred` holds
-/// for it (capped wait).
-pub(crate) async fn cut_error(
-    app: &support::App,
-    component: &str,
-    pred: impl Fn(&str) -> bool,
-) -> serde_json::Value {
-    let details = app
-        .wait_details(component, |details| {
-            details["components"][component]["error"]
-                .as_str()
-                .is_some_and(&pred)
-        })
-        .await;
-    details["components"][component].clone()
-}
-
 /// A run cut at its timeout says which wait it was cut in, with the pool's
 /// numbers at the cut: every connection held by the application, then a
 /// server that stops answering on open connections (the first run cut
@@ -333,7 +316,9 @@ async fn a_run_cut_at_its_timeout_says_what_it_was_waiting_for() {
 
     // Held by the application.
     let held = (pool.acquire().await.unwrap(), pool.acquire().await.unwrap());
-    let postgres = cut_error(&app, "postgres", |e| e.contains("no free connection")).await;
+    let postgres = app
+        .wait_error("postgres", |e| e.contains("no free connection"))
+        .await;
     let error = postgres["error"].as_str().unwrap();
     assert!(
         error.starts_with(&format!(
@@ -378,7 +363,9 @@ async fn a_run_cut_at_its_timeout_says_what_it_was_waiting_for() {
     // cut is cut in its query; it leaves its connection stuck, and once
     // both are stuck, runs are cut waiting for one.
     proxy.stall().await;
-    let postgres = cut_error(&app, "postgres", |e| e.contains("did not answer")).await;
+    let postgres = app
+        .wait_error("postgres", |e| e.contains("did not answer"))
+        .await;
     assert!(
         postgres["error"].as_str().unwrap().starts_with(&format!(
             "{timed_out}PostgreSQL did not answer `SELECT 1` on a connection from the pool: \
@@ -390,7 +377,9 @@ async fn a_run_cut_at_its_timeout_says_what_it_was_waiting_for() {
         postgres["observed"]["max_connections"]["value"], 2,
         "{postgres}"
     );
-    let postgres = cut_error(&app, "postgres", |e| e.contains("no free connection")).await;
+    let postgres = app
+        .wait_error("postgres", |e| e.contains("no free connection"))
+        .await;
     assert!(
         postgres["error"]
             .as_str()
@@ -405,10 +394,9 @@ async fn a_run_cut_at_its_timeout_says_what_it_was_waiting_for() {
         .max_connections(2)
         .connect_lazy_with(options.host("127.0.0.1").port(proxy.addr.port()));
     let (_fresh_health, fresh_app, _) = support::app_with("fresh", SqlxCheck::new(fresh)).await;
-    let component = cut_error(&fresh_app, "fresh", |e| {
-        e.contains("no connection to hand out")
-    })
-    .await;
+    let component = fresh_app
+        .wait_error("fresh", |e| e.contains("no connection to hand out"))
+        .await;
     assert!(
         component["error"].as_str().unwrap().starts_with(&format!(
             "{timed_out}PostgreSQL pool had no connection to hand out: opening a new connection"

@@ -60,8 +60,9 @@ async fn sqlite_run_cut_waiting_for_a_held_connection_says_so() {
     let (_health, app, _runs) = support::app_with("sqlite", SqlxCheck::new(pool.clone())).await;
     app.wait_for("/readyz", 200).await;
     let _held = pool.acquire().await.unwrap();
-    let sqlite =
-        crate::postgres::cut_error(&app, "sqlite", |e| e.contains("no free connection")).await;
+    let sqlite = app
+        .wait_error("sqlite", |e| e.contains("no free connection"))
+        .await;
     assert_eq!(
         sqlite["error"],
         format!(

@@ -350,6 +350,23 @@ impl App {
         }
     }
 
+    /// The revealed details of `component`, once its `error` satisfies
+    /// `pred` (capped wait).
+    pub async fn wait_error(
+        &self,
+        component: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> serde_json::Value {
+        let details = self
+            .wait_details(component, |details| {
+                details["components"][component]["error"]
+                    .as_str()
+                    .is_some_and(&pred)
+            })
+            .await;
+        details["components"][component].clone()
+    }
+
     /// Liveness and the application's own route answer.
     pub async fn assert_alive(&self) {
         assert_eq!(
