@@ -88,9 +88,17 @@ struct Entry {
     check: Arc<dyn DynCheck>,
     options: CheckOptions,
     /// The run in flight, if any: `remove_check` aborts it.
-    running: Option<AbortHandle>,
+    running: Option<Running>,
     next_due: Instant,
     view: CheckView,
+}
+
+/// A run in flight.
+struct Running {
+    task: AbortHandle,
+    /// When it was started: a run lost to a panic outside its guard is
+    /// reported as having taken this long.
+    started: Instant,
 }
 
 /// Keeps the refresher alive. Handles and layers share one; dropping the
@@ -336,7 +344,7 @@ impl Shared {
         // A removed check's run in flight would otherwise go on until its
         // timeout (possibly "never"), holding whatever it holds.
         if let Some(run) = &removed.running {
-            run.abort();
+            run.task.abort();
         }
         // Dropped outside the lock: the check's drop may run user code.
         drop(removed);
@@ -486,7 +494,7 @@ impl Shared {
                     entry.check.clone(),
                     entry.options.timeout,
                 ));
-                entry.running = Some(task);
+                entry.running = Some(Running { task, started: now });
             } else {
                 next = Some(next.map_or(entry.next_due, |n| n.min(entry.next_due)));
             }
@@ -497,14 +505,12 @@ impl Shared {
     /// A run whose task ended in a join error: recorded as lost for the
     /// check it belongs to, if that check is still registered.
     fn lost(&self, task: tokio::task::Id) {
-        let id = self
-            .lock()
-            .checks
-            .iter()
-            .find(|e| e.running.as_ref().is_some_and(|run| run.id() == task))
-            .map(|e| e.id);
-        if let Some(id) = id {
-            self.record(Finished::lost(id));
+        let lost = self.lock().checks.iter().find_map(|e| {
+            let run = e.running.as_ref()?;
+            (run.task.id() == task).then_some((e.id, run.started))
+        });
+        if let Some((id, started)) = lost {
+            self.record(Finished::lost(id, started));
         }
     }
 
@@ -648,8 +654,10 @@ struct Finished {
 }
 
 impl Finished {
-    /// A run whose task failed outside the check's own panic guard.
-    fn lost(id: u64) -> Self {
+    /// A run whose task failed outside the check's own panic guard: it
+    /// took from `started` until now.
+    fn lost(id: u64, started: Instant) -> Self {
+        let at = Instant::now();
         Self {
             id,
             run: Run {
@@ -657,8 +665,8 @@ impl Finished {
                 failure: Some(Failure::Panicked),
                 message: Some("the check's future panicked while being dropped".into()),
                 observations: Vec::new(),
-                duration: Duration::ZERO,
-                at: Instant::now(),
+                duration: at.saturating_duration_since(started),
+                at,
                 at_wall: SystemTime::now(),
             },
         }
@@ -2022,6 +2030,8 @@ mod tests {
         advance(Duration::from_millis(1500)).await;
         let detail = get(&mut app, "/health/cursed").await.json();
         assert_eq!(detail["reason"], "panicked", "{detail}");
+        // It ran until its timeout cut it, not for no time at all.
+        assert_eq!(detail["duration_ms"], 1000.0, "{detail}");
         advance(secs(5)).await;
         assert!(
             runs.load(Ordering::SeqCst) >= 3,
