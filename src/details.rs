@@ -51,6 +51,9 @@ where
 
 /// Reveals details to requests carrying `Authorization: Bearer <token>`.
 ///
+/// The scheme matches in any case and may be followed by more than one
+/// space, as RFC 9110 allows; the token must match exactly.
+///
 /// The token is compared in constant time (with `subtle`), so response
 /// timing does not leak how much of a guess was right. As with any such
 /// comparison the token's length is not secret: use a long random token.
@@ -79,14 +82,21 @@ impl RevealDetails for BearerToken {
         let Some(value) = request.headers.get(AUTHORIZATION) else {
             return false;
         };
-        let value = value.as_bytes();
-        let Some(scheme) = value.get(..7) else {
+        // `Bearer`, in any case, then one or more spaces (RFC 9110's
+        // `auth-scheme 1*SP token68`), then the token.
+        let Some((scheme, rest)) = value.as_bytes().split_at_checked(6) else {
             return false;
         };
-        if !scheme.eq_ignore_ascii_case(b"bearer ") || self.token.is_empty() {
+        if !scheme.eq_ignore_ascii_case(b"bearer") || rest.first() != Some(&b' ') {
             return false;
         }
-        value[7..].ct_eq(&self.token).into()
+        let Some(start) = rest.iter().position(|&b| b != b' ') else {
+            return false;
+        };
+        if self.token.is_empty() {
+            return false;
+        }
+        rest[start..].ct_eq(&self.token).into()
     }
 }
 
@@ -107,6 +117,11 @@ mod tests {
         let token = BearerToken::new("s3cret");
         assert!(token.reveal(&parts(Some("Bearer s3cret"))));
         assert!(token.reveal(&parts(Some("bearer s3cret"))));
+        // One or more spaces after the scheme.
+        assert!(token.reveal(&parts(Some("Bearer   s3cret"))));
+        assert!(!token.reveal(&parts(Some("Bearers3cret"))));
+        assert!(!token.reveal(&parts(Some("Bearer\ts3cret"))));
+        assert!(!token.reveal(&parts(Some("Bearer   "))));
         assert!(!token.reveal(&parts(Some("Bearer s3cre"))));
         assert!(!token.reveal(&parts(Some("Bearer s3crets"))));
         assert!(!token.reveal(&parts(Some("Basic s3cret"))));
