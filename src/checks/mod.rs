@@ -11,11 +11,11 @@
 //! |---|---|---|---|
 //! | [`SqlxCheck`](sqlx::SqlxCheck) for `PgPool` | `postgres` | `SELECT 1` on a connection of the application's pool, waiting for one if none is free; `degraded` if the pool was saturated | `connections`, `idle_connections`, `max_connections` |
 //! | [`SqlxCheck`](sqlx::SqlxCheck) for `MySqlPool` | `mysql` | `SELECT 1`, as above (MySQL and MariaDB) | as above |
-//! | [`SqlxCheck`](sqlx::SqlxCheck) for `SqlitePool` | `sqlite` | `SELECT 1`, as above | as above |
+//! | [`SqlxCheck`](sqlx::SqlxCheck) for `SqlitePool` | `sqlite` | `PRAGMA schema_version`, as above: unlike `SELECT 1` it reads the database file, under its shared lock ([why](sqlx#sqlite)) | as above |
 //! | [`DeadpoolPostgresCheck`](postgres::DeadpoolPostgresCheck) | `deadpool-postgres` | `SELECT 1` on a client of the application's deadpool pool, waiting for one if none is free; `degraded` if the pool was saturated | `connections`, `idle_connections`, `max_connections`, `waiting` |
 //! | [`RedisCheck`](redis::RedisCheck) | `redis` | `PING` on the application's `ConnectionManager` or `MultiplexedConnection`, expecting `PONG` | none |
 //! | `expect_writable()` on each of the above but SQLite | | for an application that writes: instead of `SELECT 1` or `PING`, asks whether the server takes writes, and fails a replica (see [`SqlxCheck`'s replicas](sqlx#replicas)) | as above |
-//! | [`HttpCheck`](http::HttpCheck) | `http-client` | a request to an upstream URL through a pooled hyper-util client; status in a range, optionally a substring in the first bytes of the body | `status_code`, `body_bytes` |
+//! | [`HttpCheck`](http::HttpCheck) | `http-client` | a request to an upstream URL through hyper-util's client, on a new connection per run (`HttpCheck::new`; it follows DNS changes) or on your own client's pool; status in a range, optionally a substring in the first bytes of the body | `status_code`, `body_bytes` |
 //! | [`TcpCheck`](tcp::TcpCheck) | `tcp` | opens (and closes) a TCP connection to `host:port` | none |
 //! | [`DiskSpaceCheck`](disk::DiskSpaceCheck) | `disk` (Unix) | `statvfs` on a path, on a thread of its own | `free_bytes`, `total_bytes`, `free_percent` |
 //!
@@ -30,11 +30,13 @@
 //!   to clone) and never open a connection per run: a health check that
 //!   works on a fresh connection proves little about the connections that
 //!   serve traffic, and a probe storm must not become a connection storm.
-//!   [`TcpCheck`](tcp::TcpCheck) is the exception by design: connecting is
-//!   what it checks.
+//!   [`TcpCheck`](tcp::TcpCheck), and [`HttpCheck::new`](http::HttpCheck::new)'s
+//!   own client, are the exceptions by design: connecting is part of what
+//!   they check.
 //! - **A pool check always queries.** Every run of a pool check waits for a
-//!   connection like any request would and runs `SELECT 1` on it, so a
-//!   server that no longer answers is reported, whatever the pool's state.
+//!   connection like any request would and runs `SELECT 1` on it (SQLite:
+//!   `PRAGMA schema_version`), so a server that no longer answers is
+//!   reported, whatever the pool's state.
 //!   The runner's [`timeout`](crate::CheckOptions::timeout) bounds the wait:
 //!   a run that gets no connection in time is unhealthy, "timed out".
 //! - **A run cut at its timeout says what it was waiting for.** Its message
@@ -177,14 +179,17 @@ impl PoolState {
 
     /// While the returned guard lives, a run cut at its timeout says it was
     /// waiting for a connection, with the state `read` gives at the cut.
+    /// `self` is the state when the run asked for its connection.
     fn report_waiting(
+        self,
         read: impl Fn() -> Self + Send + 'static,
         what: &'static str,
         server: bool,
     ) -> crate::runner::CutGuard {
+        let queued = self.saturated();
         crate::runner::if_cut(move || {
             let state = read();
-            state.observe(state.cut_waiting(what, server))
+            state.observe(state.cut_waiting(queued, what, server))
         })
     }
 
@@ -201,11 +206,18 @@ impl PoolState {
     }
 
     /// What a run cut at its timeout while waiting for a connection says
-    /// (`self` is the state at the cut). `server`: the database is a server
-    /// reached over the network, not a file (SQLite).
-    fn cut_waiting(self, what: &str, server: bool) -> crate::CheckResult {
+    /// (`self` is the state at the cut). `queued`: the pool was saturated
+    /// when the run asked, so it queued for a connection to be released.
+    /// `server`: the database is a server reached over the network, not a
+    /// file (SQLite).
+    ///
+    /// Saturated at the cut alone is not enough to say the run queued: a
+    /// pool counts a connection it is opening, or an idle one it is testing
+    /// for the run, as in use, so a run cut while its own connection was
+    /// opened in the pool's last slot would look saturated at the cut.
+    fn cut_waiting(self, queued: bool, what: &str, server: bool) -> crate::CheckResult {
         let max = self.max;
-        crate::CheckResult::unhealthy(match (self.saturated(), server) {
+        crate::CheckResult::unhealthy(match (queued && self.saturated(), server) {
             (true, true) => format!(
                 "{what} pool had no free connection: all {max} were in use, none idle; either the \
                  application holds them (slow queries, connections held too long) or they wait \

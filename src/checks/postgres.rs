@@ -157,7 +157,7 @@ impl Check for DeadpoolPostgresCheck {
             let pool = self.pool.clone();
             move || pool_state(&pool)
         };
-        let waiting = PoolState::report_waiting(read.clone(), "PostgreSQL", true);
+        let waiting = state.report_waiting(read.clone(), "PostgreSQL", true);
         let client = match self.pool.get().await {
             Ok(client) => client,
             Err(e) => {

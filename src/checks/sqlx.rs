@@ -12,12 +12,12 @@
 //!
 //! 1. Reads the pool's size, idle count and maximum size (reported as the
 //!    observations `connections`, `idle_connections`, `max_connections`).
-//! 2. Runs `SELECT 1` on the pool, exactly as the application's own queries
-//!    do: on an idle connection, on a new one that then stays in the pool,
-//!    or, when the pool is saturated (no idle connection and at its maximum
-//!    size), on the first connection released, after queuing for it like
-//!    any request.
-//! 3. `SELECT 1` succeeded: [`healthy`](crate::Status::Healthy), or
+//! 2. Runs `SELECT 1` ([SQLite](#sqlite): `PRAGMA schema_version`) on the
+//!    pool, exactly as the application's own queries do: on an idle
+//!    connection, on a new one that then stays in the pool, or, when the
+//!    pool is saturated (no idle connection and at its maximum size), on the
+//!    first connection released, after queuing for it like any request.
+//! 3. The query succeeded: [`healthy`](crate::Status::Healthy), or
 //!    [`degraded`](crate::Status::Degraded) if the pool was saturated when
 //!    the run started. A busy pool is not a reason to take the instance out
 //!    of rotation.
@@ -37,10 +37,29 @@
 //! `SELECT 1` on a connection from the pool: ...".
 //!
 //! sqlx retries a refused connection until the pool's `acquire_timeout`
-//! (30 s by default), so with the defaults an unreachable server shows as
-//! "timed out" (the runner's cut) rather than with sqlx's error text. To get
-//! the error text, give the pool an `acquire_timeout` shorter than the
-//! check's [`timeout`](crate::CheckOptions::timeout).
+//! (30 s by default) and then reports only that it timed out, never the
+//! connection's own error. So with the defaults an unreachable server shows
+//! as the runner's cut, "timed out after 2s: PostgreSQL pool had no
+//! connection to hand out: opening a new connection ... got no answer";
+//! with an `acquire_timeout` shorter than the check's
+//! [`timeout`](crate::CheckOptions::timeout), as sqlx's "pool timed out
+//! while waiting for an open connection", with a hint that depends on
+//! whether the pool was saturated. Errors sqlx does not retry, such as a
+//! wrong password or an unknown database, show with the server's own
+//! text either way.
+//!
+//! # SQLite
+//!
+//! A run on a [`SqlitePool`](::sqlx::SqlitePool) reads the schema version
+//! (`PRAGMA schema_version`) instead of `SELECT 1`, which SQLite answers
+//! without touching the database file. Reading it takes the file's shared
+//! lock, as the application's queries do, so a file another connection or
+//! process holds an exclusive lock on (a stuck writer, a migration) fails
+//! the check with "database is locked", once the connection's
+//! `busy_timeout` (5 s by default) has passed, or is cut at the check's
+//! timeout if that comes first. A database in WAL mode lets readers in
+//! beside a writer: there the check passes while a writer waits, as the
+//! application's reads do.
 //!
 //! # Replicas
 //!
@@ -97,8 +116,8 @@ use super::{PoolState, writable::Writable};
 #[allow(unused_imports)] // used by the per-database impls, each behind a feature
 use crate::{Check, CheckResult};
 
-/// Checks an sqlx pool with `SELECT 1` (queuing for a connection if
-/// needed) and reports its saturation.
+/// Checks an sqlx pool with `SELECT 1` (SQLite: `PRAGMA schema_version`),
+/// queuing for a connection if needed, and reports its saturation.
 ///
 /// Implements [`Check`] for `SqlxCheck<Postgres>` (feature `postgres`),
 /// `SqlxCheck<MySql>` (feature `mysql`) and `SqlxCheck<Sqlite>` (feature
@@ -195,7 +214,7 @@ impl<DB: Database> fmt::Debug for SqlxCheck<DB> {
 /// One run: the same for every database, with concrete types so the
 /// executor bounds stay simple.
 macro_rules! impl_check {
-    ($feature:literal, $db:ty, $what:literal, $server:literal) => {
+    ($feature:literal, $db:ty, $what:literal, $server:literal, $query:literal) => {
         #[cfg(feature = $feature)]
         #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
         impl Check for SqlxCheck<$db> {
@@ -214,14 +233,14 @@ macro_rules! impl_check {
                 let saturated = state.saturated();
                 let label = self
                     .writable
-                    .map_or("`SELECT 1`", |writable| writable.label);
+                    .map_or(concat!("`", $query, "`"), |writable| writable.label);
                 // A run cut at its timeout says which wait it was cut in,
                 // with the pool's numbers at that moment.
                 let read = {
                     let pool = self.pool.clone();
                     move || pool_state(&pool)
                 };
-                let waiting = PoolState::report_waiting(read.clone(), $what, $server);
+                let waiting = state.report_waiting(read.clone(), $what, $server);
                 // A connection as the application's queries get one: an idle
                 // one, a new one that then stays in the pool, or the first
                 // one released. It goes back to the pool when dropped.
@@ -236,7 +255,7 @@ macro_rules! impl_check {
                         let connection = &mut *connection;
                         match self.writable {
                             None => {
-                                ::sqlx::Executor::execute(connection, ::sqlx::raw_sql("SELECT 1"))
+                                ::sqlx::Executor::execute(connection, ::sqlx::raw_sql($query))
                                     .await
                                     .map(|_| None)
                             }
@@ -255,25 +274,48 @@ macro_rules! impl_check {
                     Ok(Some(refused)) => state.observe(CheckResult::unhealthy(refused)),
                     Ok(None) if saturated => state.saturated_result($what),
                     Ok(None) => state.observe(CheckResult::healthy()),
+                    // sqlx retries a connection it could not open (refused,
+                    // say) until `acquire_timeout`, and then says only that
+                    // it timed out: what to look at depends on whether the
+                    // run queued behind busy connections or opened its own.
                     Err(e @ ::sqlx::Error::PoolTimedOut) => {
+                        let hint = match (saturated, $server) {
+                            (true, _) => {
+                                "every connection stayed in use: raise the pool's maximum \
+                                 size, look for slow queries and connections held too long, \
+                                 or check whether the server stopped answering the queries \
+                                 that hold them"
+                            }
+                            (false, true) => {
+                                "opening a connection did not succeed in that time (sqlx \
+                                 retries a refused one until then): check that the server is \
+                                 running and reachable from this host"
+                            }
+                            (false, false) => {
+                                "opening the database file did not succeed in that time: \
+                                 check the file's path, permissions and disk"
+                            }
+                        };
                         state.observe(CheckResult::unhealthy(format!(
                             concat!(
                                 $what,
-                                " {} failed: {}: no connection could be had within \
-                                 the pool's acquire_timeout; check that the server is \
-                                 reachable, or raise the pool's maximum size"
+                                " {} failed: {}: no connection could be had within the \
+                                 pool's acquire_timeout; {}"
                             ),
-                            label, e
+                            label, e, hint
                         )))
                     }
                     Err(e) => state.observe(CheckResult::unhealthy(format!(
-                        concat!(
-                            $what,
-                            " {} failed: {}; check that the server is running and \
-                             reachable from this host, and the pool's credentials and \
-                             database name"
-                        ),
-                        label, e
+                        concat!($what, " {} failed: {}; {}"),
+                        label,
+                        e,
+                        if $server {
+                            "check that the server is running and reachable from this host, \
+                             and the pool's credentials and database name"
+                        } else {
+                            "check the database file, its disk, and locks other connections \
+                             or processes hold on it"
+                        }
                     ))),
                 }
             }
@@ -281,6 +323,16 @@ macro_rules! impl_check {
     };
 }
 
-impl_check!("postgres", ::sqlx::Postgres, "PostgreSQL", true);
-impl_check!("mysql", ::sqlx::MySql, "MySQL", true);
-impl_check!("sqlite", ::sqlx::Sqlite, "SQLite", false);
+impl_check!("postgres", ::sqlx::Postgres, "PostgreSQL", true, "SELECT 1");
+impl_check!("mysql", ::sqlx::MySql, "MySQL", true, "SELECT 1");
+// `SELECT 1` would not read the database file: SQLite answers it without
+// taking a lock, so a file another process holds locked, or one the disk
+// fails to read, would pass. Reading the schema cookie takes the shared
+// lock and reads the file's header, as any query of the application's does.
+impl_check!(
+    "sqlite",
+    ::sqlx::Sqlite,
+    "SQLite",
+    false,
+    "PRAGMA schema_version"
+);

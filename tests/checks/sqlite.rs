@@ -1,24 +1,85 @@
 //! `SqlxCheck<Sqlite>` on a real SQLite database file.
 
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use std::time::Duration;
+
+use sqlx::{
+    Connection,
+    sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePoolOptions},
+};
 use tower_health::{Check, Status, checks::sqlx::SqlxCheck};
 
 use crate::{postgres::observed, support};
 
-/// A pool of one connection on a new database file in a directory of its
-/// own (returned, for the test to remove).
-async fn pool(name: &str) -> (std::path::PathBuf, sqlx::SqlitePool) {
+/// Options for a new database file in a directory of its own (returned,
+/// for the test to remove).
+fn options(name: &str) -> (std::path::PathBuf, SqliteConnectOptions) {
     let dir = std::env::temp_dir().join(format!("tower-health-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let options = SqliteConnectOptions::new()
         .filename(dir.join("health.db"))
         .create_if_missing(true);
+    (dir, options)
+}
+
+/// A pool of one connection on a new database file in a directory of its
+/// own (returned, for the test to remove).
+async fn pool(name: &str) -> (std::path::PathBuf, sqlx::SqlitePool) {
+    let (dir, options) = options(name);
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
         .connect_with(options)
         .await
         .unwrap();
     (dir, pool)
+}
+
+/// A database file another connection holds an exclusive lock on refuses
+/// the application's reads, and the check's (`SELECT 1` answered without
+/// reading the file, so it passed).
+#[tokio::test]
+async fn sqlite_file_locked_by_another_connection_is_unhealthy() {
+    let (dir, options) = options("sqlite-locked");
+    // No busy wait: a locked file is an error at once.
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone().busy_timeout(Duration::ZERO))
+        .await
+        .unwrap();
+    let check = SqlxCheck::new(pool.clone());
+    let result = check.check().await;
+    assert_eq!(result.status(), Status::Healthy, "{result:?}");
+
+    let mut locker = SqliteConnection::connect_with(&options).await.unwrap();
+    sqlx::raw_sql("BEGIN EXCLUSIVE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let read = sqlx::raw_sql("SELECT count(*) FROM sqlite_master")
+        .execute(&pool)
+        .await;
+    assert!(read.is_err(), "the application's reads are refused too");
+    support::settle(&pool, 1).await;
+    let result = check.check().await;
+    assert_eq!(result.status(), Status::Unhealthy, "{result:?}");
+    let message = result.message().unwrap();
+    assert!(
+        message.starts_with("SQLite `PRAGMA schema_version` failed: "),
+        "{message}"
+    );
+    assert!(message.contains("database is locked"), "{message}");
+    assert!(
+        message.contains("locks other connections or processes hold on it"),
+        "the advice is for a file, not a server: {message}"
+    );
+
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    support::settle(&pool, 1).await;
+    let result = check.check().await;
+    assert_eq!(result.status(), Status::Healthy, "{result:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
