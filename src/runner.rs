@@ -172,7 +172,11 @@ pub(crate) fn start(builder: HealthChecksBuilder) -> Result<Owner, Error> {
         let mut state = shared.lock();
         shared.publish(&mut state);
     }
-    runtime.spawn(run(shared.clone()));
+    // The guard goes into the task before its first poll: a runtime
+    // dropped before it ever ran the task (a current-thread runtime whose
+    // `block_on` returned right after `build()`) drops it unpolled, and
+    // that must count as lost too.
+    runtime.spawn(run(MarkStopped(shared.clone())));
     #[cfg(feature = "metrics")]
     {
         let _entered = runtime.enter();
@@ -863,9 +867,9 @@ impl Drop for MarkStopped {
 /// The refresher task: [`refresh`], with a panic out of it (a bug, or a
 /// `tracing` subscriber that panics) caught, logged and published as the
 /// checks having stopped.
-async fn run(shared: Arc<Shared>) {
-    let _mark = MarkStopped(shared.clone());
-    if let Err(payload) = CatchUnwind(Box::pin(refresh(&shared))).await {
+async fn run(mark: MarkStopped) {
+    let shared = &mark.0;
+    if let Err(payload) = CatchUnwind(Box::pin(refresh(shared))).await {
         drop_quietly(payload);
         let _ = catch_unwind(AssertUnwindSafe(|| {
             tracing::error!("health: the refresher task panicked: checks no longer run");
@@ -1844,6 +1848,39 @@ mod tests {
             assert_eq!(reply["output"], STOPPED);
             // Startup had completed, and stays so.
             assert_eq!(get(&mut app, "/startupz").await.status, 200);
+        });
+    }
+
+    /// A runtime dropped before it ever polled the refresher (a
+    /// current-thread runtime runs spawned tasks only while it blocks on
+    /// something) loses the checks as surely as one dropped later.
+    #[test]
+    fn a_refresher_dropped_before_it_ever_ran_fails_liveness() {
+        let first = current_thread();
+        let health = first.block_on(async {
+            HealthChecks::builder()
+                .check_with(
+                    "db",
+                    || async { CheckResult::healthy() },
+                    CheckOptions::new(),
+                )
+                .build()
+                .unwrap()
+        });
+        drop(first);
+        let mut app = app(&health);
+        current_thread().block_on(async {
+            for path in ["/livez", "/readyz", "/health"] {
+                let reply = get(&mut app, path).await;
+                assert_eq!(reply.status, 503, "{path}");
+                assert_eq!(reply.json()["reason"], STOPPED, "{path}");
+            }
+            let added = health.add_check(
+                "cache",
+                || async { CheckResult::healthy() },
+                CheckOptions::new(),
+            );
+            assert!(matches!(added, Err(crate::Error::ShutDown)), "{added:?}");
         });
     }
 
