@@ -4,11 +4,13 @@
 //!
 //! The refresher's [`Overview`] changes when it publishes, and it publishes
 //! again when the snapshot's `fresh_until` passes (a result turns stale, a
-//! heartbeat misses its deadline). A follower wakes on either, and when the
-//! refresher is late or gone it makes that publication itself, so each
-//! result turning stale shows, and a heartbeat coming back afterwards is
-//! published (and seen) as a change. Once nothing is left to expire, only
-//! a publication wakes it.
+//! heartbeat misses its deadline). A follower wakes on either, and also
+//! when a publication brings `fresh_until` forward without changing the
+//! overview (a failure below the threshold shortens `max_age`). When the
+//! refresher is late or gone the follower makes the expiry's publication
+//! itself, so each result turning stale shows, and a heartbeat coming back
+//! afterwards is published (and seen) as a change. Once nothing is left to
+//! expire, only a publication wakes it.
 
 use std::sync::{Arc, Weak};
 
@@ -19,6 +21,8 @@ use crate::{Overview, runner::Shared};
 pub(crate) struct Follow {
     shared: Weak<Shared>,
     overview: watch::Receiver<Overview>,
+    /// Told when the published `fresh_until` moves earlier.
+    expiry: watch::Receiver<Option<Instant>>,
     /// When time alone next changes the last judgement.
     wake: Option<Instant>,
 }
@@ -30,6 +34,7 @@ impl Follow {
         Self {
             shared: Arc::downgrade(shared),
             overview: shared.overview.subscribe(),
+            expiry: shared.expiry.subscribe(),
             wake: None,
         }
     }
@@ -43,14 +48,17 @@ impl Follow {
         // beat publishes a change only against it. Brought up to date, it
         // is the answer until the snapshot's `fresh_until`.
         shared.publish_if_expired();
+        // Marked seen before the snapshot is read: a publication in between
+        // wakes the next `changed` rather than going unseen.
+        self.expiry.mark_unchanged();
         let overview = self.overview.borrow_and_update().clone();
         self.wake = shared.snapshot.load().fresh_until;
         Some(overview)
     }
 
     /// Waits until a judgement may have changed: the refresher published a
-    /// change, or time reached the next expiry after the last judgement.
-    /// `false` once the checks are gone. Cancel safe.
+    /// change or an earlier expiry, or time reached the next expiry after
+    /// the last judgement. `false` once the checks are gone. Cancel safe.
     pub(crate) async fn changed(&mut self) -> bool {
         let sleep = async {
             match self.wake {
@@ -60,6 +68,7 @@ impl Follow {
         };
         tokio::select! {
             changed = self.overview.changed() => changed.is_ok(),
+            changed = self.expiry.changed() => changed.is_ok(),
             () = sleep => true,
         }
     }
@@ -67,14 +76,20 @@ impl Follow {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicBool, Ordering},
+        },
+        time::Duration,
+    };
 
     use tokio::time::{Instant, timeout};
 
     use super::Follow;
     use crate::{
-        Status,
-        test_util::{aging, settle},
+        CheckOptions, CheckResult, Status,
+        test_util::{advance, aging, settle},
     };
 
     fn status(follow: &mut Follow, name: &str) -> Option<Status> {
@@ -115,6 +130,58 @@ mod tests {
 
         drop(health);
         assert!(!follow.changed().await);
+    }
+
+    /// A run that fails below its failure threshold changes no answer, but
+    /// with a failing interval shorter than the interval it brings the
+    /// result's expiry forward. A follower must learn of that, or, with
+    /// the refresher stopped after it, would show the result as fresh for
+    /// as long again as probes fail it as stale.
+    #[tokio::test(start_paused = true)]
+    async fn learns_of_an_expiry_brought_forward_by_a_run_that_changed_no_answer() {
+        let t0 = Instant::now();
+        let up = Arc::new(AtomicBool::new(true));
+        let switch = up.clone();
+        let health = crate::HealthChecks::builder()
+            .check_with(
+                "db",
+                move || {
+                    let up = switch.load(Ordering::SeqCst);
+                    async move {
+                        if up {
+                            CheckResult::healthy()
+                        } else {
+                            CheckResult::unhealthy("down")
+                        }
+                    }
+                },
+                CheckOptions::new()
+                    .interval(Duration::from_secs(30))
+                    .failing_interval(Duration::from_secs(2))
+                    .timeout(Duration::from_secs(2))
+                    .failure_threshold(2),
+            )
+            .build()
+            .unwrap();
+        settle().await;
+        let mut follow = Follow::new(&health.owner.shared);
+        // Fresh until 2 × 30 s + 2 s.
+        assert_eq!(status(&mut follow, "db"), Some(Status::Healthy));
+        up.store(false, Ordering::SeqCst);
+
+        // The run at 30 s fails, below the threshold: still healthy, but
+        // with the failing interval in force it is fresh only until
+        // 30 s + 2 × 2 s + 2 s. The refresher stops before its next run.
+        advance(Duration::from_secs(31)).await;
+        health.shutdown();
+        // Told at once, not at the expiry it last saw (62 s), nor by
+        // another follower's publication when the result turns stale.
+        let woke = timeout(Duration::ZERO, follow.changed()).await;
+        assert_eq!(woke, Ok(true), "not told of the earlier expiry");
+        assert_eq!(status(&mut follow, "db"), Some(Status::Healthy));
+        assert!(follow.changed().await);
+        assert_eq!(status(&mut follow, "db"), Some(Status::Unhealthy));
+        assert_eq!(t0.elapsed().as_secs(), 36, "stale when probes say so");
     }
 
     /// With the refresher stopped, a heartbeat that misses its deadline

@@ -60,6 +60,12 @@ pub(crate) struct Shared {
     pub(crate) in_flight_limit: Option<usize>,
     pub(crate) in_flight_filter: Option<InFlightFilter>,
     pub(crate) overview: watch::Sender<Overview>,
+    /// The published snapshot's `fresh_until`, sent when it moves earlier:
+    /// a run can bring an expiry forward without changing any answer (a
+    /// failure below the threshold puts the failing interval in force),
+    /// and followers, which sleep until the expiry they last saw, must
+    /// learn of it.
+    pub(crate) expiry: watch::Sender<Option<Instant>>,
     pub(crate) drain_delay: Duration,
     /// Notified after every run, for the metrics' status task.
     #[cfg(feature = "metrics")]
@@ -164,6 +170,7 @@ pub(crate) fn start(builder: HealthChecksBuilder) -> Result<Owner, Error> {
         in_flight_limit: builder.max_in_flight,
         in_flight_filter: builder.in_flight_filter,
         overview,
+        expiry: watch::Sender::new(None),
         drain_delay: builder.drain_delay,
         #[cfg(feature = "metrics")]
         ran: Arc::new(Notify::new()),
@@ -477,6 +484,18 @@ impl Shared {
                 *current = overview;
             }
             changed
+        });
+        // A later expiry needs no word: a follower woken at the earlier one
+        // finds nothing expired and sleeps until the new one.
+        let fresh_until = state.fresh_until;
+        self.expiry.send_if_modified(|current| {
+            let earlier = match (*current, fresh_until) {
+                (Some(was), Some(now)) => now < was,
+                (None, Some(_)) => true,
+                (_, None) => false,
+            };
+            *current = fresh_until;
+            earlier
         });
     }
 
