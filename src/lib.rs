@@ -78,7 +78,7 @@
 //!   the in-flight limit, and every critical readiness check passing. A
 //!   check with no result yet counts as failing.
 //! - **Startup** passes once every check has a first result, every
-//!   [`Probes::STARTUP`] check passes, and
+//!   [`Probes::STARTUP`] check passes (a stale result does not), and
 //!   [`mark_started`](HealthHandle::mark_started) was called if
 //!   [required](HealthChecksBuilder::require_mark_started). Then it latches.
 //! - **Staleness**: a result older than its

@@ -470,7 +470,7 @@ impl Shared {
         snapshot.fresh_until = snapshot.expires_after(now);
         state.fresh_until = snapshot.fresh_until;
         // Startup latches: once nothing is waiting, it never fails again.
-        if !snapshot.started && snapshot.startup_done() {
+        if !snapshot.started && snapshot.startup_done(now) {
             state.started = true;
             snapshot.started = true;
             tracing::info!("health: startup complete");
@@ -1341,6 +1341,51 @@ mod tests {
             200,
             "startup latches"
         );
+    }
+
+    /// A startup check's passing result that has gone stale counts as not
+    /// passing for startup too: startup does not latch on a result the
+    /// other probes already fail.
+    #[tokio::test(start_paused = true)]
+    async fn startup_does_not_latch_on_a_stale_result() {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let health = HealthChecks::builder()
+            .require_mark_started()
+            .check_with(
+                "migrations",
+                switch(&healthy),
+                CheckOptions::new()
+                    .probes(Probes::STARTUP | Probes::READINESS)
+                    .interval(secs(5)),
+            )
+            .build()
+            .unwrap();
+        let mut app = app(&health);
+        settle().await;
+        assert_eq!(
+            get(&mut app, "/startupz").await.json()["reason"],
+            "waiting for: mark_started"
+        );
+        // No run after the first (the refresher stopped; a starved one
+        // looks the same), past the result's `max_age` of 2 × 5 s + 2 s.
+        health.shutdown();
+        advance(secs(13)).await;
+        let startup = get(&mut app, "/startupz").await;
+        assert_eq!(startup.status, 503);
+        assert_eq!(
+            startup.json()["reason"],
+            "waiting for: migrations, mark_started"
+        );
+        health.mark_started();
+        let startup = get(&mut app, "/startupz").await;
+        assert_eq!(startup.status, 503, "latched on a stale result");
+        assert_eq!(startup.json()["reason"], "waiting for: migrations");
+        let text = get(&mut app, "/startupz?verbose").await.body;
+        assert_eq!(
+            text,
+            "[-]migrations failed: not started yet\nstartupz check failed\n"
+        );
+        assert_eq!(get(&mut app, "/readyz").await.status, 503);
     }
 
     #[tokio::test(start_paused = true)]

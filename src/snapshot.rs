@@ -347,31 +347,39 @@ pub(crate) const OUT_OF_ROTATION: &str = "taken out of rotation";
 pub(crate) const STOPPED: &str = "health checks stopped running: the refresher task is gone";
 
 impl Snapshot {
-    /// The checks startup waits for: those with no result yet and the
-    /// startup checks not passing.
-    pub(crate) fn awaited(&self) -> impl Iterator<Item = &Component> {
-        self.components.iter().filter(|c| match &c.kind {
+    /// The checks startup waits for at `now`: those with no result yet and
+    /// the startup checks not passing, a passing result gone stale
+    /// counting as not passing, as it does for every probe.
+    pub(crate) fn awaited(&self, now: Instant) -> impl Iterator<Item = &Component> {
+        self.components.iter().filter(move |c| match &c.kind {
             Kind::Check(view) => match view.effective {
                 Effective::Pending => true,
                 Effective::Failing => c.probes.contains(Probes::STARTUP),
-                Effective::Passing(_) => false,
+                Effective::Passing(_) => {
+                    c.probes.contains(Probes::STARTUP)
+                        && view.stale_at().is_some_and(|at| now >= at)
+                }
             },
             Kind::Heartbeat(_) => false,
         })
     }
 
-    /// Whether startup waits for nothing: no check is
+    /// Whether startup waits for nothing at `now`: no check is
     /// [`awaited`](Self::awaited) and `mark_started` is not still required.
-    pub(crate) fn startup_done(&self) -> bool {
-        !self.waiting_for_mark && self.awaited().next().is_none()
+    pub(crate) fn startup_done(&self, now: Instant) -> bool {
+        !self.waiting_for_mark && self.awaited(now).next().is_none()
     }
 
     /// [`awaited`](Self::awaited)'s names, plus `mark_started` when it is
     /// still required, without the checks `excluded` names. (`mark_started`
     /// is not a check: it stays.)
-    fn startup_waiting_but(&self, excluded: impl Fn(&Component) -> bool) -> Vec<&str> {
+    fn startup_waiting_but(
+        &self,
+        now: Instant,
+        excluded: impl Fn(&Component) -> bool,
+    ) -> Vec<&str> {
         let mut waiting: Vec<&str> = self
-            .awaited()
+            .awaited(now)
             .filter(|c| !excluded(c))
             .map(|c| &*c.name)
             .collect();
@@ -523,7 +531,8 @@ impl<'a> View<'a> {
     /// `mark_started` is not a check and cannot be excluded: the
     /// application has not said it is ready.
     fn startup_waiting(&self) -> Vec<&'a str> {
-        self.snap.startup_waiting_but(|c| self.excluded(c))
+        self.snap
+            .startup_waiting_but(self.now, |c| self.excluded(c))
     }
 
     /// Whether `name` is one of the things `probe` judges, so that
@@ -534,7 +543,7 @@ impl<'a> View<'a> {
         self.members(probe).any(|c| *c.name == *name)
             || (!self.snap.started
                 && probe != Probe::Liveness
-                && self.snap.awaited().any(|c| *c.name == *name))
+                && self.snap.awaited(self.now).any(|c| *c.name == *name))
     }
 
     /// The components `probe` shows, in registration order.

@@ -32,7 +32,7 @@ pub(crate) fn render(view: &View<'_>, probe: Probe, name: &str, unmatched: &[&st
         if snap.started {
             out.push_str("[+]started ok\n");
         } else {
-            for c in snap.awaited() {
+            for c in snap.awaited(view.now) {
                 if view.excluded(c) {
                     let _ = writeln!(out, "[+]{} excluded: ok", c.name);
                 } else {
