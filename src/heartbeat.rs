@@ -182,7 +182,18 @@ impl HeartbeatSlot {
 
     fn beat(&self) {
         let nanos = self.base.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
-        self.last_beat.store(nanos, Ordering::SeqCst);
+        self.beat_at(nanos);
+    }
+
+    /// A beat read from the clock at `nanos` after `base`.
+    fn beat_at(&self, nanos: u64) {
+        // The latest beat wins, not the last stored: a shared handle's
+        // beat read from the clock before another's, but stored after it,
+        // would move the last beat back, and could turn a heartbeat judged
+        // alive into a missed one halfway through a publication, which
+        // later beats would not undo (they wake the runner only when it
+        // published the heartbeat as missed).
+        self.last_beat.fetch_max(nanos, Ordering::SeqCst);
         if self.expired.swap(false, Ordering::SeqCst)
             && let Some(shared) = self.shared.upgrade()
         {
@@ -249,5 +260,23 @@ impl fmt::Debug for Heartbeat {
             .field("name", &self.slot.name)
             .field("deadline", &self.slot.deadline)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Weak, time::Duration};
+
+    use super::HeartbeatSlot;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_beat_stored_late_does_not_move_the_last_beat_back() {
+        let slot = HeartbeatSlot::new("worker".into(), Duration::from_secs(1), Weak::new());
+        let base = slot.base;
+        slot.beat_at(5_000);
+        slot.beat_at(2_000);
+        assert_eq!(slot.last() - base, Duration::from_nanos(5_000));
+        slot.beat_at(7_000);
+        assert_eq!(slot.last() - base, Duration::from_nanos(7_000));
     }
 }
