@@ -155,7 +155,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  curl -i -X POST {base}/demo/fail     # then /readyz answers 503");
     println!("  curl -i -X POST {base}/demo/recover  # and 200 again");
     println!(
-        "Ctrl-C drains for {drain_secs}s (readiness 503, every route still served), then exits."
+        "Ctrl-C or SIGTERM drains for {drain_secs}s (readiness 503, every route still served), then exits."
     );
 
     // The probes alone on a management port, until the application's
@@ -175,31 +175,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     axum::serve(listener, app)
-        .with_graceful_shutdown(health.graceful_shutdown(shutdown_signal()))
+        .with_graceful_shutdown(health.graceful_shutdown(tower_health::shutdown_signal()))
         .await?;
     println!("drained; bye");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        tokio::signal::ctrl_c().await.ok();
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }
 
 async fn index() -> Html<&'static str> {

@@ -88,25 +88,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  curl -i -H 'Accept: application/health+json' {base}/health");
     println!("  curl -i -X POST {base}/readyz   # 405, Allow: GET, HEAD");
     println!(
-        "Ctrl-C drains for 5s (readiness 503 `draining`, everything else served), then \
-         finishes the requests in flight and exits."
+        "Ctrl-C or SIGTERM drains for 5s (readiness 503 `draining`, everything else served), \
+         then finishes the requests in flight and exits."
     );
 
-    // The same drain as with axum and tonic: on Ctrl-C readiness reports
-    // `draining` at once and this loop keeps accepting for the drain delay,
-    // so load balancers see the instance go before it stops listening.
-    let shutdown = health.graceful_shutdown(async {
-        tokio::signal::ctrl_c().await.ok();
-    });
+    // The same drain as with axum and tonic: on Ctrl-C or SIGTERM readiness
+    // reports `draining` at once and this loop keeps accepting for the
+    // drain delay, so load balancers see the instance go before it stops
+    // listening.
+    let shutdown = health.graceful_shutdown(tower_health::shutdown_signal());
     tokio::pin!(shutdown);
     let builder = auto::Builder::new(TokioExecutor::new());
     // Tracks the connections, so that the requests in flight at the end of
     // the drain are finished rather than cut off when `main` returns.
     let connections = GracefulShutdown::new();
     loop {
-        let (stream, _peer) = tokio::select! {
-            accepted = listener.accept() => accepted?,
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             _ = &mut shutdown => break,
+        };
+        // An accept error (out of file descriptors, a connection reset
+        // before it was accepted) concerns one connection, not the server:
+        // returning from `main` here would cut off every request in flight.
+        // Wait a moment, as axum::serve does, and go on.
+        let (stream, _peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let service = TowerToHyperService::new(service.clone());
         let connection = builder

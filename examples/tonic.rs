@@ -91,7 +91,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  grpc_health_probe -addr={addr} -service=liveness");
     println!("  grpc_health_probe -addr={addr} -service=database");
     println!(
-        "Ctrl-C drains for 5s (readiness 503 `draining`, everything else served), then exits."
+        "Ctrl-C or SIGTERM drains for 5s (readiness 503 `draining`, everything else served), then exits."
     );
 
     Server::builder()
@@ -99,13 +99,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Outermost: probes are answered before tonic's router sees the path.
         .layer(health.layer())
         .add_service(grpc_health)
-        // Ctrl-C: readiness reports `draining` at once while everything is
-        // still served for the drain delay (default 5 s), then tonic stops.
+        // Ctrl-C or SIGTERM: readiness reports `draining` at once while
+        // everything is still served for the drain delay (default 5 s),
+        // then tonic stops.
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener),
-            health.graceful_shutdown(async {
-                tokio::signal::ctrl_c().await.ok();
-            }),
+            health.graceful_shutdown(tower_health::shutdown_signal()),
         )
         .await?;
     println!("bye");

@@ -21,9 +21,7 @@
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! axum::serve(listener, app)
-//!     .with_graceful_shutdown(health.graceful_shutdown(async {
-//!         tokio::signal::ctrl_c().await.ok();
-//!     }))
+//!     .with_graceful_shutdown(health.graceful_shutdown(tower_health::shutdown_signal()))
 //!     .await?;
 //! # Ok(()) }
 //! ```

@@ -76,7 +76,8 @@
 //!   startup probe passes.
 //! - **Readiness** is started, not draining (nor out of rotation), under
 //!   the in-flight limit, and every critical readiness check passing. A
-//!   check with no result yet counts as failing.
+//!   check with no result yet counts as failing (so a non-critical one
+//!   makes readiness degraded).
 //! - **Startup** passes once every check has a first result, every
 //!   [`Probes::STARTUP`] check passes (a stale result does not), and
 //!   [`mark_started`](HealthHandle::mark_started) was called if
@@ -114,6 +115,9 @@ pub mod heartbeat;
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
 pub mod registry;
+#[cfg(feature = "signal")]
+#[cfg_attr(docsrs, doc(cfg(feature = "signal")))]
+pub mod signal;
 
 mod body;
 mod clock;
@@ -129,6 +133,9 @@ mod standalone;
 #[cfg(test)]
 mod test_util;
 
+#[cfg(feature = "signal")]
+#[cfg_attr(docsrs, doc(cfg(feature = "signal")))]
+pub use crate::signal::shutdown_signal;
 pub use crate::{
     body::ResponseBody,
     check::{Check, CheckResult, Observation, Status},
