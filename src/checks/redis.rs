@@ -5,7 +5,11 @@
 //! in practice:
 //!
 //! - [`ConnectionManager`](::redis::aio::ConnectionManager): reconnects by
-//!   itself after the server comes back, so the check recovers with it;
+//!   itself after the server comes back, so the check recovers with it. It
+//!   notices a lost connection only when a command fails on it, and does
+//!   not retry that command: a run whose command fails that way asks once
+//!   more, within its timeout, so the first run after a restart sees the
+//!   server that is back rather than the connection that is gone;
 //! - [`MultiplexedConnection`](::redis::aio::MultiplexedConnection): never
 //!   reconnects; once its server went away the check keeps failing until the
 //!   application replaces the connection, which is exactly what the
@@ -30,7 +34,10 @@
 //! `@admin` and `@dangerous` ACL categories: an ACL user without them needs
 //! `+role`, or every run fails with `NOPERM` (and a message that says so).
 //! Some managed services rename or disable it; there, the check fails with
-//! the server's error.
+//! the server's error. A master that refuses writes for a reason of its own
+//! (`maxmemory` reached under `noeviction`, `min-replicas-to-write` not
+//! met) still answers `ROLE` as a master and passes: those refusals show
+//! in the application's writes, not here.
 //!
 //! # Example
 //!
@@ -108,32 +115,70 @@ where
 {
     async fn check(&self) -> CheckResult {
         let mut connection = self.connection.clone();
-        if self.writable {
-            // `PING` as well, in the same round trip: a server still
-            // loading its data answers `ROLE` but not `PING`.
-            return match ::redis::pipe()
-                .cmd("PING")
-                .cmd("ROLE")
-                .query_async::<(::redis::Value, ::redis::Value)>(&mut connection)
-                .await
-            {
-                Ok((_, answer)) => role(&answer),
-                Err(e) => {
-                    CheckResult::unhealthy(format!("Redis PING and ROLE failed: {e}; {}", hint(&e)))
-                }
-            };
-        }
-        match ::redis::cmd("PING")
-            .query_async::<::redis::Value>(&mut connection)
-            .await
-        {
-            Ok(::redis::Value::SimpleString(s)) if s == "PONG" => CheckResult::healthy(),
-            Ok(::redis::Value::BulkString(b)) if b == b"PONG" => CheckResult::healthy(),
-            Ok(other) => CheckResult::unhealthy(format!(
+        let answer = match self.ask(&mut connection).await {
+            // A `ConnectionManager` (with RESP2, the default) learns that
+            // its connection is gone only when a command fails on it, or
+            // fails with the error its last reconnection ended in; then it
+            // starts a reconnection and returns the error without retrying
+            // the command. Asking once more waits for that reconnection, so
+            // a server that is back is seen to be back now rather than one
+            // run later. A `MultiplexedConnection`, which does not
+            // reconnect, fails again at once.
+            Err(e) if e.is_io_error() || e.is_unrecoverable_error() => {
+                self.ask(&mut connection).await
+            }
+            answer => answer,
+        };
+        match answer {
+            Ok(Answer::Pong(::redis::Value::SimpleString(s))) if s == "PONG" => {
+                CheckResult::healthy()
+            }
+            Ok(Answer::Pong(::redis::Value::BulkString(b))) if b == b"PONG" => {
+                CheckResult::healthy()
+            }
+            Ok(Answer::Pong(other)) => CheckResult::unhealthy(format!(
                 "Redis answered PING with {other:?} instead of PONG; check that the address \
                  points at a Redis server (not a proxy or another service)"
             )),
-            Err(e) => CheckResult::unhealthy(format!("Redis PING failed: {e}; {}", hint(&e))),
+            Ok(Answer::Role(answer)) => role(&answer),
+            Err(e) => CheckResult::unhealthy(format!(
+                "Redis {} failed: {e}; {}",
+                if self.writable {
+                    "PING and ROLE"
+                } else {
+                    "PING"
+                },
+                hint(&e)
+            )),
+        }
+    }
+}
+
+/// What a run got back: `PING`'s answer or, with `expect_writable`, `ROLE`'s.
+enum Answer {
+    Pong(::redis::Value),
+    Role(::redis::Value),
+}
+
+impl<C> RedisCheck<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    async fn ask(&self, connection: &mut C) -> ::redis::RedisResult<Answer> {
+        if self.writable {
+            // `PING` as well, in the same round trip: a server still
+            // loading its data answers `ROLE` but not `PING`.
+            ::redis::pipe()
+                .cmd("PING")
+                .cmd("ROLE")
+                .query_async::<(::redis::Value, ::redis::Value)>(connection)
+                .await
+                .map(|(_, role)| Answer::Role(role))
+        } else {
+            ::redis::cmd("PING")
+                .query_async::<::redis::Value>(connection)
+                .await
+                .map(Answer::Pong)
         }
     }
 }

@@ -81,6 +81,42 @@ async fn private_redis_killed_and_restarted_on_the_same_port() {
     );
 }
 
+/// A `ConnectionManager` learns that its server went away only when a
+/// command fails on the old connection, and then reconnects without
+/// retrying that command. Once the server is back, the first run after
+/// the restart must not be that failed command: it passes, on the new
+/// connection. (Killed and restarted between two runs, as a quick restart
+/// of an otherwise idle application looks.)
+#[tokio::test]
+async fn a_connection_manager_passes_the_first_run_after_its_server_restarted() {
+    let port = support::free_port();
+    let Some(mut server) = RedisServer::start(port).await else {
+        return;
+    };
+    let client = redis::Client::open(server.url()).unwrap();
+    let manager = ConnectionManager::new(client).await.unwrap();
+    for writable in [false, true] {
+        let check = if writable {
+            RedisCheck::new(manager.clone()).expect_writable()
+        } else {
+            RedisCheck::new(manager.clone())
+        };
+        let result = check.check().await;
+        assert_eq!(result.status(), Status::Healthy, "{result:?}");
+
+        server.kill();
+        server = RedisServer::start(port)
+            .await
+            .expect("redis-server restarts on the same port");
+        let result = check.check().await;
+        assert_eq!(
+            result.status(),
+            Status::Healthy,
+            "writable {writable}: {result:?}"
+        );
+    }
+}
+
 /// A server that answers `PING` with an error is unhealthy, and the message
 /// says what the error means rather than "check that it is running".
 #[tokio::test]
