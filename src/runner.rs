@@ -724,7 +724,8 @@ tokio::task_local! {
         feature = "postgres",
         feature = "mysql",
         feature = "sqlite",
-        feature = "deadpool-postgres"
+        feature = "deadpool-postgres",
+        feature = "redis"
     )),
     allow(dead_code)
 )]

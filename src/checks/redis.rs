@@ -9,7 +9,10 @@
 //!   notices a lost connection only when a command fails on it, and does
 //!   not retry that command: a run whose command fails that way asks once
 //!   more, within its timeout, so the first run after a restart sees the
-//!   server that is back rather than the connection that is gone;
+//!   server that is back rather than the connection that is gone. While
+//!   the server is down, that second attempt waits for the manager's
+//!   reconnection until the run is cut, and the cut run says what the
+//!   first attempt got;
 //! - [`MultiplexedConnection`](::redis::aio::MultiplexedConnection): never
 //!   reconnects; once its server went away the check keeps failing until the
 //!   application replaces the connection, which is exactly what the
@@ -124,7 +127,18 @@ where
             // a server that is back is seen to be back now rather than one
             // run later. A `MultiplexedConnection`, which does not
             // reconnect, fails again at once.
+            //
+            // During an outage that wait can outlast the run: cut, it says
+            // what the first attempt got.
             Err(e) if e.is_io_error() || e.is_unrecoverable_error() => {
+                let what = self.what();
+                let _cut = crate::runner::if_cut(move || {
+                    CheckResult::unhealthy(format!(
+                        "Redis {what} failed on the connection ({e}) and its reconnection had \
+                         not finished; check that the server is running and reachable from \
+                         this host"
+                    ))
+                });
                 self.ask(&mut connection).await
             }
             answer => answer,
@@ -141,15 +155,9 @@ where
                  points at a Redis server (not a proxy or another service)"
             )),
             Ok(Answer::Role(answer)) => role(&answer),
-            Err(e) => CheckResult::unhealthy(format!(
-                "Redis {} failed: {e}; {}",
-                if self.writable {
-                    "PING and ROLE"
-                } else {
-                    "PING"
-                },
-                hint(&e)
-            )),
+            Err(e) => {
+                CheckResult::unhealthy(format!("Redis {} failed: {e}; {}", self.what(), hint(&e)))
+            }
         }
     }
 }
@@ -164,6 +172,15 @@ impl<C> RedisCheck<C>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
+    /// The commands a run sends, for messages.
+    fn what(&self) -> &'static str {
+        if self.writable {
+            "PING and ROLE"
+        } else {
+            "PING"
+        }
+    }
+
     async fn ask(&self, connection: &mut C) -> ::redis::RedisResult<Answer> {
         if self.writable {
             // `PING` as well, in the same round trip: a server still

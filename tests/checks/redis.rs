@@ -117,6 +117,40 @@ async fn a_connection_manager_passes_the_first_run_after_its_server_restarted() 
     }
 }
 
+/// With its server down, a run's second attempt waits for the manager's
+/// reconnection, which retries for longer than the check's timeout: the
+/// cut run says what the first attempt got.
+#[tokio::test]
+async fn a_run_cut_waiting_for_the_reconnection_says_what_failed() {
+    let port = support::free_port();
+    let Some(mut server) = RedisServer::start(port).await else {
+        return;
+    };
+    let client = redis::Client::open(server.url()).unwrap();
+    let manager = ConnectionManager::new(client).await.unwrap();
+    let (_health, app, _runs) = support::app_with("redis", RedisCheck::new(manager)).await;
+    app.wait_for("/readyz", 200).await;
+    server.kill();
+    let redis = app
+        .wait_error("redis", |e| e.contains("reconnection"))
+        .await;
+    let error = redis["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "timed out after {}ms: Redis PING failed on the connection (",
+            support::TIMEOUT.as_millis()
+        )),
+        "{redis}"
+    );
+    assert!(
+        error.ends_with(
+            ") and its reconnection had not finished; check that the server is running and \
+             reachable from this host"
+        ),
+        "{redis}"
+    );
+}
+
 /// A server that answers `PING` with an error is unhealthy, and the message
 /// says what the error means rather than "check that it is running".
 #[tokio::test]
