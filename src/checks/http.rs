@@ -4,7 +4,11 @@
 //!
 //! [`HttpCheck`] sends a request (by default `GET`) to a URL and expects:
 //!
-//! - a status in a range (by default `200..=299`);
+//! - a status in a range (by default `200..=299`). Redirects are not
+//!   followed (a health URL that redirects is usually a URL to fix): a 3xx
+//!   outside the range fails, naming where it points;
+//!   `expect_status(200..=399)` accepts one (Kubernetes' HTTP probes count
+//!   200 to 399 as success);
 //! - optionally, a substring in the body. Only the first
 //!   [`max_body_bytes`](HttpCheck::max_body_bytes) bytes (64 KiB by default)
 //!   are read, so a huge or endless body cannot exhaust memory or time.
@@ -81,7 +85,8 @@ use std::{
 
 use bytes::Bytes;
 use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, header::USER_AGENT,
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri,
+    header::{LOCATION, USER_AGENT},
 };
 use http_body::Body;
 use http_body_util::{BodyExt, Empty};
@@ -424,8 +429,18 @@ where
         };
         let code = response.status().as_u16();
         if !self.status.contains(&code) {
+            // Redirects are not followed: say where one points, since the
+            // fix is usually the URL (a trailing slash, http for https).
+            let advice = match response.headers().get(LOCATION) {
+                Some(location) if response.status().is_redirection() => format!(
+                    "a redirect, which the check does not follow, to {}: point the check at \
+                     the URL it redirects to, or accept it with expect_status(200..=399)",
+                    shown_location(location)
+                ),
+                _ => "look at the upstream's own health and logs".to_owned(),
+            };
             return CheckResult::unhealthy(format!(
-                "{} {} answered {}, expected {}..={}; look at the upstream's own health and logs",
+                "{} {} answered {}, expected {}..={}; {advice}",
                 self.method,
                 self.shown,
                 response.status(),
@@ -557,6 +572,19 @@ fn shown(uri: &Uri) -> String {
     format!("{scheme}://{host}{port}{}{query}", uri.path())
 }
 
+/// A `Location` header as [`shown`] shows a URL (no user info, no query),
+/// or as a path when it is relative.
+fn shown_location(location: &HeaderValue) -> String {
+    match location.to_str().ok().and_then(|l| l.parse::<Uri>().ok()) {
+        Some(uri) if uri.host().is_some() => shown(&uri),
+        Some(uri) => {
+            let query = if uri.query().is_some() { "?…" } else { "" };
+            format!("{}{query}", uri.path())
+        }
+        None => "a Location that is not a valid URL".to_owned(),
+    }
+}
+
 /// Whether the upstream closed the connection without answering: a kept-alive
 /// connection it timed out just as the request was written to it (a server's
 /// idle timeout equal to the check's interval makes that race common). Not a
@@ -603,6 +631,18 @@ mod tests {
         let text = shown(&uri);
         assert_eq!(text, "https://example.test:8443/health?…");
         assert!(!text.contains("secret") && !text.contains("abc"));
+    }
+
+    #[test]
+    fn a_redirects_location_is_shown_without_user_info_or_query() {
+        let shown = |location: &'static str| shown_location(&HeaderValue::from_static(location));
+        assert_eq!(
+            shown("https://user:secret@example.test/health/?token=abc"),
+            "https://example.test/health/?…"
+        );
+        assert_eq!(shown("/health/"), "/health/");
+        assert_eq!(shown("/health?token=abc"), "/health?…");
+        assert_eq!(shown("not a url"), "a Location that is not a valid URL");
     }
 
     #[test]

@@ -38,6 +38,15 @@ async fn upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
             get(|| async { format!("{}needle", "x".repeat(200_000)) }),
         )
         .route(
+            "/moved",
+            get(|| async {
+                (
+                    StatusCode::MOVED_PERMANENTLY,
+                    [(http::header::LOCATION, "/ok/?session=abc")],
+                )
+            }),
+        )
+        .route(
             "/auth",
             get(|headers: http::HeaderMap| async move {
                 if headers.get("x-token").is_some_and(|v| v == "s3cret") {
@@ -96,6 +105,19 @@ async fn status_range_and_body_substring() {
         result.message().unwrap().contains("did not contain"),
         "{result:?}"
     );
+
+    // A redirect is not followed; the message says where it points.
+    let result = HttpCheck::new(uri(addr, "/moved")).check().await;
+    assert_eq!(result.status(), Status::Unhealthy);
+    assert_eq!(observed(&result, "status_code"), 301);
+    let message = result.message().unwrap();
+    assert!(
+        message.contains("a redirect, which the check does not follow, to /ok/?…"),
+        "{message}"
+    );
+    assert!(!message.contains("session"), "{message}");
+    let moved = HttpCheck::new(uri(addr, "/moved")).expect_status(200..=399);
+    assert_eq!(moved.check().await.status(), Status::Healthy);
 
     let auth = HttpCheck::new(uri(addr, "/auth"));
     assert_eq!(auth.clone().check().await.status(), Status::Unhealthy);
