@@ -1311,20 +1311,27 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn startup_latches_and_can_wait_for_mark_started() {
-        let healthy = Arc::new(AtomicBool::new(true));
-        let health = HealthChecks::builder()
+    /// Checks that require `mark_started`, with a `migrations` check (for
+    /// startup and readiness) run every `interval`, failing while `healthy`
+    /// is not set.
+    fn migrations(healthy: &Arc<AtomicBool>, interval: Duration) -> crate::HealthHandle {
+        HealthChecks::builder()
             .require_mark_started()
             .check_with(
                 "migrations",
-                switch(&healthy),
+                switch(healthy),
                 CheckOptions::new()
                     .probes(Probes::STARTUP | Probes::READINESS)
-                    .interval(secs(1)),
+                    .interval(interval),
             )
             .build()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn startup_latches_and_can_wait_for_mark_started() {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let health = migrations(&healthy, secs(1));
         let mut app = app(&health);
         settle().await;
         let startup = get(&mut app, "/startupz").await;
@@ -1350,17 +1357,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn startup_does_not_latch_on_a_stale_result() {
         let healthy = Arc::new(AtomicBool::new(true));
-        let health = HealthChecks::builder()
-            .require_mark_started()
-            .check_with(
-                "migrations",
-                switch(&healthy),
-                CheckOptions::new()
-                    .probes(Probes::STARTUP | Probes::READINESS)
-                    .interval(secs(5)),
-            )
-            .build()
-            .unwrap();
+        let health = migrations(&healthy, secs(5));
         let mut app = app(&health);
         settle().await;
         assert_eq!(

@@ -81,6 +81,15 @@ async fn private_redis_killed_and_restarted_on_the_same_port() {
     );
 }
 
+/// A private `redis-server` on a free port, and a `ConnectionManager` with
+/// the default settings on it.
+async fn private_manager() -> Option<(RedisServer, ConnectionManager)> {
+    let server = RedisServer::start(support::free_port()).await?;
+    let client = redis::Client::open(server.url()).unwrap();
+    let manager = ConnectionManager::new(client).await.unwrap();
+    Some((server, manager))
+}
+
 /// A `ConnectionManager` learns that its server went away only when a
 /// command fails on the old connection, and then reconnects without
 /// retrying that command. Once the server is back, the first run after
@@ -89,12 +98,10 @@ async fn private_redis_killed_and_restarted_on_the_same_port() {
 /// of an otherwise idle application looks.)
 #[tokio::test]
 async fn a_connection_manager_passes_the_first_run_after_its_server_restarted() {
-    let port = support::free_port();
-    let Some(mut server) = RedisServer::start(port).await else {
+    let Some((mut server, manager)) = private_manager().await else {
         return;
     };
-    let client = redis::Client::open(server.url()).unwrap();
-    let manager = ConnectionManager::new(client).await.unwrap();
+    let port = server.port;
     for writable in [false, true] {
         let check = if writable {
             RedisCheck::new(manager.clone()).expect_writable()
@@ -122,12 +129,9 @@ async fn a_connection_manager_passes_the_first_run_after_its_server_restarted() 
 /// cut run says what the first attempt got.
 #[tokio::test]
 async fn a_run_cut_waiting_for_the_reconnection_says_what_failed() {
-    let port = support::free_port();
-    let Some(mut server) = RedisServer::start(port).await else {
+    let Some((mut server, manager)) = private_manager().await else {
         return;
     };
-    let client = redis::Client::open(server.url()).unwrap();
-    let manager = ConnectionManager::new(client).await.unwrap();
     let (_health, app, _runs) = support::app_with("redis", RedisCheck::new(manager)).await;
     app.wait_for("/readyz", 200).await;
     server.kill();
