@@ -87,6 +87,11 @@ impl fmt::Display for Status {
 /// Observations appear in the detailed JSON (`?detailed=true`) under
 /// `observed`, and in `application/health+json` as extra
 /// `name:measurement` entries with `observedValue` and `observedUnit`.
+///
+/// A measurement observed twice in one result shows its last value in the
+/// detailed JSON, whose `observed` is keyed by measurement, and both values
+/// in `application/health+json`, whose entries are lists. A value that
+/// JSON cannot hold (a float that is NaN or infinite) shows as `null`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
     measurement: Cow<'static, str>,

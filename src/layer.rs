@@ -273,16 +273,30 @@ impl Config {
         self.codes[probe.index()][status.index()]
     }
 
-    /// Sets `status`'s code on every probe. Liveness and startup answer a
-    /// passing status with 200 when `code` is one kubelet counts as a
-    /// failure: the pod would be restarted, or never finish starting, on an
-    /// answer that says it passes.
+    /// Sets `status`'s code on every probe, where kubelet would read it as
+    /// the answer says. Liveness and startup answer a passing status with
+    /// 200 when `code` is one kubelet counts as a failure: the pod would be
+    /// restarted, or never finish starting, on an answer that says it
+    /// passes. Liveness, readiness and startup answer a failing status with
+    /// 503 when `code` is one kubelet counts as a success: a failing pod
+    /// would never be restarted, taken out of rotation or drained.
     fn set_code(&mut self, status: ProbeStatus, code: StatusCode) {
         for probe in Probe::ALL {
-            let spared = status.is_passing()
-                && matches!(probe, Probe::Liveness | Probe::Startup)
-                && !passes_kubelet(code);
-            self.codes[probe.index()][status.index()] = if spared { StatusCode::OK } else { code };
+            let kept = match probe {
+                Probe::Health => code,
+                Probe::Liveness | Probe::Startup
+                    if status.is_passing() && !passes_kubelet(code) =>
+                {
+                    StatusCode::OK
+                }
+                Probe::Liveness | Probe::Readiness | Probe::Startup
+                    if !status.is_passing() && passes_kubelet(code) =>
+                {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                _ => code,
+            };
+            self.codes[probe.index()][status.index()] = kept;
         }
     }
 }
@@ -292,13 +306,32 @@ fn passes_kubelet(code: StatusCode) -> bool {
     (200..400).contains(&code.as_u16())
 }
 
-fn normalize(path: impl Into<String>) -> String {
+/// `path` with a leading `/`, or, for a path no request's path can equal,
+/// why not.
+fn normalize(path: impl Into<String>) -> Result<String, &'static str> {
     let path = path.into();
-    if path.starts_with('/') {
+    if path.is_empty() {
+        return Err("it is empty");
+    }
+    let path = if path.starts_with('/') {
         path
     } else {
         format!("/{path}")
+    };
+    // What `http` parses a request's path from: a path it cuts short (at
+    // `?` or `#`) or refuses (spaces, control characters) is never one.
+    match path.parse::<http::uri::PathAndQuery>() {
+        Ok(parsed) if parsed.query().is_none() && parsed.as_str() == path => Ok(path),
+        _ => Err("a request's path never holds '?', '#', spaces or control characters"),
     }
+}
+
+/// Warns that `path` was ignored, and why.
+fn refused(path: &str, why: &str) {
+    tracing::warn!(
+        path = path.escape_debug().to_string(),
+        "tower-health: a health path no request can have ({why}); ignored"
+    );
 }
 
 impl HealthLayer {
@@ -336,9 +369,21 @@ impl HealthLayer {
     /// method other than `GET` or `HEAD`) and never reaches the inner
     /// service. Give it a path that none of the application's own routes
     /// start with.
+    ///
+    /// A path no request's path can equal (empty, or holding `?`, `#`, a
+    /// space or a control character, such as a value read with its
+    /// trailing newline) is ignored, with a warning logged, and the probe
+    /// keeps the path it had.
     #[must_use]
     pub fn path(self, probe: Probe, path: impl Into<String>) -> Self {
-        let path = normalize(path);
+        let path = path.into();
+        let path = match normalize(path.as_str()) {
+            Ok(path) => path,
+            Err(why) => {
+                refused(&path, why);
+                return self;
+            }
+        };
         self.configure(|config| {
             config.release(&path, probe);
             config.paths[probe.index()] = Some(path);
@@ -357,10 +402,18 @@ impl HealthLayer {
     /// [`path`](Self::path), another probe or alias that had `path` loses
     /// it; taking the combined probe's path this way also ends
     /// `/health/{name}`. An alias equal to `probe`'s own path changes
-    /// nothing.
+    /// nothing, and one no request's path can equal is ignored, as with
+    /// [`path`](Self::path).
     #[must_use]
     pub fn alias(self, path: impl Into<String>, probe: Probe) -> Self {
-        let path = normalize(path);
+        let path = path.into();
+        let path = match normalize(path.as_str()) {
+            Ok(path) => path,
+            Err(why) => {
+                refused(&path, why);
+                return self;
+            }
+        };
         self.configure(|config| {
             config.release(&path, probe);
             if config.paths[probe.index()].as_deref() != Some(path.as_str()) {
@@ -382,7 +435,8 @@ impl HealthLayer {
     /// connection handling reads (`content-length`, `transfer-encoding`,
     /// `connection`, `keep-alive`, `proxy-connection`, `te`, `trailer`,
     /// `upgrade`) or that the health answers need (`content-type`,
-    /// `content-encoding`, `cache-control`, `allow`) would break responses:
+    /// `content-encoding`, `cache-control`, `allow`,
+    /// `x-content-type-options`) would break responses:
     /// it is ignored, with a warning logged, and the header stays as it was.
     #[must_use]
     pub fn process_time_header(self, name: HeaderName) -> Self {
@@ -412,7 +466,13 @@ impl HealthLayer {
     /// takes it on readiness, `/health` and `/health/{name}` only: liveness
     /// and startup still answer it with 200, or Kubernetes would restart the
     /// pod (or never let it finish starting) while the answer says it
-    /// passes.
+    /// passes. The other way round, a failing status given a code kubelet
+    /// counts as a success, such as
+    /// `status_code(ProbeStatus::Unhealthy, StatusCode::OK)` for a
+    /// `/health` that always answers 200 with the verdict in its body,
+    /// takes it on `/health` and `/health/{name}` only: liveness,
+    /// readiness and startup still answer it with 503, or a failing pod
+    /// would never be restarted, taken out of rotation or drained.
     ///
     /// A code that cannot carry the answer's body is ignored, with a warning
     /// logged, and the code stays as it was: an informational one (1xx) is
@@ -442,6 +502,13 @@ impl HealthLayer {
                 code = code.as_u16(),
                 "tower-health: a passing status's code applies to readiness and /health; \
                  liveness and startup still answer it with 200"
+            );
+        } else if !status.is_passing() && passes_kubelet(code) {
+            tracing::info!(
+                ?status,
+                code = code.as_u16(),
+                "tower-health: a failing status's code applies to /health only; liveness, \
+                 readiness and startup still answer it with 503"
             );
         }
         self.configure(|config| config.set_code(status, code))

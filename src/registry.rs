@@ -316,7 +316,10 @@ impl CheckOptions {
 pub enum Error {
     /// A check or heartbeat name that cannot appear in a URL path or a
     /// health+json key.
-    #[error("invalid check name {0:?}: use 1 to 64 ASCII letters, digits, '-', '_' or '.'")]
+    #[error(
+        "invalid check name {0:?}: use 1 to 64 ASCII letters, digits, '-', '_' or '.' (not \
+         \".\" or \"..\" alone)"
+    )]
     InvalidName(String),
     /// Two checks or heartbeats with one name.
     #[error("a check or heartbeat named {0:?} is already registered")]
@@ -347,7 +350,11 @@ pub enum Error {
 pub(crate) const MAX_NAME_LEN: usize = 64;
 
 pub(crate) fn validate_name(name: &str) -> Result<(), Error> {
+    // `.` and `..` are dot-segments: clients and proxies remove them from
+    // a path, so `/health/..` would never reach the check.
     let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
         && name.len() <= MAX_NAME_LEN
         && name
             .bytes()

@@ -1584,12 +1584,19 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn invalid_names_are_rejected() {
-        for name in ["", "has space", "a/b", "x:y", &"n".repeat(65)] {
+        for name in ["", "has space", "a/b", "x:y", ".", "..", &"n".repeat(65)] {
             let err = HealthChecks::builder()
                 .check(name, || async { CheckResult::healthy() })
                 .build()
                 .unwrap_err();
             assert_eq!(err, crate::Error::InvalidName(name.to_owned()));
+        }
+        // Dots elsewhere are fine.
+        for name in ["db.primary", "...", ".hidden"] {
+            HealthChecks::builder()
+                .check(name, || async { CheckResult::healthy() })
+                .build()
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }
 

@@ -271,7 +271,7 @@ fn wants_health_json(headers: &HeaderMap) -> bool {
         let weight = parts
             .filter_map(|param| param.split_once('='))
             .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
-            .and_then(|(_, q)| q.trim().parse::<f32>().ok())
+            .and_then(|(_, q)| q.trim().parse::<f32>().ok().filter(|q| !q.is_nan()))
             .map_or(1.0, |q| q.clamp(0.0, 1.0));
         let specificity = if media.eq_ignore_ascii_case("application/health+json") {
             health_json = Some(health_json.map_or(weight, |q| q.max(weight)));
@@ -540,6 +540,12 @@ mod tests {
             ("application/health+json, application/json", true),
             ("APPLICATION/HEALTH+JSON;q=1.0", true),
             ("application/health+json;q=oops", true),
+            // Rust reads "nan" as a number; it is not a weight.
+            ("application/health+json;q=nan", true),
+            (
+                "application/json;q=NaN, application/health+json;q=0.5",
+                false,
+            ),
             ("*/*", false),
             ("application/*", false),
         ] {
@@ -679,6 +685,48 @@ mod http_tests {
         ));
         settle().await;
         assert_eq!(get(&mut dead_app, "/livez").await.status, 500);
+    }
+
+    /// The other way round: a failing status mapped to a code kubelet
+    /// counts as a success takes it on `/health` and `/health/{name}` only.
+    #[tokio::test(start_paused = true)]
+    async fn a_success_code_for_a_failing_status_spares_the_probes() {
+        let health = HealthChecks::builder()
+            .require_mark_started()
+            .check_with(
+                "loop",
+                || async { CheckResult::unhealthy("stuck") },
+                CheckOptions::new().probes(Probes::LIVENESS | Probes::READINESS),
+            )
+            .build()
+            .unwrap();
+        let layer = health
+            .layer()
+            .status_code(crate::ProbeStatus::Unhealthy, StatusCode::OK)
+            .status_code(crate::ProbeStatus::Starting, StatusCode::ACCEPTED)
+            .status_code(crate::ProbeStatus::Draining, StatusCode::OK);
+        let mut app = crate::test_util::app_with(layer);
+        settle().await;
+        // Starting: `/health` takes the code, the probes do not.
+        assert_eq!(get(&mut app, "/health").await.status, 202);
+        for path in ["/readyz", "/startupz"] {
+            let reply = get(&mut app, path).await;
+            assert_eq!(reply.status, 503, "{path}: {}", reply.body);
+            assert_eq!(reply.json()["status"], "starting", "{path}");
+        }
+        health.mark_started();
+        for path in ["/health", "/health/loop"] {
+            let reply = get(&mut app, path).await;
+            assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+            assert_eq!(reply.json()["status"], "unhealthy", "{path}");
+        }
+        for path in ["/livez", "/healthz", "/readyz", "/readyz?verbose"] {
+            assert_eq!(get(&mut app, path).await.status, 503, "{path}");
+        }
+        assert_eq!(get(&mut app, "/startupz").await.status, 200);
+        health.drain();
+        assert_eq!(get(&mut app, "/readyz").await.json()["status"], "draining");
+        assert_eq!(get(&mut app, "/readyz").await.status, 503);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1233,6 +1281,19 @@ mod http_tests {
         assert_eq!(get(&mut app, &long[..64]).await.body, "inner");
         assert_eq!(get(&mut app, "/s").await.status, 200);
         assert_eq!(get(&mut app, "/startupz").await.body, "inner");
+
+        // A path no request can have is refused: the probe keeps its path.
+        let mut layer = health.layer();
+        for never in ["", "/ready?full=1", "/ready#top", "/ready\n", "/my ready"] {
+            layer = layer
+                .path(Probe::Readiness, never)
+                .alias(never, Probe::Startup);
+        }
+        let mut app = app_with(layer);
+        assert_eq!(get(&mut app, "/readyz").await.json()["status"], "healthy");
+        assert_eq!(get(&mut app, "/startupz").await.json()["status"], "healthy");
+        assert_eq!(get(&mut app, "/").await.body, "inner", "not taken by \"\"");
+        assert_eq!(get(&mut app, "/ready").await.body, "inner");
     }
 
     #[tokio::test(start_paused = true)]
