@@ -20,6 +20,7 @@
 //! let app = health.layer().wrap_axum(router);
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! // SIGTERM or Ctrl-C (feature `signal`), then drain.
 //! axum::serve(listener, app)
 //!     .with_graceful_shutdown(health.graceful_shutdown(tower_health::shutdown_signal()))
 //!     .await?;

@@ -656,6 +656,12 @@ impl HealthHandle {
     /// drain delay so load balancers stop sending traffic, then resolves
     /// so the server stops accepting and finishes in-flight requests.
     ///
+    /// `signal` is any future: [`shutdown_signal`](crate::shutdown_signal)
+    /// (feature `signal`) waits for SIGTERM, which Kubernetes and Docker
+    /// stop a process with, or Ctrl-C; `tokio::signal::ctrl_c()` alone
+    /// waits for Ctrl-C only, and a server waiting for it never drains
+    /// under an orchestrator.
+    ///
     /// ```no_run
     /// # use tower_health::HealthChecks;
     /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -10,9 +10,8 @@
 //!   not retry that command: a run whose command fails that way asks once
 //!   more, within its timeout, so the first run after a restart sees the
 //!   server that is back rather than the connection that is gone. While
-//!   the server is down, that second attempt waits for the manager's
-//!   reconnection until the run is cut, and the cut run says what the
-//!   first attempt got;
+//!   the server is down, runs wait for the manager's reconnection until
+//!   they are cut at the check's timeout;
 //! - [`MultiplexedConnection`](::redis::aio::MultiplexedConnection): never
 //!   reconnects; once its server went away the check keeps failing until the
 //!   application replaces the connection, which is exactly what the
@@ -23,7 +22,10 @@
 //! answer must be `PONG`; an error, or any other answer, is
 //! [`unhealthy`](crate::Status::Unhealthy). A server that never answers is
 //! cut by the runner at the check's timeout (or by the connection's own
-//! response timeout, whichever is shorter).
+//! response timeout, whichever is shorter). A cut run tells requests
+//! allowed details what it waited for: an answer, or the manager's
+//! reconnection after a dropped connection (with that connection's
+//! error).
 //!
 //! # Replicas
 //!
@@ -118,6 +120,17 @@ where
 {
     async fn check(&self) -> CheckResult {
         let mut connection = self.connection.clone();
+        let what = self.what();
+        // A run cut in its first attempt waited for an answer on the
+        // connection or, after a lost connection, for the manager's
+        // reconnection: the client does not say which.
+        let first = crate::runner::if_cut(move || {
+            CheckResult::unhealthy(format!(
+                "Redis {what} got no answer: the server did not answer on the connection, or \
+                 the connection manager's reconnection had not finished; check that the \
+                 server is running and reachable from this host"
+            ))
+        });
         let answer = match self.ask(&mut connection).await {
             // A `ConnectionManager` (with RESP2, the default) learns that
             // its connection is gone only when a command fails on it, or
@@ -126,13 +139,17 @@ where
             // the command. Asking once more waits for that reconnection, so
             // a server that is back is seen to be back now rather than one
             // run later. A `MultiplexedConnection`, which does not
-            // reconnect, fails again at once.
+            // reconnect, fails again at once. Not after a response timeout,
+            // which is an I/O error too: no reconnection follows it, and
+            // asking again would only wait as long once more.
             //
             // During an outage that wait can outlast the run: cut, it says
             // what the first attempt got.
-            Err(e) if e.is_io_error() || e.is_unrecoverable_error() => {
-                let what = self.what();
-                let _cut = crate::runner::if_cut(move || {
+            Err(e)
+                if (e.is_connection_dropped() || e.is_unrecoverable_error()) && !e.is_timeout() =>
+            {
+                drop(first);
+                let _second = crate::runner::if_cut(move || {
                     CheckResult::unhealthy(format!(
                         "Redis {what} failed on the connection ({e}) and its reconnection had \
                          not finished; check that the server is running and reachable from \

@@ -1,7 +1,7 @@
 //! `SELECT 1` on an [sqlx](https://docs.rs/sqlx) pool: [`PgPool`](::sqlx::PgPool)
 //! (feature `postgres`), [`MySqlPool`](::sqlx::MySqlPool) (feature `mysql`,
 //! for MySQL and MariaDB) and [`SqlitePool`](::sqlx::SqlitePool) (feature
-//! `sqlite`).
+//! `sqlite`, where a run reads `PRAGMA schema_version` instead).
 //!
 //! There is one feature per database rather than one `sqlx` feature, so
 //! `features = ["postgres"]` compiles only sqlx's PostgreSQL driver. The

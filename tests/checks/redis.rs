@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tower_health::{Check, Status, checks::redis::RedisCheck};
 
-use crate::support::{self, RedisServer, unavailable, within};
+use crate::support::{self, Proxy, RedisServer, unavailable, within};
 
 async fn client() -> Option<redis::Client> {
     let url = support::redis_url();
@@ -150,6 +150,59 @@ async fn a_run_cut_waiting_for_the_reconnection_says_what_failed() {
         error.ends_with(
             ") and its reconnection had not finished; check that the server is running and \
              reachable from this host"
+        ),
+        "{redis}"
+    );
+}
+
+/// A server that stops answering. A response timeout is an I/O error too,
+/// but no reconnection follows it: the run fails with it rather than
+/// asking again (which would wait as long once more, past the check's own
+/// timeout here). Without a response timeout the run is cut, and says it
+/// got no answer.
+#[tokio::test]
+async fn a_stalled_server_fails_the_run_once_or_is_cut_saying_so() {
+    let port = support::free_port();
+    let Some(server) = RedisServer::start(port).await else {
+        return;
+    };
+    let proxy = Proxy::start(([127, 0, 0, 1], server.port).into()).await;
+    let client = redis::Client::open(format!("redis://{}", proxy.addr)).unwrap();
+    let connect = async |response_timeout| {
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(response_timeout);
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .unwrap()
+    };
+    // Under the check's timeout, but not twice.
+    let timing_out = connect(Some(support::TIMEOUT * 3 / 5)).await;
+    let waiting = connect(None).await;
+    let (_health, timing_out, _) = support::app_with("redis", RedisCheck::new(timing_out)).await;
+    let (_health2, waiting, _) = support::app_with("redis", RedisCheck::new(waiting)).await;
+    timing_out.wait_for("/readyz", 200).await;
+    waiting.wait_for("/readyz", 200).await;
+    proxy.stall().await;
+
+    let redis = timing_out
+        .wait_error("redis", |e| e.starts_with("Redis PING failed: "))
+        .await;
+    assert!(
+        redis["error"].as_str().unwrap().contains("timed out"),
+        "{redis}"
+    );
+    assert_eq!(redis["reason"], "failed", "not cut: {redis}");
+
+    let redis = waiting
+        .wait_error("redis", |e| e.starts_with("timed out after"))
+        .await;
+    assert_eq!(
+        redis["error"],
+        format!(
+            "timed out after {}ms: Redis PING got no answer: the server did not answer on the \
+             connection, or the connection manager's reconnection had not finished; check that \
+             the server is running and reachable from this host",
+            support::TIMEOUT.as_millis()
         ),
         "{redis}"
     );
