@@ -368,7 +368,10 @@ impl HealthLayer {
     /// `/status/anything-else` is answered by the layer (404, or 405 for a
     /// method other than `GET` or `HEAD`) and never reaches the inner
     /// service. Give it a path that none of the application's own routes
-    /// start with.
+    /// start with. A probe's path or alias one segment below it wins over
+    /// a component of that name: with `.alias("/health/ready",
+    /// Probe::Readiness)`, `GET /health/ready` answers readiness, and a
+    /// check named `ready` is not reachable by its own path.
     ///
     /// A path no request's path can equal (empty, or holding `?`, `#`, a
     /// space or a control character, such as a value read with its
