@@ -1894,7 +1894,11 @@ mod tests {
         });
         let mut app = app(&health);
         first.block_on(async {
+            // Real time here (a runtime of its own): bounded, so a
+            // regression fails instead of hanging.
+            let give_up = tokio::time::Instant::now() + secs(20);
             while get(&mut app, "/readyz").await.status != 200 {
+                assert!(tokio::time::Instant::now() < give_up, "never ready");
                 settle().await;
             }
             assert_eq!(get(&mut app, "/livez").await.status, 200);

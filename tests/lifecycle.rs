@@ -61,15 +61,28 @@ async fn get_path(addr: SocketAddr, path: &str) -> Reply {
 
 /// Polls `path` until it answers `status`; panics after the hang guard.
 async fn wait_for(addr: SocketAddr, path: &str, status: u16) -> Reply {
+    wait_until(addr, path, &format!("status {status}"), |reply| {
+        reply.status == status
+    })
+    .await
+}
+
+/// Polls `path` until its reply satisfies `wanted` (described as `what`).
+async fn wait_until(
+    addr: SocketAddr,
+    path: &str,
+    what: &str,
+    wanted: impl Fn(&Reply) -> bool,
+) -> Reply {
     let deadline = tokio::time::Instant::now() + HANG_GUARD;
     loop {
         let reply = get_path(addr, path).await;
-        if reply.status == status {
+        if wanted(&reply) {
             return reply;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{path} never answered {status}; last {} {}",
+            "{path} never answered with {what}; last {} {}",
             reply.status,
             reply.body
         );
@@ -125,11 +138,15 @@ async fn startup_then_ready() {
     assert_eq!(get_path(addr, "/").await.body, "app");
 
     warm.notify_one();
-    let startup = wait_for(addr, "/startupz?verbose", 503).await;
-    assert!(
-        startup.body.contains("[-]mark_started failed"),
-        "{}",
-        startup.body
+    // Warmed up: startup waits for `mark_started` alone.
+    let startup = wait_until(addr, "/startupz?verbose", "warmup passed", |reply| {
+        !reply.body.contains("warmup")
+    })
+    .await;
+    assert_eq!(startup.status, 503);
+    assert_eq!(
+        startup.body,
+        "[-]mark_started failed: not started yet\nstartupz check failed\n"
     );
     health.mark_started();
     assert_eq!(
@@ -185,20 +202,41 @@ async fn dependency_failure_and_recovery() {
 async fn lost_heartbeat_fails_liveness() {
     let health = HealthChecks::builder().build().unwrap();
     let addr = serve(app(&health)).await;
-    let heartbeat = health
-        .heartbeat("consumer", Duration::from_millis(200))
-        .unwrap();
-    heartbeat.beat();
-    assert_eq!(get_path(addr, "/livez").await.status, 200);
+    let heartbeat = Arc::new(
+        health
+            .heartbeat("consumer", Duration::from_millis(200))
+            .unwrap(),
+    );
+    // The consumer beats every 20 ms while `beating` is set: a loaded
+    // machine that holds this test up for longer than the deadline while
+    // it waits for liveness to pass must not make it fail.
+    let beating = Arc::new(AtomicBool::new(true));
+    let consumer = tokio::spawn({
+        let heartbeat = heartbeat.clone();
+        let beating = beating.clone();
+        async move {
+            loop {
+                if beating.load(Ordering::SeqCst) {
+                    heartbeat.beat();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    wait_for(addr, "/livez", 200).await;
     // The consumer stalls: no beats.
+    beating.store(false, Ordering::SeqCst);
     let live = wait_for(addr, "/livez", 503).await;
     assert_eq!(
         live.body,
         r#"{"status":"unhealthy","reason":"failing: consumer"}"#
     );
-    heartbeat.beat();
+    beating.store(true, Ordering::SeqCst);
     wait_for(addr, "/livez", 200).await;
-    drop(heartbeat);
+    // The consumer's task ends without retiring its heartbeat.
+    consumer.abort();
+    let _ = consumer.await;
+    drop(Arc::into_inner(heartbeat).expect("the consumer's clone is gone"));
     wait_for(addr, "/livez", 503).await;
 }
 
@@ -262,8 +300,10 @@ async fn busy_while_at_the_in_flight_limit_wrap_axum() {
 
 #[tokio::test]
 async fn graceful_drain_keeps_serving_then_stops() {
+    // Long enough for the requests below on a loaded machine: the server
+    // stops accepting when it ends.
     let health = HealthChecks::builder()
-        .drain_delay(Duration::from_millis(500))
+        .drain_delay(Duration::from_secs(2))
         .build()
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -331,7 +371,7 @@ async fn axum_example_drains_on_sigterm_and_exits_cleanly() {
     let port = free_port();
     let mut child = tokio::process::Command::new(&binary)
         .env("PORT", port.to_string())
-        .env("DRAIN_SECS", "1")
+        .env("DRAIN_SECS", "3")
         .env_remove("DATABASE_URL")
         .env_remove("REDIS_URL")
         .stdout(std::process::Stdio::piped())

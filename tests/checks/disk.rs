@@ -2,7 +2,7 @@
 
 use tower_health::{Check, Status, checks::disk::DiskSpaceCheck};
 
-use crate::postgres::observed;
+use crate::{postgres::observed, support};
 
 #[tokio::test]
 async fn reports_free_space_and_applies_thresholds() {
@@ -64,7 +64,7 @@ async fn agrees_with_df() {
         .arg(&dir)
         .output()
     else {
-        eprintln!("SKIPPED: no df on this machine");
+        support::unavailable("df (coreutils)", "not found");
         return;
     };
     let text = String::from_utf8_lossy(&output.stdout);

@@ -6,7 +6,7 @@ use std::{
 };
 
 use sqlx::{
-    PgPool,
+    Connection, PgPool,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 use tower_health::{Check, CheckOptions, HealthChecks, Status, checks::sqlx::SqlxCheck};
@@ -45,7 +45,15 @@ async fn select_1_is_healthy_and_reports_the_pool() {
     let Some(options) = options().await else {
         return;
     };
-    let pool = pool(options, 4).await;
+    // Named, so the server can say which of its sessions is the pool's.
+    let name = format!("tower-health-reuse-{}", std::process::id());
+    let pool = pool(options.clone().application_name(&name), 4).await;
+    support::settle(&pool, 1).await;
+    sqlx::raw_sql("SELECT 'before the check'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    support::settle(&pool, 1).await;
     let check = SqlxCheck::new(pool.clone());
     let result = check.check().await;
     assert_eq!(result.status(), Status::Healthy, "{result:?}");
@@ -59,6 +67,17 @@ async fn select_1_is_healthy_and_reports_the_pool() {
     }
     support::settle(&pool, pool.size() as usize).await;
     assert_eq!(pool.size(), 1, "the check must reuse the pool's connection");
+    // And the server agrees: the pool's one session ran the check's query
+    // last (a connection of the check's own would have left it at the
+    // query above).
+    let mut observer = sqlx::PgConnection::connect_with(&options).await.unwrap();
+    let sessions: Vec<(String,)> =
+        sqlx::query_as("SELECT query FROM pg_stat_activity WHERE application_name = $1")
+            .bind(&name)
+            .fetch_all(&mut observer)
+            .await
+            .unwrap();
+    assert_eq!(sessions, [("SELECT 1".to_owned(),)]);
 }
 
 /// A saturated pool is queried all the same: the run queues for a
