@@ -1172,7 +1172,9 @@ impl Bench {
         );
         let _ = writeln!(
             report,
-            "- {} interleaved rounds of {} s per server; load average at the start: {}",
+            "- {} interleaved rounds of {} s per server (A B C D0 D1 D2 D3, the D servers \
+             rotated every other round and every other round's order reversed); load average at \
+             the start: {}",
             s.rounds,
             s.secs,
             loadavg()
@@ -1211,9 +1213,16 @@ impl Bench {
         }
         let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); servers.len()];
         for round in 0..s.rounds {
-            // A B C, then D0 D1 D2 D3 rotated by one place each round.
+            // A B C, then D0 D1 D2 D3 rotated by one place every other
+            // round, and every other round the whole order reversed: each
+            // arm runs as often before its baseline as after it, so a
+            // position effect within a round (the host warming or cooling
+            // over its 14 s) does not favour either side of a ratio.
             let mut order: Vec<usize> = (0..servers.len()).collect();
-            order[3..].rotate_left(round % (servers.len() - 3));
+            order[3..].rotate_left(round / 2 % (servers.len() - 3));
+            if round % 2 == 1 {
+                order.reverse();
+            }
             for index in order {
                 let sample = self.measure(&servers[index].1, s.secs, s.connections)?;
                 eprintln!(
@@ -1501,8 +1510,13 @@ impl Bench {
         let loads = [(true, 4), (false, s.connections)];
         let mut windows = Vec::new();
         for (paced, connections) in loads {
-            for _ in 0..s.outage_pairs {
-                for (mode, server) in [(Mode::Health, &b), (Mode::Hello, &a)] {
+            for pair in 0..s.outage_pairs {
+                // B first in even pairs, A first in odd ones.
+                let mut turns = [(Mode::Health, &b), (Mode::Hello, &a)];
+                if pair % 2 == 1 {
+                    turns.reverse();
+                }
+                for (mode, server) in turns {
                     let from = outage_start.elapsed().as_secs_f64();
                     let wrk = run(paced, server, s.outage_secs, connections)?;
                     let (status, _) = http_get(server.addr, "/readyz")?;
@@ -1530,8 +1544,8 @@ impl Bench {
              mostly idle, so the latency is the answer's own), and a **storm**, {} connections \
              as fast as wrk can (latency there is mostly time queued behind other requests on a \
              saturated core). B and A (hello-world, no dependency: the latency floor of this \
-             machine at that moment) take turns in {} s windows, {} pairs per load; then C, {} s \
-             per load. Figures are medians over a server's windows (requests and non-2xx are \
+             machine at that moment) take turns in {} s windows, {} pairs per load (B first in \
+             every other pair); then C, {} s per load. Figures are medians over a server's windows (requests and non-2xx are \
              sums, max is the worst window's); the last column lists every window's p99 in \
              order.\n",
             s.connections, s.outage_secs, s.outage_pairs, s.c_outage_secs
