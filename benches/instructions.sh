@@ -20,7 +20,7 @@
 # instructions do not show (cache misses, the clock reads' cost inside the
 # vDSO, the kernel). Writes target/bench-report/instructions.md. Needs
 # valgrind (Debian package `valgrind`; installed if missing) and, for the
-# servers with a check, PostgreSQL at DATABASE_URL. About 2 minutes after
+# servers with a check, PostgreSQL at DATABASE_URL. About 1 minute after
 # the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
