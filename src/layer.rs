@@ -326,12 +326,18 @@ fn normalize(path: impl Into<String>) -> Result<String, &'static str> {
     }
 }
 
-/// Warns that `path` was ignored, and why.
-fn refused(path: &str, why: &str) {
-    tracing::warn!(
-        path = path.escape_debug().to_string(),
-        "tower-health: a health path no request can have ({why}); ignored"
-    );
+/// [`normalize`]d, or `None` after a warning that `path` is ignored.
+fn accepted(path: String) -> Option<String> {
+    match normalize(path.as_str()) {
+        Ok(path) => Some(path),
+        Err(why) => {
+            tracing::warn!(
+                path = path.escape_debug().to_string(),
+                "tower-health: a health path no request can have ({why}); ignored"
+            );
+            None
+        }
+    }
 }
 
 impl HealthLayer {
@@ -379,13 +385,8 @@ impl HealthLayer {
     /// keeps the path it had.
     #[must_use]
     pub fn path(self, probe: Probe, path: impl Into<String>) -> Self {
-        let path = path.into();
-        let path = match normalize(path.as_str()) {
-            Ok(path) => path,
-            Err(why) => {
-                refused(&path, why);
-                return self;
-            }
+        let Some(path) = accepted(path.into()) else {
+            return self;
         };
         self.configure(|config| {
             config.release(&path, probe);
@@ -409,13 +410,8 @@ impl HealthLayer {
     /// [`path`](Self::path).
     #[must_use]
     pub fn alias(self, path: impl Into<String>, probe: Probe) -> Self {
-        let path = path.into();
-        let path = match normalize(path.as_str()) {
-            Ok(path) => path,
-            Err(why) => {
-                refused(&path, why);
-                return self;
-            }
+        let Some(path) = accepted(path.into()) else {
+            return self;
         };
         self.configure(|config| {
             config.release(&path, probe);
