@@ -1876,13 +1876,10 @@ mod tests {
         });
     }
 
-    /// `build()` in a runtime that is then dropped, served from another:
-    /// no check will run again, so liveness fails with readiness and
-    /// `/health` (only a restart helps), in every format, saying why.
-    #[test]
-    fn a_refresher_gone_with_its_runtime_fails_liveness() {
-        let first = current_thread();
-        let health = first.block_on(async {
+    /// Checks (one, `db`) built inside `runtime`, whose refresher runs
+    /// there.
+    fn built_in(runtime: &tokio::runtime::Runtime) -> crate::HealthHandle {
+        runtime.block_on(async {
             HealthChecks::builder()
                 .check_with(
                     "db",
@@ -1891,7 +1888,16 @@ mod tests {
                 )
                 .build()
                 .unwrap()
-        });
+        })
+    }
+
+    /// `build()` in a runtime that is then dropped, served from another:
+    /// no check will run again, so liveness fails with readiness and
+    /// `/health` (only a restart helps), in every format, saying why.
+    #[test]
+    fn a_refresher_gone_with_its_runtime_fails_liveness() {
+        let first = current_thread();
+        let health = built_in(&first);
         let mut app = app(&health);
         first.block_on(async {
             // Real time here (a runtime of its own): bounded, so a
@@ -1929,16 +1935,7 @@ mod tests {
     #[test]
     fn a_refresher_dropped_before_it_ever_ran_fails_liveness() {
         let first = current_thread();
-        let health = first.block_on(async {
-            HealthChecks::builder()
-                .check_with(
-                    "db",
-                    || async { CheckResult::healthy() },
-                    CheckOptions::new(),
-                )
-                .build()
-                .unwrap()
-        });
+        let health = built_in(&first);
         drop(first);
         let mut app = app(&health);
         current_thread().block_on(async {
