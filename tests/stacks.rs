@@ -486,7 +486,7 @@ async fn grpc_health_service_answers_from_the_checks() {
 
     // Until db's first result, readiness is not serving (bounded wait).
     let mut ready = status_of("").await.expect("the server's status");
-    for _ in 0..100 {
+    for _ in 0..1_000 {
         if ready == ServingStatus::Serving {
             break;
         }

@@ -429,7 +429,9 @@ async fn a_short_chunked_body_keeps_a_pooled_connection_without_a_needle() {
                     if socket.write_all(reply.as_bytes()).await.is_err() {
                         return;
                     }
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    // A moment: far inside the run's 100 ms for the rest
+                    // of a body, even on a loaded machine.
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
                     if socket.write_all(b"0\r\n\r\n").await.is_err() {
                         return;
                     }

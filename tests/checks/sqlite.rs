@@ -10,20 +10,30 @@ use tower_health::{Check, Status, checks::sqlx::SqlxCheck};
 
 use crate::{postgres::observed, support};
 
+/// A directory of a test's own, removed when dropped (a failing test
+/// included).
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Options for a new database file in a directory of its own (returned,
-/// for the test to remove).
-fn options(name: &str) -> (std::path::PathBuf, SqliteConnectOptions) {
+/// removed when dropped).
+fn options(name: &str) -> (TempDir, SqliteConnectOptions) {
     let dir = std::env::temp_dir().join(format!("tower-health-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let options = SqliteConnectOptions::new()
         .filename(dir.join("health.db"))
         .create_if_missing(true);
-    (dir, options)
+    (TempDir(dir), options)
 }
 
 /// A pool of one connection on a new database file in a directory of its
-/// own (returned, for the test to remove).
-async fn pool(name: &str) -> (std::path::PathBuf, sqlx::SqlitePool) {
+/// own (returned, removed when dropped).
+async fn pool(name: &str) -> (TempDir, sqlx::SqlitePool) {
     let (dir, options) = options(name);
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
@@ -38,7 +48,7 @@ async fn pool(name: &str) -> (std::path::PathBuf, sqlx::SqlitePool) {
 /// reading the file, so it passed).
 #[tokio::test]
 async fn sqlite_file_locked_by_another_connection_is_unhealthy() {
-    let (dir, options) = options("sqlite-locked");
+    let (_dir, options) = options("sqlite-locked");
     // No busy wait: a locked file is an error at once.
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
@@ -79,12 +89,11 @@ async fn sqlite_file_locked_by_another_connection_is_unhealthy() {
     support::settle(&pool, 1).await;
     let result = check.check().await;
     assert_eq!(result.status(), Status::Healthy, "{result:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn sqlite_pool_is_healthy_waits_and_is_degraded_when_saturated_and_unhealthy_when_closed() {
-    let (dir, pool) = pool("sqlite").await;
+    let (_dir, pool) = pool("sqlite").await;
     let check = SqlxCheck::new(pool.clone());
 
     let result = check.check().await;
@@ -110,14 +119,13 @@ async fn sqlite_pool_is_healthy_waits_and_is_degraded_when_saturated_and_unhealt
     let result = check.check().await;
     assert_eq!(result.status(), Status::Unhealthy);
     assert!(result.message().unwrap().contains("closed"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Cut while every connection is held, the run says so in words for a
 /// database file, not for a server.
 #[tokio::test]
 async fn sqlite_run_cut_waiting_for_a_held_connection_says_so() {
-    let (dir, pool) = pool("sqlite-cut").await;
+    let (_dir, pool) = pool("sqlite-cut").await;
     let (_health, app, _runs) = support::app_with("sqlite", SqlxCheck::new(pool.clone())).await;
     app.wait_for("/readyz", 200).await;
     let _held = pool.acquire().await.unwrap();
@@ -138,5 +146,4 @@ async fn sqlite_run_cut_waiting_for_a_held_connection_says_so() {
         sqlite["observed"]["idle_connections"]["value"], 0,
         "{sqlite}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
