@@ -489,7 +489,8 @@ impl HealthChecksBuilder {
 
     /// Counts only the requests the predicate selects toward
     /// [`max_in_flight`](Self::max_in_flight) (for example only
-    /// `/transcribe` streams).
+    /// `/transcribe` streams). Without `max_in_flight` nothing is counted,
+    /// and [`build`](Self::build) logs a warning.
     pub fn count_in_flight_if<F>(mut self, predicate: F) -> Self
     where
         F: Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
@@ -513,6 +514,12 @@ impl HealthChecksBuilder {
     /// name, [`Error::NoRuntime`] outside a Tokio runtime,
     /// [`Error::NoTimer`] in one built without timers.
     pub fn build(self) -> Result<HealthHandle, Error> {
+        if self.in_flight_filter.is_some() && self.max_in_flight.is_none() {
+            tracing::warn!(
+                "tower-health: count_in_flight_if has no effect without max_in_flight; nothing \
+                 is counted"
+            );
+        }
         let owner = runner::start(self)?;
         Ok(HealthHandle {
             owner: Arc::new(owner),

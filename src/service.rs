@@ -1282,12 +1282,21 @@ mod http_tests {
         assert_eq!(get(&mut app, "/s").await.status, 200);
         assert_eq!(get(&mut app, "/startupz").await.body, "inner");
 
-        // A path no request can have is refused: the probe keeps its path.
+        // A path no request can have is refused, with a warning: the probe
+        // keeps its path.
         let mut layer = health.layer();
         for never in ["", "/ready?full=1", "/ready#top", "/ready\n", "/my ready"] {
-            layer = layer
-                .path(Probe::Readiness, never)
-                .alias(never, Probe::Startup);
+            let (refused, logged) = crate::test_util::warnings(|| {
+                layer
+                    .path(Probe::Readiness, never)
+                    .alias(never, Probe::Startup)
+            });
+            layer = refused;
+            assert_eq!(
+                logged.matches("a health path no request can have").count(),
+                2,
+                "{never:?}: {logged}"
+            );
         }
         let mut app = app_with(layer);
         assert_eq!(get(&mut app, "/readyz").await.json()["status"], "healthy");
@@ -1396,11 +1405,25 @@ mod http_tests {
 
     #[tokio::test(start_paused = true)]
     async fn in_flight_limit_reports_busy_and_counts_exactly() {
-        let health = HealthChecks::builder()
-            .max_in_flight(1)
-            .count_in_flight_if(|req| req.uri.path() == "/stream")
-            .build()
-            .unwrap();
+        // A filter without a limit counts nothing: said at build.
+        let (_, logged) = crate::test_util::warnings(|| {
+            HealthChecks::builder()
+                .count_in_flight_if(|_| true)
+                .build()
+                .unwrap()
+        });
+        assert!(
+            logged.contains("count_in_flight_if has no effect without max_in_flight"),
+            "{logged}"
+        );
+        let (health, logged) = crate::test_util::warnings(|| {
+            HealthChecks::builder()
+                .max_in_flight(1)
+                .count_in_flight_if(|req| req.uri.path() == "/stream")
+                .build()
+                .unwrap()
+        });
+        assert!(!logged.contains("count_in_flight_if"), "{logged}");
         let gate = Arc::new(Semaphore::new(0));
         let held = gate.clone();
         let inner = tower::service_fn(move |_req: Request<Full<Bytes>>| {
