@@ -1214,8 +1214,9 @@ impl Bench {
         let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); servers.len()];
         for round in 0..s.rounds {
             // A B C, then D0 D1 D2 D3 rotated by one place every other
-            // round, and every other round the whole order reversed: each
-            // arm runs as often before its baseline as after it, so a
+            // round, and every other round the whole order reversed: with
+            // an even number of rounds each arm runs as often before its
+            // baseline as after it, so a
             // position effect within a round (the host warming or cooling
             // over its 14 s) does not favour either side of a ratio.
             let mut order: Vec<usize> = (0..servers.len()).collect();

@@ -31,9 +31,10 @@
 //!
 //! After criterion, the same arms are timed in interleaved rounds
 //! (`OVERHEAD_ROUNDS`, 100, of `OVERHEAD_ROUND_CALLS`, 10,000, calls per arm;
-//! `OVERHEAD_ROUNDS=0` skips them): each round times every arm in an order
-//! rotated one place per round, and each arm's ratio to `bare` is taken
-//! within the round. The medians over rounds are printed, and written to
+//! `OVERHEAD_ROUNDS=0` skips them): each round times every arm, in an order
+//! rotated one place every other round and reversed every other round (so
+//! each arm runs as often before `bare` as after it, with an even number of
+//! rounds), and each arm's ratio to `bare` is taken within the round. The medians over rounds are printed, and written to
 //! the path in `OVERHEAD_INTERLEAVED` if it is set.
 //!
 //! With `OVERHEAD_COUNT=<arm>` the binary runs that arm `OVERHEAD_CALLS`
@@ -294,8 +295,9 @@ fn env_or(name: &str, default: usize) -> usize {
 }
 
 /// The arms timed side by side: every round times each arm over `calls`
-/// calls, in an order rotated one place per round, and each arm is compared
-/// with `bare` within its round. Criterion times one arm for seconds, then
+/// calls, in an order rotated one place every other round and reversed
+/// every other round, and each arm is compared with `bare` within its
+/// round. Criterion times one arm for seconds, then
 /// the next, so a shared host that slows down between two arms shows up in
 /// their ratio; here such drift touches both sides of a round's ratio, and
 /// the median over rounds drops the rounds a preemption hit. The first round
@@ -303,8 +305,15 @@ fn env_or(name: &str, default: usize) -> usize {
 fn interleaved(arms: &mut Arms, rounds: usize, calls: usize) -> String {
     let mut ns: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); ARMS.len()];
     for round in 0..=rounds {
-        for k in 0..ARMS.len() {
-            let i = (k + round) % ARMS.len();
+        // Counted rounds pair up: the same rotation forward, then reversed.
+        let counted = round.saturating_sub(1);
+        let mut order: Vec<usize> = (0..ARMS.len())
+            .map(|k| (k + counted / 2) % ARMS.len())
+            .collect();
+        if counted % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
             let (arm, path) = ARMS[i];
             let requests: Vec<Req> = (0..calls).map(|_| request(path)).collect();
             let start = Instant::now();
@@ -321,7 +330,7 @@ fn interleaved(arms: &mut Arms, rounds: usize, calls: usize) -> String {
     let bare = &ns[0];
     let mut table = format!(
         "## In-process overhead, interleaved (`benches/overhead.rs`)\n\n\
-         {rounds} rounds of {calls} calls per arm, arms rotated each round; \
+         {rounds} rounds of {calls} calls per arm, arms rotated every other round and reversed every other round; \
          medians over rounds of each arm's figure and of its ratio to `bare` \
          in the same round.\n\n\
          | arm | ns per call | ratio to bare | per-round ratios (10th – 90th percentile) | added ns | goal |\n\

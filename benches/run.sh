@@ -16,8 +16,8 @@
 # Needs: Linux (/proc, taskset), 2+ cores, PostgreSQL at DATABASE_URL
 # (default postgres://postgres@127.0.0.1:5432/test), wrk (installed from the
 # Debian package if missing). All traffic stays on 127.0.0.1. Takes about
-# 7 minutes after the build (410 to 450 s on the 2-core VMs measured so
-# far). Shorter smoke run:
+# 7 minutes after the build (about 400 to 450 s on the 2-core VMs
+# measured so far). Shorter smoke run:
 #
 #     BENCH_QUICK=1 bash benches/run.sh
 #

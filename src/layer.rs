@@ -506,8 +506,9 @@ impl HealthLayer {
             tracing::info!(
                 ?status,
                 code = code.as_u16(),
-                "tower-health: a failing status's code applies to /health only; liveness, \
-                 readiness and startup still answer it with 503"
+                "tower-health: a failing status's code applies to /health and /health/{{name}} \
+                 only (where that status occurs); liveness, readiness and startup still answer \
+                 it with 503"
             );
         }
         self.configure(|config| config.set_code(status, code))

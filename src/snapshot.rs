@@ -72,7 +72,9 @@ impl Probe {
 
 /// What a probe answers. Each maps to an HTTP status code, configurable with
 /// [`HealthLayer::status_code`](crate::HealthLayer::status_code) (where
-/// liveness and startup keep 200 for a passing status).
+/// liveness and startup keep 200 for a passing status, and liveness,
+/// readiness and startup keep 503 for a failing one given a code kubelet
+/// counts as a success).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProbeStatus {
     /// Everything judged passes. Default 200.
@@ -87,7 +89,9 @@ pub enum ProbeStatus {
     /// Draining for shutdown, or taken out of rotation (readiness,
     /// `/health`). Default 503.
     Draining,
-    /// At the in-flight limit (readiness). Default 503.
+    /// At the in-flight limit (readiness only). Default 503; readiness
+    /// keeps 503 for it whatever code is set, so a code set for it changes
+    /// nothing.
     Busy,
 }
 

@@ -572,16 +572,31 @@ fn shown(uri: &Uri) -> String {
     format!("{scheme}://{host}{port}{}{query}", uri.path())
 }
 
-/// A `Location` header as [`shown`] shows a URL (no user info, no query),
-/// or as a path when it is relative.
+/// A `Location` header as [`shown`] shows a URL (no user info, no query):
+/// an absolute one (`scheme://...`, or `//host/...`) through [`shown`], a
+/// relative one (`/health/`, `health/`, `../status`) as it is, up to its
+/// query or fragment.
 fn shown_location(location: &HeaderValue) -> String {
-    match location.to_str().ok().and_then(|l| l.parse::<Uri>().ok()) {
-        Some(uri) if uri.host().is_some() => shown(&uri),
-        Some(uri) => {
-            let query = if uri.query().is_some() { "?…" } else { "" };
-            format!("{}{query}", uri.path())
-        }
-        None => "a Location that is not a valid URL".to_owned(),
+    let Ok(text) = location.to_str() else {
+        return "a Location that is not text".to_owned();
+    };
+    let absolute = if text.starts_with("//") {
+        format!("http:{text}").parse::<Uri>().ok()
+    } else if text.contains("://") {
+        text.parse::<Uri>().ok()
+    } else {
+        None
+    };
+    if let Some(uri) = absolute.filter(|uri| uri.host().is_some()) {
+        return shown(&uri);
+    }
+    if text.contains("://") || text.starts_with("//") {
+        return "a Location that is not a valid URL".to_owned();
+    }
+    match text.find(['?', '#']) {
+        Some(end) if text[end..].starts_with('?') => format!("{}?…", &text[..end]),
+        Some(end) => text[..end].to_owned(),
+        None => text.to_owned(),
     }
 }
 
@@ -642,7 +657,19 @@ mod tests {
         );
         assert_eq!(shown("/health/"), "/health/");
         assert_eq!(shown("/health?token=abc"), "/health?…");
-        assert_eq!(shown("not a url"), "a Location that is not a valid URL");
+        // Relative references, which `Uri` alone would misread.
+        assert_eq!(shown("healthz"), "healthz");
+        assert_eq!(shown("health/"), "health/");
+        assert_eq!(shown("../status?x=1"), "../status?…");
+        assert_eq!(shown("/ready#top"), "/ready");
+        assert_eq!(
+            shown("//user:secret@example.test/health"),
+            "http://example.test/health"
+        );
+        assert_eq!(
+            shown("https://exa mple"),
+            "a Location that is not a valid URL"
+        );
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //!   not retry that command: a run whose command fails that way asks once
 //!   more, within its timeout, so the first run after a restart sees the
 //!   server that is back rather than the connection that is gone. While
-//!   the server is down, runs wait for the manager's reconnection until
-//!   they are cut at the check's timeout;
+//!   the server is down, a run waits for the manager's reconnection until
+//!   it is cut at the check's timeout, or fails with the error the
+//!   reconnection ended in (refused, timed out);
 //! - [`MultiplexedConnection`](::redis::aio::MultiplexedConnection): never
 //!   reconnects; once its server went away the check keeps failing until the
 //!   application replaces the connection, which is exactly what the
@@ -139,9 +140,10 @@ where
             // the command. Asking once more waits for that reconnection, so
             // a server that is back is seen to be back now rather than one
             // run later. A `MultiplexedConnection`, which does not
-            // reconnect, fails again at once. Not after a response timeout,
-            // which is an I/O error too: no reconnection follows it, and
-            // asking again would only wait as long once more.
+            // reconnect, fails again at once. Not after a timeout: after a
+            // response timeout no reconnection follows, and asking again
+            // would only wait as long once more; a reconnection that timed
+            // out is reported the same way, and its error stands.
             //
             // During an outage that wait can outlast the run: cut, it says
             // what the first attempt got.

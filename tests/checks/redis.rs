@@ -136,7 +136,7 @@ async fn a_run_cut_waiting_for_the_reconnection_says_what_failed() {
     app.wait_for("/readyz", 200).await;
     server.kill();
     let redis = app
-        .wait_error("redis", |e| e.contains("reconnection"))
+        .wait_error("redis", |e| e.contains("failed on the connection"))
         .await;
     let error = redis["error"].as_str().unwrap();
     assert!(
