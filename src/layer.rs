@@ -283,7 +283,6 @@ impl Config {
     fn set_code(&mut self, status: ProbeStatus, code: StatusCode) {
         for probe in Probe::ALL {
             let kept = match probe {
-                Probe::Health => code,
                 Probe::Liveness | Probe::Startup
                     if status.is_passing() && !passes_kubelet(code) =>
                 {
@@ -308,13 +307,12 @@ fn passes_kubelet(code: StatusCode) -> bool {
 
 /// `path` with a leading `/`, or, for a path no request's path can equal,
 /// why not.
-fn normalize(path: impl Into<String>) -> Result<String, &'static str> {
-    let path = path.into();
+fn normalize(path: &str) -> Result<String, &'static str> {
     if path.is_empty() {
         return Err("it is empty");
     }
     let path = if path.starts_with('/') {
-        path
+        path.to_owned()
     } else {
         format!("/{path}")
     };

@@ -174,9 +174,7 @@ where
                  points at a Redis server (not a proxy or another service)"
             )),
             Ok(Answer::Role(answer)) => role(&answer),
-            Err(e) => {
-                CheckResult::unhealthy(format!("Redis {} failed: {e}; {}", self.what(), hint(&e)))
-            }
+            Err(e) => CheckResult::unhealthy(format!("Redis {what} failed: {e}; {}", hint(&e))),
         }
     }
 }
