@@ -104,6 +104,11 @@ pub(crate) struct Config {
     /// long; bit 63 stands for 63 bytes and more. Most requests are for
     /// other paths, and this lets them skip the string comparisons.
     exact_lengths: u64,
+    /// Where components' paths start: the combined probe's path with one
+    /// trailing `/` (`/health/`, and `/status/` for `/status` or
+    /// `/status/`); `None` when it is not served, or is the root, whose
+    /// components would take every one-segment path of the application.
+    component_prefix: Option<String>,
     /// The headers of an answer, per [`Format`]: content type,
     /// `Cache-Control: no-store` and, last, the processing-time header
     /// (value filled in per answer).
@@ -134,6 +139,7 @@ impl Config {
             ],
             aliases: vec![("/healthz".to_owned(), Probe::Liveness)],
             exact_lengths: 0,
+            component_prefix: None,
             answer_headers: Default::default(),
             process_time_index: None,
             process_time_header: Some(PROCESS_TIME_HEADER),
@@ -202,6 +208,16 @@ impl Config {
             .flatten()
             .chain(self.aliases.iter().map(|(path, _)| path))
             .fold(0, |bits, path| bits | Self::length_bit(path));
+        self.component_prefix = self.paths[Probe::Health.index()]
+            .as_deref()
+            .filter(|path| *path != "/")
+            .map(|path| {
+                let mut prefix = path.to_owned();
+                if !prefix.ends_with('/') {
+                    prefix.push('/');
+                }
+                prefix
+            });
     }
 
     /// Matches a request path: exact probe paths and aliases, then
@@ -213,14 +229,13 @@ impl Config {
         {
             return Some(route);
         }
-        let health = self.paths[Probe::Health.index()].as_deref()?;
+        let prefix = self.component_prefix.as_deref()?;
         // Most paths are rejected here by one byte, before comparing the
-        // prefix: `health` + '/' + name.
-        if path.as_bytes().get(health.len()) != Some(&b'/') {
+        // prefix, which ends with '/'.
+        if path.as_bytes().get(prefix.len() - 1) != Some(&b'/') {
             return None;
         }
-        // A request path is never empty, and `health` starts with '/'.
-        let name = path.strip_prefix(health)?.strip_prefix('/')?;
+        let name = path.strip_prefix(prefix)?;
         (!name.is_empty() && !name.contains('/'))
             .then_some(Route::Component(path.len() - name.len()))
     }
@@ -256,8 +271,12 @@ impl Config {
         for probe in Probe::ALL {
             if let Some(path) = &self.paths[probe.index()] {
                 paths.push(path.clone());
-                if probe == Probe::Health {
-                    paths.push(format!("{path}/{{name}}"));
+                if let Some(prefix) = self
+                    .component_prefix
+                    .as_ref()
+                    .filter(|_| probe == Probe::Health)
+                {
+                    paths.push(format!("{prefix}{{name}}"));
                 }
             }
             let aliases = self.aliases.iter().filter(|(_, to)| *to == probe);
@@ -372,7 +391,10 @@ impl HealthLayer {
     /// `/status/anything-else` is answered by the layer (404, or 405 for a
     /// method other than `GET` or `HEAD`) and never reaches the inner
     /// service. Give it a path that none of the application's own routes
-    /// start with. A probe's path or alias one segment below it wins over
+    /// start with. With a trailing slash (`"/status/"`) the components are
+    /// still one segment below it (`/status/db`); the root (`"/"`) serves
+    /// no components, as they would take every one-segment path of the
+    /// application. A probe's path or alias one segment below it wins over
     /// a component of that name: with `.alias("/health/ready",
     /// Probe::Readiness)`, `GET /health/ready` answers readiness, and a
     /// check named `ready` is not reachable by its own path.

@@ -1306,6 +1306,29 @@ mod http_tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn components_are_one_segment_below_the_combined_path() {
+        let health = HealthChecks::builder()
+            .check("db", || async { CheckResult::healthy() })
+            .build()
+            .unwrap();
+        // A trailing slash on the combined path does not move its
+        // components to `/status//db`.
+        let mut app = app_with(health.layer().path(Probe::Health, "/status/"));
+        settle().await;
+        assert_eq!(get(&mut app, "/status/").await.status, 200);
+        assert_eq!(get(&mut app, "/status").await.body, "inner");
+        assert_eq!(get(&mut app, "/status/db").await.json()["name"], "db");
+        assert_eq!(get(&mut app, "/status/nosuch").await.status, 404);
+        assert_eq!(get(&mut app, "/status//db").await.body, "inner");
+        // The root answers the combined probe, but takes none of the
+        // application's one-segment paths as components.
+        let mut app = app_with(health.layer().path(Probe::Health, "/"));
+        assert_eq!(get(&mut app, "/").await.json()["status"], "healthy");
+        assert_eq!(get(&mut app, "/db").await.body, "inner");
+        assert_eq!(get(&mut app, "//db").await.body, "inner");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_path_answers_the_probe_named_last() {
         // A failing readiness-only check: liveness passes, the rest fail.
         let health = HealthChecks::builder()
