@@ -6,7 +6,8 @@
 //! recommended placement. `axum::serve` insists on responses with an
 //! `axum::body::Body`, so [`HealthLayer::wrap_axum`] returns a service that
 //! converts the body (a passed-through axum body is handed back as it is,
-//! not boxed again) and that `axum::serve` accepts directly.
+//! not boxed again, unless [`max_in_flight`](crate::HealthChecksBuilder::max_in_flight)
+//! counts the request) and that `axum::serve` accepts directly.
 //!
 //! # Example
 //!

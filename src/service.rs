@@ -1456,7 +1456,7 @@ mod http_tests {
                 Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"streamed"))))
             }
         });
-        let mut app = tower_layer::Layer::layer(&health.layer(), inner);
+        let mut app = tower_layer::Layer::layer(&health.layer(), inner.clone());
         settle().await;
         let readyz = || {
             Request::get("/readyz")
@@ -1486,6 +1486,13 @@ mod http_tests {
             &body[..],
             br#"{"status":"busy","reason":"at the limit of 1 requests in flight"}"#
         );
+        // Busy's code can be set, except to one kubelet counts as a success.
+        for (code, answered) in [(StatusCode::TOO_MANY_REQUESTS, 429), (StatusCode::OK, 503)] {
+            let layer = health.layer().status_code(crate::ProbeStatus::Busy, code);
+            let mut other = tower_layer::Layer::layer(&layer, inner.clone());
+            let reply = other.call(readyz()).await.unwrap();
+            assert_eq!(reply.status(), answered, "{code}");
+        }
         pending.abort();
         settle().await;
         assert_eq!(status(&mut app).await, 200, "cancelled request released");

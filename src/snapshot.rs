@@ -46,7 +46,9 @@ impl Probe {
         Probe::Startup,
     ];
 
-    /// The name used in the Kubernetes text form (`readyz check passed`).
+    /// The probe's name: `health`, `livez`, `readyz` or `startupz`, its
+    /// default path without the `/`. (The Kubernetes text form's last line
+    /// names the path asked, so `/ready` answers `ready check passed`.)
     pub const fn name(self) -> &'static str {
         match self {
             Probe::Health => "health",
@@ -89,9 +91,9 @@ pub enum ProbeStatus {
     /// Draining for shutdown, or taken out of rotation (readiness,
     /// `/health`). Default 503.
     Draining,
-    /// At the in-flight limit (readiness only). Default 503; readiness
-    /// keeps 503 for it whatever code is set, so a code set for it changes
-    /// nothing.
+    /// At the in-flight limit (readiness only). Default 503. A code set
+    /// for it that kubelet counts as a success (2xx, 3xx) is ignored, and
+    /// readiness keeps 503; any other, such as 429, is used.
     Busy,
 }
 

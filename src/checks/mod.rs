@@ -14,12 +14,13 @@
 //! | [`SqlxCheck`](sqlx::SqlxCheck) for `SqlitePool` | `sqlite` | `PRAGMA schema_version`, as above: unlike `SELECT 1` it reads the database file, under its shared lock ([why](sqlx#sqlite)) | as above |
 //! | [`DeadpoolPostgresCheck`](postgres::DeadpoolPostgresCheck) | `deadpool-postgres` | `SELECT 1` on a client of the application's deadpool pool, waiting for one if none is free; `degraded` if the pool was saturated | `connections`, `idle_connections`, `max_connections`, `waiting` |
 //! | [`RedisCheck`](redis::RedisCheck) | `redis` | `PING` on the application's `ConnectionManager` or `MultiplexedConnection`, expecting `PONG` | none |
-//! | `expect_writable()` on each of the above but SQLite | | for an application that writes: instead of `SELECT 1` or `PING`, asks whether the server takes writes, and fails a replica (see [`SqlxCheck`'s replicas](sqlx#replicas)) | as above |
+//! | `expect_writable()` on each of the above but SQLite | | for an application that writes: instead of `SELECT 1` (beside `PING` for Redis), asks whether the server takes writes, and fails a replica (see [`SqlxCheck`'s replicas](sqlx#replicas)) | as above |
 //! | [`HttpCheck`](http::HttpCheck) | `http-client` | a request to an upstream URL through hyper-util's client, on a new connection per run (`HttpCheck::new`; it follows DNS changes) or on your own client's pool; status in a range, optionally a substring in the first bytes of the body | `status_code`, `body_bytes` |
 //! | [`TcpCheck`](tcp::TcpCheck) | `tcp` | opens (and closes) a TCP connection to `host:port` | none |
 //! | [`DiskSpaceCheck`](disk::DiskSpaceCheck) | `disk` (Unix) | `statvfs` on a path, on a thread of its own | `free_bytes`, `total_bytes`, `free_percent` |
 //!
-//! The runner adds `responseTime` (milliseconds) to every check and cuts
+//! The runner times every run, shown as `responseTime` (milliseconds) in
+//! `application/health+json` and `duration_ms` in `?detailed=true`, and cuts
 //! each run at its [`timeout`](crate::CheckOptions::timeout), reporting
 //! "timed out after ...", so none of these checks carries its own timeout.
 //!
