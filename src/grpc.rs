@@ -76,6 +76,11 @@ pub const STARTUP: &str = "startup";
 ///
 /// The statuses are set before this returns; a task spawned on the current
 /// Tokio runtime keeps them in step. It must be called within a runtime.
+///
+/// Each call spawns a task of its own, which lives as long as the checks
+/// (it does not notice the server being dropped): an application that
+/// builds its tonic server again, on a reload, should keep the service
+/// from the first call and clone it, rather than call this again.
 pub async fn health_service(health: &HealthHandle) -> HealthServer<impl Health> {
     let (reporter, server) = health_reporter();
     report_to(health, reporter).await;
@@ -86,6 +91,8 @@ pub async fn health_service(health: &HealthHandle) -> HealthServer<impl Health> 
 /// application that already has a tonic-health reporter (and sets its own
 /// services' statuses on it too). Sets the statuses once before it
 /// returns, then spawns the task that keeps them in step, and returns it.
+/// The task lives as long as the checks: abort it if `reporter`'s server
+/// goes away first.
 pub async fn report_to(health: &HealthHandle, reporter: HealthReporter) -> JoinHandle<()> {
     let mut follower = Follower {
         follow: Follow::new(&health.owner.shared),
@@ -148,7 +155,9 @@ impl Follower {
             }
         }
         // A component no longer registered (a removed check) is no longer
-        // known to the service.
+        // known to the service. Its watchers are told it is not serving
+        // before their streams end (tonic-health ends them as it forgets
+        // the name), rather than seeing a stream end with no last word.
         let gone: Vec<String> = self
             .published
             .keys()
@@ -157,6 +166,9 @@ impl Follower {
             .collect();
         for name in gone {
             self.published.remove(&name);
+            self.reporter
+                .set_service_status(&name, ServingStatus::NotServing)
+                .await;
             self.reporter.clear_service_status(&name).await;
         }
         for (name, status) in wanted {

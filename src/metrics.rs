@@ -70,6 +70,7 @@
 //! ```
 
 use std::{
+    panic::{AssertUnwindSafe, catch_unwind},
     sync::Arc,
     time::{Duration, UNIX_EPOCH},
 };
@@ -116,6 +117,11 @@ pub(crate) fn ran(check: &Arc<str>, run: &Run) {
     };
     counter!(CHECK_RUNS, "check" => check.clone(), "outcome" => outcome).increment(1);
     histogram!(CHECK_DURATION, "check" => check.clone()).record(run.duration.as_secs_f64());
+    stamp(check, run);
+}
+
+/// Sets a check's last run time to `run`'s.
+pub(crate) fn stamp(check: &Arc<str>, run: &Run) {
     let finished = run
         .at_wall
         .duration_since(UNIX_EPOCH)
@@ -149,8 +155,19 @@ struct Statuses {
 
 impl Statuses {
     async fn run(&mut self) {
+        let mut told = false;
         while let Some(overview) = self.follow.judge() {
-            self.set(&overview);
+            // The recorder is the application's code: a panic in it must not
+            // end the task and leave every status as it was set last.
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.set(&overview))) {
+                if !std::mem::replace(&mut told, true) {
+                    tracing::error!(
+                        "health: the metrics recorder panicked setting the statuses; \
+                         they are set again at the next change"
+                    );
+                }
+                crate::runner::drop_quietly(payload);
+            }
             tokio::select! {
                 more = self.follow.changed() => if !more { break },
                 () = self.ran.notified() => {}
@@ -513,6 +530,143 @@ mod tests {
         drop(health);
     }
 
+    /// Prometheus, with `on_gauge` called as each gauge is registered
+    /// (that is, before each value is set).
+    struct Hooked {
+        inner: metrics_exporter_prometheus::PrometheusRecorder,
+        on_gauge: Box<dyn Fn(&::metrics::Key) + Send + Sync>,
+    }
+
+    impl ::metrics::Recorder for Hooked {
+        fn describe_counter(
+            &self,
+            key: ::metrics::KeyName,
+            unit: Option<Unit>,
+            description: ::metrics::SharedString,
+        ) {
+            self.inner.describe_counter(key, unit, description);
+        }
+        fn describe_gauge(
+            &self,
+            key: ::metrics::KeyName,
+            unit: Option<Unit>,
+            description: ::metrics::SharedString,
+        ) {
+            self.inner.describe_gauge(key, unit, description);
+        }
+        fn describe_histogram(
+            &self,
+            key: ::metrics::KeyName,
+            unit: Option<Unit>,
+            description: ::metrics::SharedString,
+        ) {
+            self.inner.describe_histogram(key, unit, description);
+        }
+        fn register_counter(
+            &self,
+            key: &::metrics::Key,
+            metadata: &::metrics::Metadata<'_>,
+        ) -> ::metrics::Counter {
+            self.inner.register_counter(key, metadata)
+        }
+        fn register_gauge(
+            &self,
+            key: &::metrics::Key,
+            metadata: &::metrics::Metadata<'_>,
+        ) -> ::metrics::Gauge {
+            (self.on_gauge)(key);
+            self.inner.register_gauge(key, metadata)
+        }
+        fn register_histogram(
+            &self,
+            key: &::metrics::Key,
+            metadata: &::metrics::Metadata<'_>,
+        ) -> ::metrics::Histogram {
+            self.inner.register_histogram(key, metadata)
+        }
+    }
+
+    std::thread_local! {
+        /// Set on the thread whose next last-run gauge `Hooked` holds back.
+        static HOLD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// The order a `remove_check` on one thread and an `add_check` of the
+    /// same name on another can take: the check added again has its first
+    /// run recorded before the removal marks the name's last run unknown.
+    #[tokio::test(start_paused = true)]
+    async fn a_check_added_again_during_its_removal_keeps_its_last_run_time() {
+        let (held_tx, held) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let go_rx = std::sync::Mutex::new(go_rx);
+        let recorder = Arc::new(Hooked {
+            inner: PrometheusBuilder::new().build_recorder(),
+            on_gauge: Box::new(move |key| {
+                if key.name() == CHECK_LAST_RUN && HOLD.with(|hold| hold.replace(false)) {
+                    held_tx.send(()).unwrap();
+                    let _ = go_rx.lock().unwrap().recv_timeout(Duration::from_secs(60));
+                }
+            }),
+        });
+        let scrape = recorder.inner.handle();
+        let _local = ::metrics::set_default_local_recorder(&*recorder);
+        let healthy = || async { CheckResult::healthy() };
+        let health = HealthChecks::builder()
+            .check("db", healthy)
+            .build()
+            .unwrap();
+        settle().await;
+        let remover = {
+            let (health, recorder) = (health.clone(), recorder.clone());
+            std::thread::spawn(move || {
+                let _local = ::metrics::set_default_local_recorder(&*recorder);
+                HOLD.with(|hold| hold.set(true));
+                assert!(health.remove_check("db"));
+            })
+        };
+        // `db` is removed, and its last run is about to be marked unknown.
+        held.recv_timeout(Duration::from_secs(60)).unwrap();
+        health
+            .add_check("db", healthy, CheckOptions::new())
+            .unwrap();
+        settle().await;
+        let last_run = || value(&scrape.render(), CHECK_LAST_RUN, r#"check="db""#).unwrap();
+        let first = last_run();
+        assert!(first > 0.0, "{first}");
+        go.send(()).unwrap();
+        remover.join().unwrap();
+        assert_eq!(last_run(), first, "the check added again has run");
+        drop(health);
+    }
+
+    /// The statuses task outlives a recorder that panicked once.
+    #[tokio::test(start_paused = true)]
+    async fn the_statuses_survive_a_recorder_that_panicked() {
+        let panicked = Arc::new(AtomicBool::new(false));
+        let once = panicked.clone();
+        let recorder = Hooked {
+            inner: PrometheusBuilder::new().build_recorder(),
+            on_gauge: Box::new(move |key| {
+                if key.name() == PROBE_STATUS && !once.swap(true, Ordering::SeqCst) {
+                    panic!("recorder bug");
+                }
+            }),
+        };
+        let scrape = recorder.inner.handle();
+        let _local = ::metrics::set_default_local_recorder(&recorder);
+        let health = HealthChecks::builder()
+            .check("db", || async { CheckResult::healthy() })
+            .build()
+            .unwrap();
+        settle().await;
+        assert!(panicked.load(Ordering::SeqCst));
+        health.take_out_of_rotation();
+        settle().await;
+        assert_eq!(probe(&scrape, "readiness"), ["draining"]);
+        assert_eq!(component(&scrape, "db"), ["healthy"]);
+        drop(health);
+    }
+
     /// A recorder with a bug: it panics whenever a metric is registered.
     struct Panics;
 
@@ -579,6 +733,9 @@ mod tests {
             .unwrap();
         advance(Duration::from_secs(11)).await;
         assert_eq!(runs.load(Ordering::SeqCst), 3);
+        // Nor does it escape `remove_check`, whose removal is done.
+        assert!(health.remove_check("db"));
+        assert!(!health.remove_check("db"));
         drop(health);
     }
 

@@ -359,8 +359,30 @@ impl Shared {
         }
         // Dropped outside the lock: the check's drop may run user code.
         drop(removed);
+        // The recorder is the application's code: called without the lock,
+        // and a panic in it does not undo the removal.
         #[cfg(feature = "metrics")]
-        crate::metrics::removed(name);
+        {
+            let marked = catch_unwind(AssertUnwindSafe(|| {
+                crate::metrics::removed(name);
+                // A check added again under the name since the unlock may
+                // have had its run recorded before the line above: its own
+                // last run time again (it stays unknown until it has one).
+                let again = self
+                    .lock()
+                    .checks
+                    .iter()
+                    .find(|e| &*e.name == name)
+                    .and_then(|e| Some((e.name.clone(), e.view.last.clone()?)));
+                if let Some((name, run)) = again {
+                    crate::metrics::stamp(&name, &run);
+                }
+            }));
+            if let Err(payload) = marked {
+                tracing::error!(check = name, "health: the metrics recorder panicked");
+                drop_quietly(payload);
+            }
+        }
         true
     }
 
@@ -841,7 +863,7 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
 
 /// Drops `value` (a panic's payload, or a value holding one), whose drop
 /// is foreign code that may panic too.
-fn drop_quietly<T>(value: T) {
+pub(crate) fn drop_quietly<T>(value: T) {
     let _ = catch_unwind(AssertUnwindSafe(move || drop(value)));
 }
 

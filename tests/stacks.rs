@@ -436,7 +436,8 @@ async fn tonic_grpc_over_http2_still_works_through_the_layer() {
 
 /// `tower_health::grpc`'s service on a real tonic server, asked over
 /// HTTP/2 by tonic-health's own client: the probes and the check are
-/// services, and a Watch stream follows a check going down.
+/// services, a Watch stream follows a check going down, and one on a
+/// removed check hears it is not serving before its stream ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_health_service_answers_from_the_checks() {
     let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -456,6 +457,7 @@ async fn grpc_health_service_answers_from_the_checks() {
             },
             CheckOptions::new().interval(Duration::from_millis(100)),
         )
+        .check("cache", || async { CheckResult::healthy() })
         .build()
         .expect("valid checks");
     let grpc_health = tower_health::grpc::health_service(&health).await;
@@ -525,6 +527,34 @@ async fn grpc_health_service_answers_from_the_checks() {
         .expect("stream item")
         .expect("a next message");
     assert_eq!(next.status(), ServingStatus::NotServing);
+
+    // A Watch on a check that is removed while serving.
+    let mut watch = common::guard(
+        "grpc Watch",
+        grpc.watch(HealthCheckRequest {
+            service: "cache".into(),
+        }),
+    )
+    .await
+    .expect("gRPC Watch starts")
+    .into_inner();
+    let first = common::guard("first Watch message", watch.message())
+        .await
+        .expect("stream item")
+        .expect("a first message");
+    assert_eq!(first.status(), ServingStatus::Serving);
+    assert!(health.remove_check("cache"));
+    let last = common::guard("last Watch message", watch.message())
+        .await
+        .expect("stream item");
+    assert_eq!(
+        last.map(|last| last.status()),
+        Some(ServingStatus::NotServing)
+    );
+    let end = common::guard("Watch stream end", watch.message())
+        .await
+        .expect("stream item");
+    assert!(end.is_none(), "{end:?}");
     server.abort();
 }
 
