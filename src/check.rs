@@ -86,7 +86,11 @@ impl fmt::Display for Status {
 ///
 /// Observations appear in the detailed JSON (`?detailed=true`) under
 /// `observed`, and in `application/health+json` as extra
-/// `name:measurement` entries with `observedValue` and `observedUnit`.
+/// `name:measurement` entries with `observedValue` and `observedUnit`,
+/// only in answers to the requests allowed details (see
+/// [`details`](crate::details)): like error texts, pool sizes, free space
+/// or an upstream's status code are for operators, not for anyone who can
+/// reach a probe path.
 ///
 /// A measurement observed twice in one result shows its last value in the
 /// detailed JSON, whose `observed` is keyed by measurement, and both values

@@ -1,11 +1,18 @@
-//! Who may see the checks' own error texts.
+//! Who may see the checks' own error texts and observations.
 //!
 //! A check's message can hold host names, credentials in connection URLs or
-//! SQL. By default no response ever contains one: a failing check shows its
-//! name and a generic reason (`failed`, `timed out after 2s`, `stale`), and
-//! the full error goes to `tracing`. A [`RevealDetails`] predicate on the
-//! layer unlocks the messages for the requests it accepts. It never denies
-//! anything: health paths answer everyone.
+//! SQL, and its observations (pool sizes, free space, an upstream's status
+//! code) tell more about the deployment than a probe needs. By default no
+//! response ever contains either: a failing check shows its name and a
+//! generic reason (`failed`, `timed out after 2s`, `stale`), and the full
+//! error goes to `tracing`. A [`RevealDetails`] predicate on the layer
+//! unlocks them for the requests it accepts. It never denies anything:
+//! health paths answer everyone, with names, statuses, run times, the
+//! uptime and the version.
+//!
+//! A rule that trusts a request header, as the second one below does, is
+//! only as good as the proxy in front: it must remove that header from
+//! every request that comes from outside.
 //!
 //! # Example
 //!
@@ -17,7 +24,8 @@
 //! let health = HealthChecks::builder().build()?;
 //! // Full details for `Authorization: Bearer s3cret`...
 //! let layer = health.layer().reveal_details_if(BearerToken::new("s3cret"));
-//! // ...or for any rule of your own, e.g. an internal header set by your proxy.
+//! // ...or for any rule of your own, e.g. a header your proxy sets (and strips
+//! // from outside requests).
 //! let layer = health
 //!     .layer()
 //!     .reveal_details_if(|req: &http::request::Parts| req.headers.contains_key("x-internal"));
@@ -31,12 +39,14 @@ use std::fmt;
 use http::header::AUTHORIZATION;
 use subtle::ConstantTimeEq;
 
-/// Decides whether a request may see the checks' own error texts.
+/// Decides whether a request may see the checks' own error texts and
+/// observations.
 ///
 /// Implemented for closures `Fn(&http::request::Parts) -> bool` and for
 /// [`BearerToken`].
 pub trait RevealDetails: Send + Sync + 'static {
-    /// `true` to include error texts in this request's answer.
+    /// `true` to include error texts and observations in this request's
+    /// answer.
     fn reveal(&self, request: &http::request::Parts) -> bool;
 }
 

@@ -471,6 +471,11 @@ impl HealthLayer {
     }
 
     /// Adds no processing-time header.
+    ///
+    /// The header tells every client how long the inner service took, to
+    /// the microsecond, without the network's jitter. Where that time
+    /// depends on a secret (a login that hashes a password only for a user
+    /// that exists), a public listener is better off without it.
     #[must_use]
     pub fn without_process_time_header(self) -> Self {
         self.configure(|config| config.process_time_header = None)

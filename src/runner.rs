@@ -662,7 +662,9 @@ fn log_run(entry: &Entry, before: Effective, run: &Run) {
             tracing::info!(check = name, %status, "health check recovered");
         }
         (Effective::Passing(a), Effective::Passing(b)) if a != b => {
-            tracing::info!(check = name, from = %a, to = %b, message, "health check status changed");
+            // Not `message`: the event's own text has that name, and a
+            // subscriber writes it unquoted, newlines and all.
+            tracing::info!(check = name, from = %a, to = %b, reason = message, "health check status changed");
         }
         (Effective::Pending, Effective::Passing(status)) => {
             tracing::debug!(check = name, %status, "health check first result");
@@ -1232,6 +1234,43 @@ mod tests {
         assert_eq!(get(&mut app, "/readyz").await.status, 503);
         let detail = get(&mut app, "/health/db").await.json();
         assert_eq!(detail["reason"], "stale: no result within max_age of 12s");
+    }
+
+    /// A check's message is logged as a quoted field: one with a newline
+    /// cannot forge a log line of its own.
+    #[tokio::test(start_paused = true)]
+    async fn a_degraded_message_is_logged_quoted() {
+        let (guard, logged) = crate::test_util::capture(tracing::Level::INFO);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let flag = healthy.clone();
+        let health = HealthChecks::builder()
+            .check_with(
+                "cache",
+                move || {
+                    std::future::ready(if flag.load(Ordering::SeqCst) {
+                        CheckResult::healthy()
+                    } else {
+                        CheckResult::degraded("evictions high\nERROR forged line")
+                    })
+                },
+                CheckOptions::new().interval(secs(5)),
+            )
+            .build()
+            .unwrap();
+        settle().await;
+        healthy.store(false, Ordering::SeqCst);
+        advance(secs(5)).await;
+        drop(guard);
+        let text = logged.text();
+        assert!(
+            text.contains(r#"reason="evictions high\nERROR forged line""#),
+            "{text}"
+        );
+        assert!(
+            text.lines().all(|line| !line.starts_with("ERROR forged")),
+            "{text}"
+        );
+        drop(health);
     }
 
     #[tokio::test(start_paused = true)]

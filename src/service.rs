@@ -8,7 +8,7 @@ use std::{
 use bytes::Bytes;
 use http::{
     HeaderMap, HeaderValue, Method, Request, Response, StatusCode,
-    header::{ACCEPT, ALLOW, CONTENT_LENGTH},
+    header::{ACCEPT, ALLOW, CONTENT_LENGTH, X_CONTENT_TYPE_OPTIONS},
 };
 use http_body_util::Full;
 use tower_service::Service;
@@ -345,14 +345,19 @@ fn error(
     head: bool,
     start: Option<Stamp>,
 ) -> Response<Full<Bytes>> {
-    respond(
+    let mut response = respond(
         config,
         code,
         Format::Json,
         json::error(message),
         head,
         start,
-    )
+    );
+    // The message may repeat part of the request (a value, a name).
+    response
+        .headers_mut()
+        .insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
+    response
 }
 
 /// Answers a health path from the published snapshot. Never runs a check,
@@ -761,7 +766,7 @@ mod http_tests {
 
     #[tokio::test(start_paused = true)]
     async fn detailed_json_lists_components_uptime_and_version() {
-        let (_health, mut app) = failing_app().await;
+        let (health, mut app) = failing_app().await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let body = get(&mut app, "/health?detailed=true").await.json();
         assert_eq!(body["status"], "unhealthy");
@@ -779,7 +784,12 @@ mod http_tests {
         assert_eq!(db["consecutive_failures"], 1);
         let cache = &body["components"]["cache"];
         assert_eq!(cache["status"], "degraded");
-        assert_eq!(cache["observed"]["hit_ratio"]["value"], 0.5);
+        assert!(cache.get("observed").is_none(), "{cache}");
+        // Observations are for requests allowed details.
+        let mut private = app_with(health.layer().reveal_details_if(|_: &_| true));
+        let body = get(&mut private, "/health?detailed=true").await.json();
+        let cache = &body["components"]["cache"];
+        assert_eq!(cache["observed"]["hit_ratio"]["value"], 0.5, "{cache}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -807,6 +817,11 @@ mod http_tests {
                 assert!(
                     !reply.body.contains("evictions"),
                     "{uri} leaked: {}",
+                    reply.body
+                );
+                assert!(
+                    !reply.body.contains("hit_ratio"),
+                    "{uri} leaked an observation: {}",
                     reply.body
                 );
             }
@@ -868,7 +883,9 @@ mod http_tests {
                     }
                     let reply = send(&mut private, request.body(Full::default()).unwrap()).await;
                     assert!(
-                        !reply.body.contains("hunter2") && !reply.body.contains("evictions"),
+                        !reply.body.contains("hunter2")
+                            && !reply.body.contains("evictions")
+                            && !reply.body.contains("hit_ratio"),
                         "{uri} {token:?} {accept} leaked: {}",
                         reply.body
                     );
@@ -879,7 +896,7 @@ mod http_tests {
 
     #[tokio::test(start_paused = true)]
     async fn health_json_format() {
-        let (_health, mut app) = failing_app().await;
+        let (health, mut app) = failing_app().await;
         let reply = send(&mut app, health_json("/readyz")).await;
         assert_eq!(reply.status, 503);
         assert_eq!(reply.headers["content-type"], "application/health+json");
@@ -891,6 +908,10 @@ mod http_tests {
         assert_eq!(db["status"], "fail");
         assert_eq!(db["observedUnit"], "ms");
         assert!(db["observedValue"].is_number() && db["time"].is_string());
+        assert!(body["checks"].get("cache:hit_ratio").is_none(), "{body}");
+        // A check's observations are for requests allowed details.
+        let mut private = app_with(health.layer().reveal_details_if(|_: &_| true));
+        let body = send(&mut private, health_json("/readyz")).await.json();
         assert_eq!(body["checks"]["cache:hit_ratio"][0]["observedValue"], 0.5);
         assert_eq!(body["checks"]["cache:hit_ratio"][0]["status"], "warn");
     }
@@ -941,7 +962,7 @@ mod http_tests {
             })
             .build()
             .unwrap();
-        let mut app = app(&health);
+        let mut app = app_with(health.layer().reveal_details_if(|_: &_| true));
         settle().await;
         let body = send(&mut app, health_json("/readyz")).await.json();
         let times = body["checks"]["db:responseTime"].as_array().unwrap();
@@ -1409,6 +1430,18 @@ mod http_tests {
             assert_eq!(response.status(), status, "{method} {path}");
             assert_eq!(headers[CONTENT_TYPE], content_type, "{method} {path}");
             assert_eq!(headers[CACHE_CONTROL], "no-store", "{method} {path}");
+            // Text, and errors, which may repeat the request, are not to be
+            // sniffed as anything else.
+            let nosniff = headers.get_all("x-content-type-options");
+            if content_type.starts_with("text/") || status >= 400 {
+                assert_eq!(
+                    nosniff.iter().collect::<Vec<_>>(),
+                    ["nosniff"],
+                    "{method} {path}"
+                );
+            } else {
+                assert_eq!(nosniff.iter().count(), 0, "{method} {path}");
+            }
             let times: Vec<_> = headers.get_all("x-process-time-ms").iter().collect();
             assert_eq!(times.len(), 1, "{method} {path}: {headers:?}");
             let time = times[0].to_str().unwrap();

@@ -120,30 +120,43 @@ pub(crate) fn slow_switch(
 /// Runs `f` with a `tracing` subscriber of its own (on this thread) and
 /// returns what it logged at `warn` and above, one event per line.
 pub(crate) fn warnings<T>(f: impl FnOnce() -> T) -> (T, String) {
-    use std::sync::{Arc, Mutex};
+    let (guard, logged) = capture(tracing::Level::WARN);
+    let out = f();
+    drop(guard);
+    (out, logged.text())
+}
 
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
+/// What a [`capture`] subscriber has logged.
+#[derive(Clone, Default)]
+pub(crate) struct Logged(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+impl Logged {
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
+}
 
-    let lines = Lines::default();
-    let writer = lines.clone();
+impl std::io::Write for Logged {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Logs what this thread logs at `level` and above (everything a
+/// current-thread runtime's tasks log, too), as `tracing-subscriber`'s
+/// plain format would, until the guard is dropped.
+pub(crate) fn capture(level: tracing::Level) -> (tracing::subscriber::DefaultGuard, Logged) {
+    let logged = Logged::default();
+    let writer = logged.clone();
     let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
+        .with_max_level(level)
         .with_ansi(false)
         .without_time()
         .with_writer(move || writer.clone())
         .finish();
-    let out = tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
-    (out, text)
+    (tracing::subscriber::set_default(subscriber), logged)
 }

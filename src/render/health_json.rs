@@ -129,7 +129,10 @@ fn checks<'a>(
                     format!("{}:responseTime", c.name),
                     vec![entry(latency, run.map(|_| "ms"), time.clone())],
                 );
-                for o in run.map_or(&[][..], |r| &r.observations[..]) {
+                // A check's own observations are for those allowed details
+                // only, like the error texts; the runner's time is public.
+                let observations = run.filter(|_| view.reveal);
+                for o in observations.map_or(&[][..], |r| &r.observations[..]) {
                     checks
                         .entry(format!("{}:{}", c.name, o.measurement()))
                         .or_default()

@@ -144,9 +144,12 @@ fn component_body<'a>(view: &View<'a>, c: &'a Component, named: bool) -> Compone
                 body.duration_ms = Some(millis(run.duration));
                 body.checked_at = Some(timestamp(run.at_wall));
                 body.age_ms = Some(millis(view.now.saturating_duration_since(run.at)));
+                // Pool sizes, free space, an upstream's status: for those
+                // allowed details only, like the error texts.
                 body.observed = run
                     .observations
                     .iter()
+                    .filter(|_| view.reveal)
                     .map(|o| {
                         (
                             o.measurement(),
