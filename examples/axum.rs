@@ -115,12 +115,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let builder = add_dependency_checks(builder)?;
     let health = builder.build()?;
 
-    // An internal worker proves it is alive with a heartbeat.
+    // An internal worker proves it is alive with a heartbeat, beaten from
+    // its own loop after each round of work (a task that only beat on a
+    // timer would prove that the timer runs, not the worker).
     let heartbeat = health.heartbeat("worker", Duration::from_secs(10))?;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         loop {
             tick.tick().await;
+            // ... one round of the worker's job ...
             heartbeat.beat();
         }
     });

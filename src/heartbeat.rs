@@ -10,6 +10,34 @@
 //! liveness probe should catch. A component that stops on purpose calls
 //! `retire`, which removes it.
 //!
+//! Beat from the component's own loop, where its work happens: a task of
+//! its own that only beats on a timer proves that the timer runs, not that
+//! the component does. A loop that can wait for work longer than its
+//! deadline (a consumer on a quiet queue) wakes on a timer as well, and
+//! beats then too:
+//!
+//! ```
+//! # use std::time::Duration;
+//! # async fn handle(_job: u32) {}
+//! # async fn consume(
+//! #     mut jobs: tokio::sync::mpsc::Receiver<u32>,
+//! #     heartbeat: tower_health::heartbeat::Heartbeat,
+//! # ) {
+//! let mut idle = tokio::time::interval(Duration::from_secs(5));
+//! loop {
+//!     tokio::select! {
+//!         job = jobs.recv() => match job {
+//!             Some(job) => handle(job).await,
+//!             None => break,
+//!         },
+//!         _ = idle.tick() => {}
+//!     }
+//!     heartbeat.beat();
+//! }
+//! heartbeat.retire();
+//! # }
+//! ```
+//!
 //! # Example
 //!
 //! ```
@@ -203,6 +231,7 @@ impl HeartbeatSlot {
 }
 
 /// The handle a component beats with. See the [module docs](crate::heartbeat).
+#[must_use = "a heartbeat dropped without `retire` fails liveness at once"]
 pub struct Heartbeat {
     slot: Arc<HeartbeatSlot>,
     retired: bool,
