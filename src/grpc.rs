@@ -76,6 +76,9 @@ pub const STARTUP: &str = "startup";
 ///
 /// The statuses are set before this returns; a task spawned on the current
 /// Tokio runtime keeps them in step. It must be called within a runtime.
+/// The service does not keep the checks running: hold the
+/// [`HealthHandle`] (or a layer) for as long as the server runs, or every
+/// service turns `NOT_SERVING` when the last one is dropped.
 ///
 /// Each call spawns a task of its own, which lives as long as the checks
 /// (it does not notice the server being dropped): an application that
