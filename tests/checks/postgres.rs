@@ -286,14 +286,18 @@ async fn outage_behind_a_proxy_refused_then_blackholed() {
         postgres["observed"]["max_connections"]["value"], 2,
         "{details}"
     );
-    let (_, health_json) = app
-        .get_with("/health", false, Some("application/health+json"))
-        .await;
-    let health_json: serde_json::Value = serde_json::from_str(&health_json).unwrap();
-    assert!(
-        health_json["checks"].get("postgres:connections").is_some(),
-        "pool observations appear in health+json: {health_json}"
-    );
+    for reveal in [true, false] {
+        let (_, health_json) = app
+            .get_with("/health", reveal, Some("application/health+json"))
+            .await;
+        let health_json: serde_json::Value = serde_json::from_str(&health_json).unwrap();
+        assert_eq!(
+            health_json["checks"].get("postgres:connections").is_some(),
+            reveal,
+            "pool observations appear in health+json for requests allowed details only: \
+             {health_json}"
+        );
+    }
 
     support::refused_then_blackholed(&app, &runs, "postgres", "postgres", &proxy).await;
 
