@@ -298,11 +298,11 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// `Check`.
 ///
 /// A check should be cheap and must be async: the runner cuts it at its
-/// timeout, which only works at an `.await`. Blocking work belongs in
-/// `tokio::task::spawn_blocking`, or, if it can hang for good (a call on a
-/// network filesystem), on a thread of its own: a runtime waits for its
-/// blocking pool when it is dropped, so a hung call there keeps the process
-/// from exiting.
+/// timeout, which only works at an `.await`, and a check that blocks holds
+/// up its runtime thread (on a current-thread runtime, every probe).
+/// Blocking work (a synchronous client, a call on a network filesystem)
+/// belongs in a [`BlockingCheck`](crate::checks::BlockingCheck), which runs
+/// it on a thread of its own, one call at a time.
 ///
 /// See the [module example](crate::check).
 pub trait Check: Send + Sync + 'static {

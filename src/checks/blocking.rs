@@ -1,5 +1,6 @@
 //! Blocking calls that can hang (`statvfs` on a dead network mount,
-//! `getaddrinfo` with DNS down), made at most one at a time per check.
+//! `getaddrinfo` with DNS down, a synchronous client), made at most one at a
+//! time per check; [`BlockingCheck`] makes one a check of its own.
 //!
 //! Nothing can stop such a call once it has started: when the runner cuts
 //! a run at its timeout, the call goes on. Made afresh on every run, a call
@@ -25,6 +26,110 @@ use std::{
 };
 
 use tokio::sync::watch;
+
+use crate::{Check, CheckResult};
+
+/// A check whose work blocks: a synchronous client library, a call into C,
+/// a file read on a network filesystem.
+///
+/// An async check that blocks holds up the runtime thread it runs on, and
+/// the runner cannot cut it at its timeout, which works only at an
+/// `.await`: on a current-thread runtime every probe waits for it. This
+/// one runs `call` on a thread of its own, so the run is cut at its
+/// [`timeout`](crate::CheckOptions::timeout) like any other, and probes
+/// never wait.
+///
+/// A call that goes on after its run was cut cannot be stopped. Rather than
+/// start another thread every interval while it hangs, the next run waits
+/// for that same call, and takes its result if it returns in time: at most
+/// one call runs at a time, whatever the clones. The thread is not one of
+/// Tokio's blocking pool (`spawn_blocking`), which a runtime waits for when
+/// it shuts down: a call hung for good there keeps the process from
+/// exiting (in Kubernetes, a pod left `Terminating` until it is killed). A
+/// thread of its own is left behind and ends with the process. Starting it
+/// costs some tens of microseconds per run.
+///
+/// `call` returns anything a closure check may return (a `CheckResult`, or
+/// a `Result` whose error becomes the message). A panic in it is reported
+/// as the check's panic.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_health::{CheckOptions, HealthChecks, checks::BlockingCheck};
+///
+/// // A synchronous client (here, a plain `std::net` connection attempt).
+/// fn ping(addr: &str) -> std::io::Result<()> {
+///     let addr = addr.parse().expect("an address");
+///     std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map(drop)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_health::Error> {
+/// let health = HealthChecks::builder()
+///     .check_with(
+///         "legacy-service",
+///         BlockingCheck::new(|| ping("127.0.0.1:9")),
+///         CheckOptions::new().critical(false),
+///     )
+///     .build()?;
+/// # drop(health);
+/// # Ok(())
+/// # }
+/// ```
+pub struct BlockingCheck<F> {
+    call: Arc<F>,
+    calls: OneAtATime<(), CheckResult>,
+}
+
+impl<F, R> BlockingCheck<F>
+where
+    F: Fn() -> R + Send + Sync + 'static,
+    R: Into<CheckResult>,
+{
+    /// A check that runs `call` on a thread of its own.
+    pub fn new(call: F) -> Self {
+        Self {
+            call: Arc::new(call),
+            calls: OneAtATime::default(),
+        }
+    }
+}
+
+impl<F> Clone for BlockingCheck<F> {
+    /// A clone shares the call in flight: still one at a time.
+    fn clone(&self) -> Self {
+        Self {
+            call: self.call.clone(),
+            calls: self.calls.clone(),
+        }
+    }
+}
+
+impl<F> fmt::Debug for BlockingCheck<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockingCheck").finish_non_exhaustive()
+    }
+}
+
+impl<F, R> Check for BlockingCheck<F>
+where
+    F: Fn() -> R + Send + Sync + 'static,
+    R: Into<CheckResult> + 'static,
+{
+    async fn check(&self) -> CheckResult {
+        let call = self.call.clone();
+        match self.calls.run((), move || call().into()).await {
+            Ok(result) => result,
+            // The runner reports it as any check's panic.
+            Err(Failed::Panicked(message)) => panic::resume_unwind(Box::new(message.to_string())),
+            Err(failed @ Failed::NoThread(_)) => {
+                CheckResult::unhealthy(format!("the blocking check {failed}"))
+            }
+        }
+    }
+}
 
 /// At most one blocking call at a time per key; clones share the calls in
 /// flight.
@@ -263,6 +368,103 @@ mod tests {
         let failed = calls_of.run((), || panic!("boom")).await.unwrap_err();
         assert_eq!(failed.to_string(), "panicked: boom");
         assert_eq!(calls_of.run((), || 7).await.unwrap(), 7);
+    }
+
+    /// `path`'s JSON once `done` holds (real time, bounded).
+    async fn answer_when(
+        app: &mut crate::Health<crate::test_util::Inner>,
+        path: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        for _ in 0..1000 {
+            last = crate::test_util::get(app, path).await.json();
+            if done(&last) {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{path} never got there: {last}");
+    }
+
+    /// On a current-thread runtime a hung blocking call holds up neither the
+    /// probes nor the runner: its runs are cut, later runs join it rather
+    /// than start another, and the one that sees it return takes its result.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_hung_blocking_check_is_cut_and_probes_go_on() {
+        use crate::{CheckOptions, HealthChecks, checks::BlockingCheck};
+
+        let (_, release, call) = calls(1);
+        let hung = Mutex::new(Some(call()));
+        let started = Arc::new(AtomicUsize::new(0));
+        let counter = started.clone();
+        let check = BlockingCheck::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            // The first call hangs until released; later ones return at once.
+            let first = hung.lock().unwrap().take();
+            first.map_or(Ok(()), |first| match first() {
+                1 => Ok(()),
+                n => Err(format!("call {n}")),
+            })
+        });
+        let health = HealthChecks::builder()
+            .check_with(
+                "legacy",
+                check,
+                CheckOptions::new()
+                    .interval(Duration::from_millis(20))
+                    .timeout(Duration::from_millis(50)),
+            )
+            .build()
+            .unwrap();
+        let mut app = crate::test_util::app(&health);
+        let cut = |body: &serde_json::Value| {
+            body["components"]["legacy"]["consecutive_failures"]
+                .as_u64()
+                .is_some_and(|n| n >= 3)
+        };
+        let body = answer_when(&mut app, "/health?detailed=true", cut).await;
+        assert_eq!(
+            body["components"]["legacy"]["reason"], "timed out after 50ms",
+            "{body}"
+        );
+        assert_eq!(started.load(Ordering::SeqCst), 1, "joined, not repeated");
+
+        release.send(()).unwrap();
+        let healthy = |body: &serde_json::Value| body["status"] == "healthy";
+        answer_when(&mut app, "/readyz", healthy).await;
+        // Returned, the call is made afresh on each run.
+        let again = |body: &serde_json::Value| {
+            body["components"]["legacy"]["consecutive_successes"]
+                .as_u64()
+                .is_some_and(|n| n >= 3)
+        };
+        answer_when(&mut app, "/health?detailed=true", again).await;
+        assert!(started.load(Ordering::SeqCst) >= 3);
+        drop(health);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_panicking_blocking_check_is_reported_as_a_panic() {
+        use crate::{CheckResult, HealthChecks, checks::BlockingCheck};
+
+        let health = HealthChecks::builder()
+            .check(
+                "legacy",
+                BlockingCheck::new(|| -> CheckResult { panic!("boom") }),
+            )
+            .build()
+            .unwrap();
+        let mut app = crate::test_util::app_with(
+            health
+                .layer()
+                .reveal_details_if(|_: &http::request::Parts| true),
+        );
+        let failed = |body: &serde_json::Value| body["status"] == "unhealthy";
+        let body = answer_when(&mut app, "/health/legacy", failed).await;
+        assert_eq!(body["reason"], "panicked", "{body}");
+        assert_eq!(body["error"], "boom", "{body}");
+        drop(health);
     }
 
     /// Dropping a runtime waits for its blocking pool: a call that hangs

@@ -7,7 +7,7 @@
 //! tower-health = { version = "0.1", features = ["postgres", "redis"] }
 //! ```
 //!
-//! | check | feature | what one run does | observations (besides `responseTime`) |
+//! | check | feature | what one run does | observations (besides the run's time) |
 //! |---|---|---|---|
 //! | [`SqlxCheck`](sqlx::SqlxCheck) for `PgPool` | `postgres` | `SELECT 1` on a connection of the application's pool, waiting for one if none is free; `degraded` if the pool was saturated | `connections`, `idle_connections`, `max_connections` |
 //! | [`SqlxCheck`](sqlx::SqlxCheck) for `MySqlPool` | `mysql` | `SELECT 1`, as above (MySQL and MariaDB) | as above |
@@ -18,6 +18,7 @@
 //! | [`HttpCheck`](http::HttpCheck) | `http-client` | a request to an upstream URL through hyper-util's client, on a new connection per run (`HttpCheck::new`; it follows DNS changes) or on your own client's pool; status in a range, optionally a substring in the first bytes of the body | `status_code`, `body_bytes` |
 //! | [`TcpCheck`](tcp::TcpCheck) | `tcp` | opens (and closes) a TCP connection to `host:port` | none |
 //! | [`DiskSpaceCheck`](disk::DiskSpaceCheck) | `disk` (Unix) | `statvfs` on a path, on a thread of its own | `free_bytes`, `total_bytes`, `free_percent` |
+//! | [`BlockingCheck`] | none | your blocking call (a synchronous client), on a thread of its own, one call at a time | yours |
 //!
 //! The runner times every run, shown as `responseTime` (milliseconds) in
 //! `application/health+json` and `duration_ms` in `?detailed=true`, and cuts
@@ -124,8 +125,8 @@ pub mod tcp;
 #[cfg_attr(docsrs, doc(cfg(all(feature = "disk", unix))))]
 pub mod disk;
 
-#[cfg(any(feature = "tcp", feature = "http-client", all(feature = "disk", unix)))]
 mod blocking;
+pub use blocking::BlockingCheck;
 
 #[cfg(any(feature = "tcp", feature = "http-client"))]
 mod dns;
