@@ -16,6 +16,9 @@
 //! (`HealthLayer::into_service`: a management port, where every other path
 //! is a 404 listing the health paths).
 //!
+//! Error texts and observations are shown only to requests that send
+//! `Authorization: Bearer <HEALTH_TOKEN>` (default `demo-token`).
+//!
 //! `GET /metrics` is a Prometheus scrape of the checks' metrics (feature
 //! `metrics`, recorded by `metrics-exporter-prometheus`): runs, durations,
 //! the last run's time and every probe's and check's status.
@@ -34,7 +37,7 @@ use axum::{
     response::Html,
     routing::{get, post},
 };
-use tower_health::{CheckOptions, CheckResult, HealthChecks, Probes};
+use tower_health::{CheckOptions, CheckResult, HealthChecks, Probes, details::BearerToken};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -64,6 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|_| format!("DRAIN_SECS must be a whole number of seconds, got {secs:?}"))?,
         Err(_) => 5,
     };
+    let token = std::env::var("HEALTH_TOKEN").unwrap_or_else(|_| "demo-token".to_owned());
 
     // The checks report through the `metrics` facade (feature `metrics`)
     // to the recorder installed here; `/metrics` renders what it holds.
@@ -135,8 +139,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_state(demo_failing)
         .route("/metrics", get(move || std::future::ready(scrape.render())));
     // Wrap the whole router (feature `axum`): probes are answered before any
-    // routing. `router.layer(health.layer())` works too.
-    let app = health.layer().wrap_axum(router);
+    // routing. `router.layer(health.layer())` works too. Error texts and
+    // observations only for requests with the token.
+    let app = health
+        .layer()
+        .reveal_details_if(BearerToken::new(token.as_str()))
+        .wrap_axum(router);
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -155,6 +163,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("  curl -i '{base}{path}'");
     }
     println!("  curl -i -H 'Accept: application/health+json' {base}/health");
+    println!(
+        "  curl -i -H 'Authorization: Bearer {token}' '{base}/health?detailed=true'  # error texts and observations"
+    );
     println!("  curl -i -X POST {base}/demo/fail     # then /readyz answers 503");
     println!("  curl -i -X POST {base}/demo/recover  # and 200 again");
     println!(

@@ -104,10 +104,11 @@ pub(crate) struct Config {
     /// long; bit 63 stands for 63 bytes and more. Most requests are for
     /// other paths, and this lets them skip the string comparisons.
     exact_lengths: u64,
-    /// Where components' paths start: the combined probe's path with one
-    /// trailing `/` (`/health/`, and `/status/` for `/status` or
-    /// `/status/`); `None` when it is not served, or is the root, whose
-    /// components would take every one-segment path of the application.
+    /// Where components' paths start: the combined probe's path with
+    /// exactly one trailing `/` (`/health/`, and `/status/` for `/status`,
+    /// `/status/` or `/status//`); `None` when it is not served, or is the
+    /// root (`/`, `//`, ...), whose components would take every one-segment
+    /// path of the application.
     component_prefix: Option<String>,
     /// The headers of an answer, per [`Format`]: content type,
     /// `Cache-Control: no-store` and, last, the processing-time header
@@ -210,14 +211,9 @@ impl Config {
             .fold(0, |bits, path| bits | Self::length_bit(path));
         self.component_prefix = self.paths[Probe::Health.index()]
             .as_deref()
-            .filter(|path| *path != "/")
-            .map(|path| {
-                let mut prefix = path.to_owned();
-                if !prefix.ends_with('/') {
-                    prefix.push('/');
-                }
-                prefix
-            });
+            .map(|path| path.trim_end_matches('/'))
+            .filter(|base| !base.is_empty())
+            .map(|base| format!("{base}/"));
     }
 
     /// Matches a request path: exact probe paths and aliases, then
@@ -539,9 +535,9 @@ impl HealthLayer {
         self.configure(|config| config.set_code(status, code))
     }
 
-    /// Shows the checks' own error texts to the requests `predicate`
-    /// accepts (see [`details`](crate::details)). Nobody sees them by
-    /// default.
+    /// Shows the checks' own error texts and observations to the requests
+    /// `predicate` accepts (see [`details`](crate::details)). Nobody sees
+    /// them by default.
     #[must_use]
     pub fn reveal_details_if(self, predicate: impl RevealDetails) -> Self {
         self.configure(|config| config.reveal = Some(Arc::new(predicate)))

@@ -186,16 +186,26 @@ impl Statuses {
         ]) {
             set_probe(probe, Some(status));
         }
-        for name in &self.shown {
-            if overview.components.iter().all(|(c, _)| c != name) {
-                set_component(name, None);
+        // `shown` holds every component that may have a series set, until
+        // it is cleared: a name leaves it only once cleared, and joins it
+        // before it is set, so a recorder's panic half-way loses none.
+        for (name, _) in &overview.components {
+            if !self.shown.contains(name) {
+                self.shown.push(name.clone());
             }
         }
-        self.shown.clear();
+        let mut i = 0;
+        while i < self.shown.len() {
+            if overview.components.iter().all(|(c, _)| *c != self.shown[i]) {
+                set_component(&self.shown[i], None);
+                self.shown.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
         for (name, status) in &overview.components {
             let status = status.map_or("pending", Status::as_str);
             set_component(name, Some(status));
-            self.shown.push(name.clone());
         }
     }
 }
@@ -664,6 +674,41 @@ mod tests {
         settle().await;
         assert_eq!(probe(&scrape, "readiness"), ["draining"]);
         assert_eq!(component(&scrape, "db"), ["healthy"]);
+        drop(health);
+    }
+
+    /// A panic half-way through setting the components loses track of
+    /// none: one removed later is still cleared.
+    #[tokio::test(start_paused = true)]
+    async fn a_component_set_before_a_recorder_panic_is_cleared_when_removed() {
+        let armed = Arc::new(AtomicBool::new(false));
+        let trigger = armed.clone();
+        let recorder = Hooked {
+            inner: PrometheusBuilder::new().build_recorder(),
+            on_gauge: Box::new(move |key| {
+                if key.name() == COMPONENT_STATUS && trigger.swap(false, Ordering::SeqCst) {
+                    panic!("recorder bug");
+                }
+            }),
+        };
+        let scrape = recorder.inner.handle();
+        let _local = ::metrics::set_default_local_recorder(&recorder);
+        let healthy = || async { CheckResult::healthy() };
+        let health = HealthChecks::builder()
+            .check("a", healthy)
+            .check("b", healthy)
+            .build()
+            .unwrap();
+        settle().await;
+        assert_eq!(component(&scrape, "b"), ["healthy"]);
+        armed.store(true, Ordering::SeqCst);
+        health.take_out_of_rotation();
+        settle().await;
+        assert!(!armed.load(Ordering::SeqCst), "the recorder panicked");
+        assert!(health.remove_check("b"));
+        settle().await;
+        assert_eq!(component(&scrape, "b"), [""; 0]);
+        assert_eq!(component(&scrape, "a"), ["healthy"]);
         drop(health);
     }
 

@@ -1341,12 +1341,18 @@ mod http_tests {
         assert_eq!(get(&mut app, "/status/db").await.json()["name"], "db");
         assert_eq!(get(&mut app, "/status/nosuch").await.status, 404);
         assert_eq!(get(&mut app, "/status//db").await.body, "inner");
+        let mut app = app_with(health.layer().path(Probe::Health, "/status//"));
+        assert_eq!(get(&mut app, "/status//").await.status, 200);
+        assert_eq!(get(&mut app, "/status/db").await.json()["name"], "db");
+        assert_eq!(get(&mut app, "/status//db").await.body, "inner");
         // The root answers the combined probe, but takes none of the
         // application's one-segment paths as components.
-        let mut app = app_with(health.layer().path(Probe::Health, "/"));
-        assert_eq!(get(&mut app, "/").await.json()["status"], "healthy");
-        assert_eq!(get(&mut app, "/db").await.body, "inner");
-        assert_eq!(get(&mut app, "//db").await.body, "inner");
+        for root in ["/", "//"] {
+            let mut app = app_with(health.layer().path(Probe::Health, root));
+            assert_eq!(get(&mut app, root).await.json()["status"], "healthy");
+            assert_eq!(get(&mut app, "/db").await.body, "inner", "{root}");
+            assert_eq!(get(&mut app, "//db").await.body, "inner", "{root}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

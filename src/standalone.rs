@@ -8,11 +8,14 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header::CONTENT_LENGTH};
+use http::{
+    HeaderMap, HeaderValue, Method, Request, Response, StatusCode,
+    header::{CONTENT_LENGTH, X_CONTENT_TYPE_OPTIONS},
+};
 use http_body_util::Full;
 use tower_service::Service;
 
-use crate::{Health, HealthLayer, render::json, snapshot::Format};
+use crate::{Health, HealthLayer, render::json, service::NOSNIFF, snapshot::Format};
 
 /// The service behind [`HealthLayer::into_service`]: answers every request
 /// that is not for a health path `404 Not Found`, whatever its method, with
@@ -119,6 +122,8 @@ impl HealthLayer {
         if let Some(name) = &config.process_time_header {
             headers.remove(name);
         }
+        // As every error answer: not to be sniffed as anything else.
+        headers.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
         let mut head_headers = headers.clone();
         head_headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         let not_found = NotFound {
@@ -209,6 +214,7 @@ mod tests {
         assert!(body.is_empty(), "{body:?}");
         let get = answer(&layer, Method::GET, "/HEALTH").await.2;
         assert_eq!(headers["content-length"], get.len().to_string().as_str());
+        assert_eq!(headers["x-content-type-options"], "nosniff");
 
         // Taken out of the layer, it neither times itself nor holds the
         // checks.

@@ -51,7 +51,8 @@ use crate::{Check, CheckResult};
 ///
 /// `call` returns anything a closure check may return (a `CheckResult`, or
 /// a `Result` whose error becomes the message). A panic in it is reported
-/// as the check's panic.
+/// as the check's panic. A run whose thread cannot be started (the process
+/// is out of threads or memory) is unhealthy, and its message says so.
 ///
 /// # Example
 ///
@@ -86,7 +87,7 @@ pub struct BlockingCheck<F> {
 impl<F, R> BlockingCheck<F>
 where
     F: Fn() -> R + Send + Sync + 'static,
-    R: Into<CheckResult>,
+    R: Into<CheckResult> + 'static,
 {
     /// A check that runs `call` on a thread of its own.
     pub fn new(call: F) -> Self {
@@ -413,7 +414,7 @@ mod tests {
                 check,
                 CheckOptions::new()
                     .interval(Duration::from_millis(20))
-                    .timeout(Duration::from_millis(50)),
+                    .timeout(Duration::from_millis(500)),
             )
             .build()
             .unwrap();
@@ -425,7 +426,7 @@ mod tests {
         };
         let body = answer_when(&mut app, "/health?detailed=true", cut).await;
         assert_eq!(
-            body["components"]["legacy"]["reason"], "timed out after 50ms",
+            body["components"]["legacy"]["reason"], "timed out after 500ms",
             "{body}"
         );
         assert_eq!(started.load(Ordering::SeqCst), 1, "joined, not repeated");

@@ -66,8 +66,8 @@
 //! - **Messages are actionable and private.** A failing check's message
 //!   says what failed and what to look at. Messages are shown only to
 //!   requests the layer's [details predicate](crate::details) unlocks, and
-//!   logged through `tracing`, and so are observations (which hold only
-//!   numbers). Name checks after
+//!   logged through `tracing`; observations (numbers only) are shown only
+//!   to those requests too. Name checks after
 //!   the dependency's role (`postgres`, `sessions-redis`), never after a
 //!   connection URL: names are public and URLs may hold credentials.
 //! - **Register dependencies for readiness only** (the default
