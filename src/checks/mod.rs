@@ -12,7 +12,7 @@
 //! | [`SqlxCheck`](sqlx::SqlxCheck) for `PgPool` | `postgres` | `SELECT 1` on a connection of the application's pool, waiting for one if none is free; `degraded` if the pool was saturated | `connections`, `idle_connections`, `max_connections` |
 //! | [`SqlxCheck`](sqlx::SqlxCheck) for `MySqlPool` | `mysql` | `SELECT 1`, as above (MySQL and MariaDB) | as above |
 //! | [`SqlxCheck`](sqlx::SqlxCheck) for `SqlitePool` | `sqlite` | `PRAGMA schema_version`, as above: unlike `SELECT 1` it reads the database file, under its shared lock ([why](sqlx#sqlite)) | as above |
-//! | [`DeadpoolPostgresCheck`](postgres::DeadpoolPostgresCheck) | `deadpool-postgres` | `SELECT 1` on a client of the application's deadpool pool, waiting for one if none is free; `degraded` if the pool was saturated | `connections`, `idle_connections`, `max_connections`, `waiting` |
+//! | [`DeadpoolPostgresCheck`](deadpool_postgres::DeadpoolPostgresCheck) | `deadpool-postgres` | `SELECT 1` on a client of the application's deadpool pool, waiting for one if none is free; `degraded` if the pool was saturated | `connections`, `idle_connections`, `max_connections`, `waiting` |
 //! | [`RedisCheck`](redis::RedisCheck) | `redis` | `PING` on the application's `ConnectionManager` or `MultiplexedConnection`, expecting `PONG` | none |
 //! | `expect_writable()` on each of the above but SQLite | | for an application that writes: instead of `SELECT 1` (beside `PING` for Redis), asks whether the server takes writes, and fails a replica (see [`SqlxCheck`'s replicas](sqlx#replicas)) | as above |
 //! | [`HttpCheck`](http::HttpCheck) | `http-client` | a request to an upstream URL through hyper-util's client, on a new connection per run (`HttpCheck::new`; it follows DNS changes) or on your own client's pool; status in a range, optionally a substring in the first bytes of the body | `status_code`, `body_bytes` |
@@ -107,7 +107,7 @@ pub mod sqlx;
 
 #[cfg(feature = "deadpool-postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "deadpool-postgres")))]
-pub mod postgres;
+pub mod deadpool_postgres;
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

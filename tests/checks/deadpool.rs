@@ -4,7 +4,7 @@ use deadpool_postgres::{Config, PoolConfig, Runtime, tokio_postgres::NoTls};
 use std::time::{Duration, Instant};
 
 use tower_health::{
-    Check, CheckOptions, HealthChecks, Status, checks::postgres::DeadpoolPostgresCheck,
+    Check, CheckOptions, HealthChecks, Status, checks::deadpool_postgres::DeadpoolPostgresCheck,
 };
 
 use crate::{

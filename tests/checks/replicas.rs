@@ -16,7 +16,7 @@ use sqlx::{
 };
 use tower_health::{
     Check, CheckResult, Status,
-    checks::{postgres::DeadpoolPostgresCheck, redis::RedisCheck, sqlx::SqlxCheck},
+    checks::{deadpool_postgres::DeadpoolPostgresCheck, redis::RedisCheck, sqlx::SqlxCheck},
 };
 
 use crate::support::{self, CAP, RedisServer, unavailable, within};

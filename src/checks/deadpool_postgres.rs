@@ -56,7 +56,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use deadpool_postgres::{Config, Runtime, tokio_postgres::NoTls};
-//! use tower_health::{HealthChecks, checks::postgres::DeadpoolPostgresCheck};
+//! use tower_health::{HealthChecks, checks::deadpool_postgres::DeadpoolPostgresCheck};
 //!
 //! let mut config = Config::new();
 //! config.url = Some("postgres://app@127.0.0.1:5432/app".into());
