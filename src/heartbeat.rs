@@ -182,8 +182,10 @@ impl HeartbeatSlot {
 
     /// Logs `beat` if it differs from what was last published: a missed
     /// deadline or a dropped handle is why `/livez` fails (and why
-    /// Kubernetes restarts the container), so it must be in the logs.
-    pub(crate) fn report(&self, beat: Beat, now: Instant) {
+    /// Kubernetes restarts the container), so it must be in the logs. While
+    /// `draining` (shutting down), a dropped handle is what a component
+    /// stopped with the process leaves: logged at `debug`.
+    pub(crate) fn report(&self, beat: Beat, now: Instant, draining: bool) {
         if self.reported.swap(beat.kind(), Ordering::Relaxed) == beat.kind() {
             return;
         }
@@ -197,6 +199,10 @@ impl HeartbeatSlot {
                 deadline_ms,
                 since_last_beat_ms = now.saturating_duration_since(last).as_millis() as u64,
                 "heartbeat missed its deadline"
+            ),
+            Beat::Dropped if draining => tracing::debug!(
+                heartbeat = name,
+                "heartbeat handle dropped without retire while draining"
             ),
             Beat::Dropped => tracing::warn!(
                 heartbeat = name,

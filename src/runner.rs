@@ -466,7 +466,7 @@ impl Shared {
             });
         }
         for slot in &state.heartbeats {
-            slot.report(slot.observe(now), now);
+            slot.report(slot.observe(now), now, state.draining);
             components.push(Component {
                 name: slot.name.clone(),
                 probes: Probes::LIVENESS,
@@ -1234,6 +1234,29 @@ mod tests {
         assert_eq!(get(&mut app, "/readyz").await.status, 503);
         let detail = get(&mut app, "/health/db").await.json();
         assert_eq!(detail["reason"], "stale: no result within max_age of 12s");
+    }
+
+    /// A heartbeat dropped while the instance drains is a component
+    /// stopping with the process, not a failure worth a warning.
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_dropped_while_draining_is_not_a_warning() {
+        let (guard, logged) = crate::test_util::capture(tracing::Level::WARN);
+        let health = HealthChecks::builder().build().unwrap();
+        let early = health.heartbeat("early", secs(10)).unwrap();
+        let late = health.heartbeat("late", secs(10)).unwrap();
+        drop(early);
+        settle().await;
+        health.drain();
+        drop(late);
+        settle().await;
+        drop(guard);
+        let text = logged.text();
+        assert!(
+            text.contains(r#"heartbeat handle dropped without retire (its task ended or panicked) heartbeat="early""#),
+            "{text}"
+        );
+        assert!(!text.contains(r#""late""#), "{text}");
+        drop(health);
     }
 
     /// A check's message is logged as a quoted field: one with a newline
