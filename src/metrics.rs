@@ -445,79 +445,28 @@ mod tests {
         assert_eq!(probe(&scrape, "liveness"), ["healthy"]);
     }
 
-    /// Prometheus, except that the first run of `db` recorded removes it
-    /// (`remove_check` from the recorder, when `ran` has counted the run
-    /// and not yet stamped its time): the order a `remove_check` on another
-    /// thread can take between the refresher's unlock and `ran`.
-    struct RemovesMidRun {
-        inner: metrics_exporter_prometheus::PrometheusRecorder,
-        handle: std::sync::OnceLock<crate::HealthHandle>,
-        removed: AtomicBool,
-    }
-
-    impl ::metrics::Recorder for RemovesMidRun {
-        fn describe_counter(
-            &self,
-            key: ::metrics::KeyName,
-            unit: Option<Unit>,
-            description: ::metrics::SharedString,
-        ) {
-            self.inner.describe_counter(key, unit, description);
-        }
-        fn describe_gauge(
-            &self,
-            key: ::metrics::KeyName,
-            unit: Option<Unit>,
-            description: ::metrics::SharedString,
-        ) {
-            self.inner.describe_gauge(key, unit, description);
-        }
-        fn describe_histogram(
-            &self,
-            key: ::metrics::KeyName,
-            unit: Option<Unit>,
-            description: ::metrics::SharedString,
-        ) {
-            self.inner.describe_histogram(key, unit, description);
-        }
-        fn register_counter(
-            &self,
-            key: &::metrics::Key,
-            metadata: &::metrics::Metadata<'_>,
-        ) -> ::metrics::Counter {
-            if key.name() == CHECK_RUNS
-                && key
-                    .labels()
-                    .any(|l| l.key() == "check" && l.value() == "db")
-                && let Some(handle) = self.handle.get()
-                && !self.removed.swap(true, Ordering::SeqCst)
-            {
-                assert!(handle.remove_check("db"));
-            }
-            self.inner.register_counter(key, metadata)
-        }
-        fn register_gauge(
-            &self,
-            key: &::metrics::Key,
-            metadata: &::metrics::Metadata<'_>,
-        ) -> ::metrics::Gauge {
-            self.inner.register_gauge(key, metadata)
-        }
-        fn register_histogram(
-            &self,
-            key: &::metrics::Key,
-            metadata: &::metrics::Metadata<'_>,
-        ) -> ::metrics::Histogram {
-            self.inner.register_histogram(key, metadata)
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_check_removed_while_its_run_is_recorded_has_no_last_run_time() {
-        let recorder = RemovesMidRun {
-            inner: PrometheusBuilder::new().build_recorder(),
-            handle: std::sync::OnceLock::new(),
-            removed: AtomicBool::new(false),
+        // The first run of `db` recorded removes it (`remove_check` from the
+        // recorder, when `ran` has counted the run and not yet stamped its
+        // time): the order a `remove_check` on another thread can take
+        // between the refresher's unlock and `ran`.
+        let handle = Arc::new(std::sync::OnceLock::<crate::HealthHandle>::new());
+        let removed = Arc::new(AtomicBool::new(false));
+        let (remover, flag) = (handle.clone(), removed.clone());
+        let recorder = Hooked {
+            on_counter: Box::new(move |key| {
+                if key.name() == CHECK_RUNS
+                    && key
+                        .labels()
+                        .any(|l| l.key() == "check" && l.value() == "db")
+                    && let Some(handle) = remover.get()
+                    && !flag.swap(true, Ordering::SeqCst)
+                {
+                    assert!(handle.remove_check("db"));
+                }
+            }),
+            ..Hooked::default()
         };
         let scrape = recorder.inner.handle();
         let _local = ::metrics::set_default_local_recorder(&recorder);
@@ -526,12 +475,9 @@ mod tests {
             .check("cache", || async { CheckResult::healthy() })
             .build()
             .unwrap();
-        recorder.handle.set(health.clone()).unwrap();
+        handle.set(health.clone()).unwrap();
         settle().await;
-        assert!(
-            recorder.removed.load(Ordering::SeqCst),
-            "a run was recorded"
-        );
+        assert!(removed.load(Ordering::SeqCst), "a run was recorded");
         let text = scrape.render();
         let db = value(&text, CHECK_LAST_RUN, r#"check="db""#).unwrap();
         assert!(db.is_nan(), "removed, its last run is unknown: {db}");
@@ -540,11 +486,24 @@ mod tests {
         drop(health);
     }
 
-    /// Prometheus, with `on_gauge` called as each gauge is registered
-    /// (that is, before each value is set).
+    /// Prometheus, with `on_counter` and `on_gauge` called as each counter
+    /// or gauge is registered (that is, before each value is set).
     struct Hooked {
         inner: metrics_exporter_prometheus::PrometheusRecorder,
-        on_gauge: Box<dyn Fn(&::metrics::Key) + Send + Sync>,
+        on_counter: Hook,
+        on_gauge: Hook,
+    }
+
+    type Hook = Box<dyn Fn(&::metrics::Key) + Send + Sync>;
+
+    impl Default for Hooked {
+        fn default() -> Self {
+            Self {
+                inner: PrometheusBuilder::new().build_recorder(),
+                on_counter: Box::new(|_| {}),
+                on_gauge: Box::new(|_| {}),
+            }
+        }
     }
 
     impl ::metrics::Recorder for Hooked {
@@ -577,6 +536,7 @@ mod tests {
             key: &::metrics::Key,
             metadata: &::metrics::Metadata<'_>,
         ) -> ::metrics::Counter {
+            (self.on_counter)(key);
             self.inner.register_counter(key, metadata)
         }
         fn register_gauge(
@@ -610,13 +570,13 @@ mod tests {
         let (go, go_rx) = std::sync::mpsc::channel::<()>();
         let go_rx = std::sync::Mutex::new(go_rx);
         let recorder = Arc::new(Hooked {
-            inner: PrometheusBuilder::new().build_recorder(),
             on_gauge: Box::new(move |key| {
                 if key.name() == CHECK_LAST_RUN && HOLD.with(|hold| hold.replace(false)) {
                     held_tx.send(()).unwrap();
                     let _ = go_rx.lock().unwrap().recv_timeout(Duration::from_secs(60));
                 }
             }),
+            ..Hooked::default()
         });
         let scrape = recorder.inner.handle();
         let _local = ::metrics::set_default_local_recorder(&*recorder);
@@ -655,12 +615,12 @@ mod tests {
         let panicked = Arc::new(AtomicBool::new(false));
         let once = panicked.clone();
         let recorder = Hooked {
-            inner: PrometheusBuilder::new().build_recorder(),
             on_gauge: Box::new(move |key| {
                 if key.name() == PROBE_STATUS && !once.swap(true, Ordering::SeqCst) {
                     panic!("recorder bug");
                 }
             }),
+            ..Hooked::default()
         };
         let scrape = recorder.inner.handle();
         let _local = ::metrics::set_default_local_recorder(&recorder);
@@ -684,12 +644,12 @@ mod tests {
         let armed = Arc::new(AtomicBool::new(false));
         let trigger = armed.clone();
         let recorder = Hooked {
-            inner: PrometheusBuilder::new().build_recorder(),
             on_gauge: Box::new(move |key| {
                 if key.name() == COMPONENT_STATUS && trigger.swap(false, Ordering::SeqCst) {
                     panic!("recorder bug");
                 }
             }),
+            ..Hooked::default()
         };
         let scrape = recorder.inner.handle();
         let _local = ::metrics::set_default_local_recorder(&recorder);
