@@ -507,55 +507,52 @@ async fn grpc_health_service_answers_from_the_checks() {
     assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
 
     // A Watch on db sees it go down.
-    let mut watch = common::guard(
-        "grpc Watch",
-        grpc.watch(HealthCheckRequest {
-            service: "db".into(),
-        }),
-    )
-    .await
-    .expect("gRPC Watch starts")
-    .into_inner();
-    let first = common::guard("first Watch message", watch.message())
-        .await
-        .expect("stream item")
-        .expect("a first message");
-    assert_eq!(first.status(), ServingStatus::Serving);
+    let mut watch = start_watch(&mut grpc, "db").await;
+    assert_eq!(next_status(&mut watch).await, Some(ServingStatus::Serving));
     up.store(false, std::sync::atomic::Ordering::SeqCst);
-    let next = common::guard("next Watch message", watch.message())
-        .await
-        .expect("stream item")
-        .expect("a next message");
-    assert_eq!(next.status(), ServingStatus::NotServing);
-
-    // A Watch on a check that is removed while serving.
-    let mut watch = common::guard(
-        "grpc Watch",
-        grpc.watch(HealthCheckRequest {
-            service: "cache".into(),
-        }),
-    )
-    .await
-    .expect("gRPC Watch starts")
-    .into_inner();
-    let first = common::guard("first Watch message", watch.message())
-        .await
-        .expect("stream item")
-        .expect("a first message");
-    assert_eq!(first.status(), ServingStatus::Serving);
-    assert!(health.remove_check("cache"));
-    let last = common::guard("last Watch message", watch.message())
-        .await
-        .expect("stream item");
     assert_eq!(
-        last.map(|last| last.status()),
+        next_status(&mut watch).await,
         Some(ServingStatus::NotServing)
     );
-    let end = common::guard("Watch stream end", watch.message())
-        .await
-        .expect("stream item");
-    assert!(end.is_none(), "{end:?}");
+
+    // A Watch on a check that is removed while serving hears it is not
+    // serving, then its stream ends.
+    let mut watch = start_watch(&mut grpc, "cache").await;
+    assert_eq!(next_status(&mut watch).await, Some(ServingStatus::Serving));
+    assert!(health.remove_check("cache"));
+    assert_eq!(
+        next_status(&mut watch).await,
+        Some(ServingStatus::NotServing)
+    );
+    assert_eq!(next_status(&mut watch).await, None, "the stream ends");
     server.abort();
+}
+
+/// A gRPC `Watch` stream on `service` (bounded wait).
+async fn start_watch(
+    grpc: &mut HealthClient<Channel>,
+    service: &str,
+) -> tonic::Streaming<tonic_health::pb::HealthCheckResponse> {
+    common::guard(
+        "grpc Watch",
+        grpc.watch(HealthCheckRequest {
+            service: service.into(),
+        }),
+    )
+    .await
+    .expect("gRPC Watch starts")
+    .into_inner()
+}
+
+/// The next status a `Watch` stream sends; `None` when it ends (bounded
+/// wait).
+async fn next_status(
+    watch: &mut tonic::Streaming<tonic_health::pb::HealthCheckResponse>,
+) -> Option<ServingStatus> {
+    common::guard("a Watch message", watch.message())
+        .await
+        .expect("stream item")
+        .map(|response| response.status())
 }
 
 // --------------------------------------------------------------- hyper ---
