@@ -19,7 +19,8 @@
 //! A probe is `SERVING` when it passes (`healthy` or `degraded`), whatever
 //! status codes the HTTP layer maps them to; the in-flight limit, which is
 //! per HTTP request, does not count. A check or heartbeat named like one of
-//! the probes' services is left out: the probe has the name. As with the
+//! the probes' services is left out: the probe has the name (registering
+//! it logs a warning). As with the
 //! HTTP probes, staleness is judged as time passes, even when the refresher
 //! is held up, and every service turns `NOT_SERVING` once the checks are
 //! gone (every handle and layer dropped).

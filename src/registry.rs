@@ -366,6 +366,27 @@ pub(crate) fn validate_name(name: &str) -> Result<(), Error> {
     }
 }
 
+/// Logs a warning when `name`, a new check's or heartbeat's, is also a name
+/// the probes use for themselves: allowed, but ambiguous where both show.
+pub(crate) fn warn_if_shadowed(name: &str) {
+    let shadows = match name {
+        "liveness" | "readiness" => "the gRPC health service's name for that probe",
+        "startup" => {
+            "the gRPC health service's name for the startup probe, and a line of the \
+             `?verbose` text"
+        }
+        "started" | "shutdown" | "rotation" | "refresher" | "in-flight" | "mark_started" => {
+            "a line of the `?verbose` text"
+        }
+        _ => return,
+    };
+    tracing::warn!(
+        name,
+        "tower-health: {name:?} is also {shadows}, which then does not tell the two apart; \
+         another name avoids that"
+    );
+}
+
 /// Entry point: `HealthChecks::builder()`.
 ///
 /// See the [module example](crate::registry).

@@ -37,7 +37,7 @@ use crate::{
     heartbeat::{Heartbeat, HeartbeatSlot},
     registry::{
         CheckOptions, Error, HealthChecksBuilder, LONGEST, Overview, Probes, Registration,
-        SHORTEST, validate_name,
+        SHORTEST, validate_name, warn_if_shadowed,
     },
     snapshot::{
         Cached, CheckView, Component, Effective, Failure, Kind, Run, Snapshot, fmt_duration,
@@ -203,6 +203,7 @@ impl State {
         if self.name_taken(&registration.name) {
             return Err(Error::DuplicateName(registration.name));
         }
+        warn_if_shadowed(&registration.name);
         self.next_id += 1;
         let max_age = registration.options.max_age_after(true);
         // The default always covers the wait for the next run; a max_age
@@ -435,6 +436,7 @@ impl Shared {
         if state.name_taken(&name) {
             return Err(Error::DuplicateName(name));
         }
+        warn_if_shadowed(&name);
         let slot = Arc::new(HeartbeatSlot::new(
             Arc::from(name),
             deadline.clamp(SHORTEST, LONGEST),
@@ -1681,6 +1683,37 @@ mod tests {
                 .build()
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
+    }
+
+    /// A name the probes also use is taken, with a warning saying where the
+    /// two would not be told apart.
+    #[tokio::test(start_paused = true)]
+    async fn names_the_probes_use_too_are_warned_about() {
+        let (health, logged) = crate::test_util::warnings(|| {
+            HealthChecks::builder()
+                .check("liveness", || async { CheckResult::healthy() })
+                .check("db", || async { CheckResult::healthy() })
+                .build()
+                .unwrap()
+        });
+        assert!(
+            logged.contains(r#""liveness" is also the gRPC health service's"#),
+            "{logged}"
+        );
+        assert!(!logged.contains("db"), "{logged}");
+        let (added, logged) = crate::test_util::warnings(|| {
+            health.add_check(
+                "shutdown",
+                || async { CheckResult::healthy() },
+                CheckOptions::new(),
+            )
+        });
+        added.unwrap();
+        assert!(logged.contains("a line of the `?verbose` text"), "{logged}");
+        let (worker, logged) =
+            crate::test_util::warnings(|| health.heartbeat("startup", secs(10)).unwrap());
+        assert!(logged.contains(r#""startup" is also the gRPC"#), "{logged}");
+        worker.retire();
     }
 
     #[test]
