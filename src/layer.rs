@@ -445,6 +445,12 @@ impl HealthLayer {
 
     /// Names the processing-time header (default `x-process-time-ms`).
     ///
+    /// Its value is the time from the request reaching the layer to the
+    /// inner service returning the response's head, in milliseconds with
+    /// three decimals (`0.042`): a streamed body's time after that (a file
+    /// download, a gRPC stream) is not in it, since the header is sent
+    /// before the body.
+    ///
     /// The header is inserted into every response, replacing one of the
     /// same name, so use a name of your own. A name that HTTP's framing or
     /// connection handling reads (`content-length`, `transfer-encoding`,
