@@ -31,7 +31,8 @@
 //! | `axum-health-no-header` (D3) | D1 with `without_process_time_header()`: what the header costs |
 //! | `axum-no-pool` | D0 without the pool (for `benches/instructions.sh`) |
 //!
-//! Settings (environment): `BENCH_ROUNDS` (16), `BENCH_SECS` per round (2),
+//! Settings (environment): `BENCH_ROUNDS` (16; an even number, so that every
+//! round is balanced by a reversed one), `BENCH_SECS` per round (2),
 //! `BENCH_CONNECTIONS` (32), `BENCH_STORM_SECS` (30), `BENCH_C_STORM_SECS`
 //! (10), `BENCH_PROBES` for the memory test (1000000), `BENCH_OUTAGE_SECS`
 //! per outage window of B and of its control A (2), `BENCH_OUTAGE_PAIRS`
@@ -646,6 +647,13 @@ impl Settings {
         }
         if settings.rounds == 0 || settings.secs == 0 || settings.connections == 0 {
             return Err("BENCH_ROUNDS, BENCH_SECS and BENCH_CONNECTIONS must be at least 1".into());
+        }
+        if settings.rounds % 2 == 1 && settings.rounds > 1 {
+            eprintln!(
+                "note: BENCH_ROUNDS={} is odd: its last round has no reversed twin, so the \
+                 order of the arms within a round is not balanced",
+                settings.rounds
+            );
         }
         Ok(settings)
     }
