@@ -90,7 +90,9 @@ impl fmt::Display for Status {
 /// only in answers to the requests allowed details (see
 /// [`details`](crate::details)): like error texts, pool sizes, free space
 /// or an upstream's status code are for operators, not for anyone who can
-/// reach a probe path.
+/// reach a probe path. With feature `metrics`, numeric ones are also
+/// recorded as the gauge `health_check_observation` (see
+/// [`metrics`](crate::metrics)).
 ///
 /// A measurement observed twice in one result shows its last value in the
 /// detailed JSON, whose `observed` is keyed by measurement, and both values

@@ -12,6 +12,7 @@
 //! | [`health_check_runs_total`](CHECK_RUNS) | counter | `check`, `outcome` | finished runs; `outcome` is `healthy`, `degraded`, `unhealthy` (reported), `timeout` or `panic` |
 //! | [`health_check_duration_seconds`](CHECK_DURATION) | histogram | `check` | how long each run took (a run cut at its timeout counts the timeout) |
 //! | [`health_check_last_run_timestamp_seconds`](CHECK_LAST_RUN) | gauge | `check` | Unix time the last run finished |
+//! | [`health_check_observation`](CHECK_OBSERVATION) | gauge | `check`, `measurement` | the value each run observed ([`Observation`](crate::Observation)s: pool sizes, free space, ...), in the observation's unit; numbers, and booleans as 1 or 0 (other values are not recorded). A measurement a run did not report keeps the value last reported |
 //! | [`health_component_status`](COMPONENT_STATUS) | gauge | `component`, `status` | 1 for each check's and heartbeat's current status (`healthy`, `degraded`, `unhealthy`, `pending`), 0 for the others |
 //! | [`health_probe_status`](PROBE_STATUS) | gauge | `probe`, `status` | 1 for each probe's (`health`, `liveness`, `readiness`, `startup`) current status (`healthy`, `degraded`, `unhealthy`, `starting`, `draining`), 0 for the others |
 //!
@@ -35,7 +36,11 @@
 //! Prometheus `time() - health_check_last_run_timestamp_seconds > 30` for
 //! checks every 5 s with a 2 s timeout. A removed check's timestamp is set
 //! to NaN, which no comparison matches, so such an alert stays quiet for
-//! it.
+//! it; so are its observations.
+//!
+//! Observations, which HTTP answers show only to requests allowed details
+//! (see [`details`](crate::details)), are recorded here for every check:
+//! the recorder is the operator's, not the public's.
 //!
 //! The series carry no label that tells two [`HealthChecks`] apart: give
 //! each recorder one set of checks (one per process, as a rule), or the
@@ -93,6 +98,8 @@ pub const CHECK_RUNS: &str = "health_check_runs_total";
 pub const CHECK_DURATION: &str = "health_check_duration_seconds";
 /// Gauge: Unix time in seconds at which the last run of `check` finished.
 pub const CHECK_LAST_RUN: &str = "health_check_last_run_timestamp_seconds";
+/// Gauge: the value a check last observed, by `check` and `measurement`.
+pub const CHECK_OBSERVATION: &str = "health_check_observation";
 /// Gauge, 1 or 0, by `component` (a check or heartbeat) and `status`.
 pub const COMPONENT_STATUS: &str = "health_component_status";
 /// Gauge, 1 or 0, by `probe` and `status`.
@@ -120,19 +127,46 @@ pub(crate) fn ran(check: &Arc<str>, run: &Run) {
     stamp(check, run);
 }
 
-/// Sets a check's last run time to `run`'s.
+/// Sets a check's last run time and observations to `run`'s.
 pub(crate) fn stamp(check: &Arc<str>, run: &Run) {
     let finished = run
         .at_wall
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
     gauge!(CHECK_LAST_RUN, "check" => check.clone()).set(finished.as_secs_f64());
+    for observation in &run.observations {
+        if let Some(value) = number(observation.value()) {
+            observed(check, observation.measurement()).set(value);
+        }
+    }
 }
 
-/// Marks a removed check's last run as unknown (NaN), so an alert on its
-/// age does not fire for a check that no longer runs.
-pub(crate) fn removed(check: &str) {
-    gauge!(CHECK_LAST_RUN, "check" => check.to_owned()).set(f64::NAN);
+/// Marks a removed check's last run, and what it observed (`last`), as
+/// unknown (NaN), so an alert on them does not fire for a check that no
+/// longer runs.
+pub(crate) fn removed(check: &Arc<str>, last: Option<&Run>) {
+    gauge!(CHECK_LAST_RUN, "check" => check.clone()).set(f64::NAN);
+    for observation in last.map_or(&[][..], |run| &run.observations[..]) {
+        if number(observation.value()).is_some() {
+            observed(check, observation.measurement()).set(f64::NAN);
+        }
+    }
+}
+
+fn observed(check: &Arc<str>, measurement: &str) -> ::metrics::Gauge {
+    gauge!(
+        CHECK_OBSERVATION,
+        "check" => check.clone(),
+        "measurement" => measurement.to_owned()
+    )
+}
+
+/// An observed value as a gauge's: numbers, and booleans as 1 or 0.
+fn number(value: &serde_json::Value) -> Option<f64> {
+    match value {
+        serde_json::Value::Bool(b) => Some(f64::from(u8::from(*b))),
+        value => value.as_f64(),
+    }
 }
 
 /// Spawns the task that keeps the status gauges in step, woken by the
@@ -252,6 +286,11 @@ fn describe() {
         CHECK_LAST_RUN,
         Unit::Seconds,
         "Unix time at which the health check's last run finished"
+    );
+    describe_gauge!(
+        CHECK_OBSERVATION,
+        "The value the health check last observed (pool sizes, free space, ...), in the \
+         observation's unit; booleans as 1 or 0"
     );
     describe_gauge!(
         COMPONENT_STATUS,
@@ -418,6 +457,34 @@ mod tests {
         }
         assert_eq!(component(&scrape, "hangs"), [""; 0]);
         assert_eq!(component(&scrape, "worker"), [""; 0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn observations_are_gauges_until_their_check_is_removed() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let scrape = recorder.handle();
+        let _local = ::metrics::set_default_local_recorder(&recorder);
+        let health = HealthChecks::builder()
+            .check("pool", || async {
+                CheckResult::healthy()
+                    .with_observation("connections", 3, None)
+                    .with_observation("saturated", true, None)
+                    .with_observation("mode", "primary", None)
+            })
+            .build()
+            .unwrap();
+        settle().await;
+        let observed = |measurement: &str| {
+            let labels = format!(r#"check="pool",measurement="{measurement}""#);
+            value(&scrape.render(), CHECK_OBSERVATION, &labels)
+        };
+        assert_eq!(observed("connections"), Some(3.0));
+        assert_eq!(observed("saturated"), Some(1.0));
+        assert_eq!(observed("mode"), None, "not a number");
+        assert!(health.remove_check("pool"));
+        assert!(observed("connections").unwrap().is_nan());
+        assert!(observed("saturated").unwrap().is_nan());
+        drop(health);
     }
 
     #[tokio::test(start_paused = true)]

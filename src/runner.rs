@@ -358,6 +358,8 @@ impl Shared {
         if let Some(run) = &removed.running {
             run.task.abort();
         }
+        #[cfg(feature = "metrics")]
+        let last = removed.view.last.clone();
         // Dropped outside the lock: the check's drop may run user code.
         drop(removed);
         // The recorder is the application's code: called without the lock,
@@ -365,7 +367,7 @@ impl Shared {
         #[cfg(feature = "metrics")]
         {
             let marked = catch_unwind(AssertUnwindSafe(|| {
-                crate::metrics::removed(name);
+                crate::metrics::removed(&Arc::from(name), last.as_deref());
                 // A check added again under the name since the unlock may
                 // have had its run recorded before the line above: its own
                 // last run time again (it stays unknown until it has one).
@@ -630,7 +632,7 @@ impl Shared {
                 // under the name shows unknown until its own first run.
                 let registered = self.lock().checks.iter().any(|e| e.id == finished.id);
                 if !registered {
-                    crate::metrics::removed(&name);
+                    crate::metrics::removed(&name, Some(&run));
                 }
             }));
             if let Err(payload) = recorded {
