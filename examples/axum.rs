@@ -21,7 +21,10 @@
 //!
 //! `GET /metrics` is a Prometheus scrape of the checks' metrics (feature
 //! `metrics`, recorded by `metrics-exporter-prometheus`): runs, durations,
-//! the last run's time and every probe's and check's status.
+//! the last run's time, the checks' observations and every probe's and
+//! check's status. It is on the application's port here for the demo's
+//! sake; an application serves its metrics where only operators reach
+//! them, since they hold what HTTP answers show only with the token.
 
 use std::{
     sync::{

@@ -14,6 +14,10 @@
 //! only as good as the proxy in front: it must remove that header from
 //! every request that comes from outside.
 //!
+//! With feature `metrics`, numeric observations are also recorded as
+//! gauges ([`metrics`](crate::metrics)), for whoever reads the metrics:
+//! serve those where only operators reach them.
+//!
 //! # Example
 //!
 //! ```

@@ -12,7 +12,7 @@
 //! | [`health_check_runs_total`](CHECK_RUNS) | counter | `check`, `outcome` | finished runs; `outcome` is `healthy`, `degraded`, `unhealthy` (reported), `timeout` or `panic` |
 //! | [`health_check_duration_seconds`](CHECK_DURATION) | histogram | `check` | how long each run took (a run cut at its timeout counts the timeout) |
 //! | [`health_check_last_run_timestamp_seconds`](CHECK_LAST_RUN) | gauge | `check` | Unix time the last run finished |
-//! | [`health_check_observation`](CHECK_OBSERVATION) | gauge | `check`, `measurement` | the value each run observed ([`Observation`](crate::Observation)s: pool sizes, free space, ...), in the observation's unit; numbers, and booleans as 1 or 0 (other values are not recorded). A measurement a run did not report keeps the value last reported |
+//! | [`health_check_observation`](CHECK_OBSERVATION) | gauge | `check`, `measurement` | the value each run observed ([`Observation`](crate::Observation)s: pool sizes, free space, ...), in the observation's unit; numbers, and booleans as 1 or 0. A measurement the check reported before is NaN (unknown) after a run that reports no number for it (a failed run usually reports none), so an old value never stands for the current one. Each measurement is a series: name them from a fixed set |
 //! | [`health_component_status`](COMPONENT_STATUS) | gauge | `component`, `status` | 1 for each check's and heartbeat's current status (`healthy`, `degraded`, `unhealthy`, `pending`), 0 for the others |
 //! | [`health_probe_status`](PROBE_STATUS) | gauge | `probe`, `status` | 1 for each probe's (`health`, `liveness`, `readiness`, `startup`) current status (`healthy`, `degraded`, `unhealthy`, `starting`, `draining`), 0 for the others |
 //!
@@ -116,7 +116,7 @@ const PROBE_STATUSES: [ProbeStatus; 5] = [
 
 /// Records a finished run. Called by the refresher without its lock held:
 /// the recorder is the application's code.
-pub(crate) fn ran(check: &Arc<str>, run: &Run) {
+pub(crate) fn ran(check: &Arc<str>, run: &Run, gauged: &[Arc<str>]) {
     let outcome = match run.failure {
         Some(Failure::TimedOut(_)) => "timeout",
         Some(Failure::Panicked) => "panic",
@@ -124,33 +124,64 @@ pub(crate) fn ran(check: &Arc<str>, run: &Run) {
     };
     counter!(CHECK_RUNS, "check" => check.clone(), "outcome" => outcome).increment(1);
     histogram!(CHECK_DURATION, "check" => check.clone()).record(run.duration.as_secs_f64());
-    stamp(check, run);
+    stamp(check, run, gauged);
 }
 
-/// Sets a check's last run time and observations to `run`'s.
-pub(crate) fn stamp(check: &Arc<str>, run: &Run) {
+/// Adds to `gauged`, a check's measurements on the observation gauge, the
+/// ones `run` gives a number for. (Called under the runner's lock, before
+/// [`ran`]: no recorder call.)
+pub(crate) fn track(gauged: &mut Vec<Arc<str>>, run: &Run) {
+    for (measurement, value) in last_values(run) {
+        if value.is_some() && gauged.iter().all(|g| **g != *measurement) {
+            gauged.push(Arc::from(measurement));
+        }
+    }
+}
+
+/// Sets a check's last run time and observations to `run`'s: each of
+/// `gauged` to the number `run` last reported for it, or NaN (unknown) if
+/// it reported none, or something that is not a number, so that a value
+/// from an earlier run does not stand for the current one.
+pub(crate) fn stamp(check: &Arc<str>, run: &Run, gauged: &[Arc<str>]) {
     let finished = run
         .at_wall
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
     gauge!(CHECK_LAST_RUN, "check" => check.clone()).set(finished.as_secs_f64());
-    for observation in &run.observations {
-        if let Some(value) = number(observation.value()) {
-            observed(check, observation.measurement()).set(value);
-        }
+    let values = last_values(run);
+    for measurement in gauged {
+        let value = values
+            .iter()
+            .find(|(m, _)| **m == **measurement)
+            .and_then(|(_, value)| *value);
+        observed(check, measurement).set(value.unwrap_or(f64::NAN));
     }
 }
 
-/// Marks a removed check's last run, and what it observed (`last`), as
-/// unknown (NaN), so an alert on them does not fire for a check that no
-/// longer runs.
-pub(crate) fn removed(check: &Arc<str>, last: Option<&Run>) {
+/// Marks a removed check's last run and observations as unknown (NaN), so
+/// an alert on them does not fire for a check that no longer runs.
+pub(crate) fn removed(check: &Arc<str>, gauged: &[Arc<str>]) {
     gauge!(CHECK_LAST_RUN, "check" => check.clone()).set(f64::NAN);
-    for observation in last.map_or(&[][..], |run| &run.observations[..]) {
-        if number(observation.value()).is_some() {
-            observed(check, observation.measurement()).set(f64::NAN);
+    for measurement in gauged {
+        observed(check, measurement).set(f64::NAN);
+    }
+}
+
+/// Each measurement of `run` with the value it was last given (as the
+/// detailed JSON shows it), as a gauge's: `None` if not a number.
+fn last_values(run: &Run) -> Vec<(&str, Option<f64>)> {
+    let mut values: Vec<(&str, Option<f64>)> = Vec::with_capacity(run.observations.len());
+    for observation in &run.observations {
+        let value = number(observation.value());
+        match values
+            .iter_mut()
+            .find(|(m, _)| *m == observation.measurement())
+        {
+            Some(slot) => slot.1 = value,
+            None => values.push((observation.measurement(), value)),
         }
     }
+    values
 }
 
 fn observed(check: &Arc<str>, measurement: &str) -> ::metrics::Gauge {
@@ -165,7 +196,7 @@ fn observed(check: &Arc<str>, measurement: &str) -> ::metrics::Gauge {
 fn number(value: &serde_json::Value) -> Option<f64> {
     match value {
         serde_json::Value::Bool(b) => Some(f64::from(u8::from(*b))),
-        value => value.as_f64(),
+        value => value.as_f64().filter(|v| v.is_finite()),
     }
 }
 
@@ -460,17 +491,37 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn observations_are_gauges_until_their_check_is_removed() {
+    async fn observations_are_gauges_of_the_last_run() {
         let recorder = PrometheusBuilder::new().build_recorder();
         let scrape = recorder.handle();
         let _local = ::metrics::set_default_local_recorder(&recorder);
+        let up = Arc::new(AtomicBool::new(true));
+        let flag = up.clone();
         let health = HealthChecks::builder()
-            .check("pool", || async {
-                CheckResult::healthy()
-                    .with_observation("connections", 3, None)
-                    .with_observation("saturated", true, None)
-                    .with_observation("mode", "primary", None)
-            })
+            .check_with(
+                "pool",
+                move || {
+                    let up = flag.load(Ordering::SeqCst);
+                    async move {
+                        if up {
+                            CheckResult::healthy()
+                                .with_observation("connections", 3, None)
+                                .with_observation("saturated", true, None)
+                                .with_observation("mode", "primary", None)
+                                .with_observation("lag", 1, None)
+                                .with_observation("lag", 2, None)
+                        } else {
+                            // A failed run: no connections to count, a lag
+                            // that is not a number any more.
+                            CheckResult::unhealthy("down")
+                                .with_observation("saturated", false, None)
+                                .with_observation("lag", 2, None)
+                                .with_observation("lag", f64::NAN, None)
+                        }
+                    }
+                },
+                CheckOptions::new().interval(Duration::from_secs(5)),
+            )
             .build()
             .unwrap();
         settle().await;
@@ -481,9 +532,23 @@ mod tests {
         assert_eq!(observed("connections"), Some(3.0));
         assert_eq!(observed("saturated"), Some(1.0));
         assert_eq!(observed("mode"), None, "not a number");
-        assert!(health.remove_check("pool"));
+        assert_eq!(observed("lag"), Some(2.0), "the last value given");
+
+        // What the last run did not give a number for is unknown, not the
+        // value an earlier run saw.
+        up.store(false, Ordering::SeqCst);
+        advance(Duration::from_secs(5)).await;
         assert!(observed("connections").unwrap().is_nan());
-        assert!(observed("saturated").unwrap().is_nan());
+        assert_eq!(observed("saturated"), Some(0.0));
+        assert!(observed("lag").unwrap().is_nan());
+
+        up.store(true, Ordering::SeqCst);
+        advance(Duration::from_secs(5)).await;
+        assert_eq!(observed("connections"), Some(3.0));
+        assert!(health.remove_check("pool"));
+        for measurement in ["connections", "saturated", "lag"] {
+            assert!(observed(measurement).unwrap().is_nan(), "{measurement}");
+        }
         drop(health);
     }
 
@@ -538,7 +603,9 @@ mod tests {
         let scrape = recorder.inner.handle();
         let _local = ::metrics::set_default_local_recorder(&recorder);
         let health = HealthChecks::builder()
-            .check("db", || async { CheckResult::healthy() })
+            .check("db", || async {
+                CheckResult::healthy().with_observation("rows", 7, None)
+            })
             .check("cache", || async { CheckResult::healthy() })
             .build()
             .unwrap();
@@ -548,6 +615,8 @@ mod tests {
         let text = scrape.render();
         let db = value(&text, CHECK_LAST_RUN, r#"check="db""#).unwrap();
         assert!(db.is_nan(), "removed, its last run is unknown: {db}");
+        let rows = value(&text, CHECK_OBSERVATION, r#"check="db",measurement="rows""#).unwrap();
+        assert!(rows.is_nan(), "and so is what it observed: {rows}");
         let cache = value(&text, CHECK_LAST_RUN, r#"check="cache""#).unwrap();
         assert!(cache > 0.0, "{cache}");
         drop(health);
@@ -647,9 +716,11 @@ mod tests {
         });
         let scrape = recorder.inner.handle();
         let _local = ::metrics::set_default_local_recorder(&*recorder);
-        let healthy = || async { CheckResult::healthy() };
+        // The first `db` observes `rows` too: its removal marks `rows` unknown.
         let health = HealthChecks::builder()
-            .check("db", healthy)
+            .check("db", || async {
+                CheckResult::healthy().with_observation("rows", 5, None)
+            })
             .build()
             .unwrap();
         settle().await;
@@ -663,16 +734,27 @@ mod tests {
         };
         // `db` is removed, and its last run is about to be marked unknown.
         held.recv_timeout(Duration::from_secs(60)).unwrap();
+        let observing = || async { CheckResult::healthy().with_observation("rows", 7, None) };
         health
-            .add_check("db", healthy, CheckOptions::new())
+            .add_check("db", observing, CheckOptions::new())
             .unwrap();
         settle().await;
         let last_run = || value(&scrape.render(), CHECK_LAST_RUN, r#"check="db""#).unwrap();
+        let rows = || {
+            value(
+                &scrape.render(),
+                CHECK_OBSERVATION,
+                r#"check="db",measurement="rows""#,
+            )
+            .unwrap()
+        };
         let first = last_run();
         assert!(first > 0.0, "{first}");
+        assert_eq!(rows(), 7.0);
         go.send(()).unwrap();
         remover.join().unwrap();
         assert_eq!(last_run(), first, "the check added again has run");
+        assert_eq!(rows(), 7.0, "and observed");
         drop(health);
     }
 

@@ -95,6 +95,10 @@ struct Entry {
     options: CheckOptions,
     /// The run in flight, if any: `remove_check` aborts it.
     running: Option<Running>,
+    /// The measurements this check's runs have set on the observation
+    /// gauge: a run that does not report one sets it to NaN.
+    #[cfg(feature = "metrics")]
+    gauged: Vec<Arc<str>>,
     next_due: Instant,
     view: CheckView,
 }
@@ -143,6 +147,9 @@ pub(crate) fn start(builder: HealthChecksBuilder) -> Result<Owner, Error> {
     };
     for registration in builder.checks {
         state.insert(registration, now)?;
+    }
+    for entry in &state.checks {
+        warn_if_shadowed(&entry.name);
     }
     let placeholder = Snapshot {
         components: Vec::new(),
@@ -203,7 +210,6 @@ impl State {
         if self.name_taken(&registration.name) {
             return Err(Error::DuplicateName(registration.name));
         }
-        warn_if_shadowed(&registration.name);
         self.next_id += 1;
         let max_age = registration.options.max_age_after(true);
         // The default always covers the wait for the next run; a max_age
@@ -226,6 +232,8 @@ impl State {
             check: registration.check,
             options: registration.options,
             running: None,
+            #[cfg(feature = "metrics")]
+            gauged: Vec::new(),
             next_due: now,
             view: CheckView {
                 effective: Effective::Pending,
@@ -338,10 +346,14 @@ impl Shared {
             drop(state);
             return Err(Error::DuplicateName(registration.name));
         }
+        let name = registration.name.clone();
         let inserted = state.insert(registration, Instant::now());
         self.publish(&mut state);
         drop(state);
         self.wake.notify_one();
+        if inserted.is_ok() {
+            warn_if_shadowed(&name);
+        }
         inserted
     }
 
@@ -350,7 +362,8 @@ impl Shared {
         let Some(index) = state.checks.iter().position(|e| &*e.name == name) else {
             return false;
         };
-        let removed = state.checks.remove(index);
+        #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
+        let mut removed = state.checks.remove(index);
         self.publish(&mut state);
         drop(state);
         // A removed check's run in flight would otherwise go on until its
@@ -359,7 +372,7 @@ impl Shared {
             run.task.abort();
         }
         #[cfg(feature = "metrics")]
-        let last = removed.view.last.clone();
+        let gauged = std::mem::take(&mut removed.gauged);
         // Dropped outside the lock: the check's drop may run user code.
         drop(removed);
         // The recorder is the application's code: called without the lock,
@@ -367,18 +380,30 @@ impl Shared {
         #[cfg(feature = "metrics")]
         {
             let marked = catch_unwind(AssertUnwindSafe(|| {
-                crate::metrics::removed(&Arc::from(name), last.as_deref());
+                crate::metrics::removed(&Arc::from(name), &gauged);
                 // A check added again under the name since the unlock may
                 // have had its run recorded before the line above: its own
-                // last run time again (it stays unknown until it has one).
-                let again = self
-                    .lock()
-                    .checks
-                    .iter()
-                    .find(|e| &*e.name == name)
-                    .and_then(|e| Some((e.name.clone(), e.view.last.clone()?)));
-                if let Some((name, run)) = again {
-                    crate::metrics::stamp(&name, &run);
+                // last run again (it stays unknown until it has one). If a
+                // newer run of it was recorded while this one was stamped,
+                // that one again.
+                let mut stamped: Option<Arc<Run>> = None;
+                for _ in 0..3 {
+                    let again = self
+                        .lock()
+                        .checks
+                        .iter()
+                        .find(|e| &*e.name == name)
+                        .and_then(|e| {
+                            Some((e.name.clone(), e.view.last.clone()?, e.gauged.clone()))
+                        });
+                    let Some((name, run, gauged)) = again else {
+                        break;
+                    };
+                    if stamped.as_ref().is_some_and(|done| Arc::ptr_eq(done, &run)) {
+                        break;
+                    }
+                    crate::metrics::stamp(&name, &run, &gauged);
+                    stamped = Some(run);
                 }
             }));
             if let Err(payload) = marked {
@@ -438,7 +463,6 @@ impl Shared {
         if state.name_taken(&name) {
             return Err(Error::DuplicateName(name));
         }
-        warn_if_shadowed(&name);
         let slot = Arc::new(HeartbeatSlot::new(
             Arc::from(name),
             deadline.clamp(SHORTEST, LONGEST),
@@ -448,6 +472,7 @@ impl Shared {
         this.publish(&mut state);
         drop(state);
         this.wake.notify_one();
+        warn_if_shadowed(&slot.name);
         Ok(Heartbeat::new(slot))
     }
 
@@ -616,7 +641,10 @@ impl Shared {
         entry.next_due = now + entry.options.interval_after(settled);
         log_run(entry, before, &run);
         #[cfg(feature = "metrics")]
-        let name = entry.name.clone();
+        let (name, gauged) = {
+            crate::metrics::track(&mut entry.gauged, &run);
+            (entry.name.clone(), entry.gauged.clone())
+        };
         self.publish(&mut state);
         // The recorder is the application's code: called without the lock,
         // and a panic in it must not end the refresher.
@@ -624,7 +652,7 @@ impl Shared {
         {
             drop(state);
             let recorded = catch_unwind(AssertUnwindSafe(|| {
-                crate::metrics::ran(&name, &run);
+                crate::metrics::ran(&name, &run, &gauged);
                 // A `remove_check` between the unlock above and `ran` marked
                 // the check's last run unknown before `ran` stamped it, and
                 // an alert on its age would fire for a check that no longer
@@ -632,7 +660,7 @@ impl Shared {
                 // under the name shows unknown until its own first run.
                 let registered = self.lock().checks.iter().any(|e| e.id == finished.id);
                 if !registered {
-                    crate::metrics::removed(&name, Some(&run));
+                    crate::metrics::removed(&name, &gauged);
                 }
             }));
             if let Err(payload) = recorded {
@@ -1244,7 +1272,7 @@ mod tests {
     /// stopping with the process, not a failure worth a warning.
     #[tokio::test(start_paused = true)]
     async fn a_heartbeat_dropped_while_draining_is_not_a_warning() {
-        let (guard, logged) = crate::test_util::capture(tracing::Level::WARN);
+        let (guard, logged) = crate::test_util::capture(tracing::Level::DEBUG);
         let health = HealthChecks::builder().build().unwrap();
         let early = health.heartbeat("early", secs(10)).unwrap();
         let late = health.heartbeat("late", secs(10)).unwrap();
@@ -1259,7 +1287,14 @@ mod tests {
             text.contains(r#"heartbeat handle dropped without retire (its task ended or panicked) heartbeat="early""#),
             "{text}"
         );
-        assert!(!text.contains(r#""late""#), "{text}");
+        let late = r#"without retire while draining heartbeat="late""#;
+        assert!(
+            text.contains(&format!(
+                "DEBUG tower_health::heartbeat: heartbeat handle dropped {late}"
+            )),
+            "{text}"
+        );
+        assert!(!text.contains(r#"WARN tower_health::heartbeat: heartbeat handle dropped without retire (its task ended or panicked) heartbeat="late""#), "{text}");
         drop(health);
     }
 
@@ -1698,11 +1733,21 @@ mod tests {
                 .build()
                 .unwrap()
         });
-        assert!(
-            logged.contains(r#""liveness" is also the gRPC health service's"#),
-            "{logged}"
-        );
+        let once = |logged: &str, what: &str| {
+            assert_eq!(logged.matches(what).count(), 1, "{what}: {logged}");
+        };
+        once(&logged, r#""liveness" is also the gRPC health service's"#);
         assert!(!logged.contains("db"), "{logged}");
+        // A registration refused is not warned about.
+        let (refused, logged) = crate::test_util::warnings(|| {
+            health.add_check(
+                "liveness",
+                || async { CheckResult::healthy() },
+                CheckOptions::new(),
+            )
+        });
+        assert!(refused.is_err());
+        assert!(logged.is_empty(), "{logged}");
         let (added, logged) = crate::test_util::warnings(|| {
             health.add_check(
                 "shutdown",
@@ -1711,10 +1756,10 @@ mod tests {
             )
         });
         added.unwrap();
-        assert!(logged.contains("a line of the `?verbose` text"), "{logged}");
+        once(&logged, "a line of the `?verbose` text");
         let (worker, logged) =
             crate::test_util::warnings(|| health.heartbeat("startup", secs(10)).unwrap());
-        assert!(logged.contains(r#""startup" is also the gRPC"#), "{logged}");
+        once(&logged, r#""startup" is also the gRPC"#);
         worker.retire();
     }
 
