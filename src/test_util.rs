@@ -146,10 +146,45 @@ impl std::io::Write for Logged {
     }
 }
 
+/// A dispatcher registered for the whole test run that is interested in
+/// every callsite "sometimes" and records nothing.
+///
+/// `tracing` caches each callsite's interest for the whole process. While a
+/// single dispatcher is registered, a callsite first reached on a thread
+/// without a subscriber (another test's) is cached as "never", and a
+/// capturing test on its own thread then misses the event. With this one
+/// registered too, interest is the union over all of them: "sometimes",
+/// judged per event on the emitting thread.
+static ANCHOR: std::sync::LazyLock<tracing::Dispatch> =
+    std::sync::LazyLock::new(|| tracing::Dispatch::new(Anchor));
+
+struct Anchor;
+
+impl tracing::Subscriber for Anchor {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        false
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
 /// Logs what this thread logs at `level` and above (everything a
 /// current-thread runtime's tasks log, too), as `tracing-subscriber`'s
 /// plain format would, until the guard is dropped.
 pub(crate) fn capture(level: tracing::Level) -> (tracing::subscriber::DefaultGuard, Logged) {
+    std::sync::LazyLock::force(&ANCHOR);
     let logged = Logged::default();
     let writer = logged.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -158,5 +193,8 @@ pub(crate) fn capture(level: tracing::Level) -> (tracing::subscriber::DefaultGua
         .without_time()
         .with_writer(move || writer.clone())
         .finish();
-    (tracing::subscriber::set_default(subscriber), logged)
+    let guard = tracing::subscriber::set_default(subscriber);
+    // Callsites cached as "never" before these two were registered.
+    tracing::callsite::rebuild_interest_cache();
+    (guard, logged)
 }
