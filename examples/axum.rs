@@ -141,13 +141,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/demo/recover", post(recover))
         .with_state(demo_failing)
         .route("/metrics", get(move || std::future::ready(scrape.render())));
-    // Wrap the whole router (feature `axum`): probes are answered before any
-    // routing. `router.layer(health.layer())` works too. Error texts and
-    // observations only for requests with the token.
-    let app = health
+    // Error texts and observations only for requests with the token.
+    let layer = health
         .layer()
-        .reveal_details_if(BearerToken::new(token.as_str()))
-        .wrap_axum(router);
+        .reveal_details_if(BearerToken::new(token.as_str()));
+    // Wrap the whole router (feature `axum`): probes are answered before any
+    // routing. `router.layer(layer)` works too.
+    let app = layer.clone().wrap_axum(router);
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -183,7 +183,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "probes alone on http://{}/readyz (any other path: 404)",
             admin.local_addr()?
         );
-        let probes = Router::new().fallback_service(health.layer().into_service());
+        let probes = Router::new().fallback_service(layer.into_service());
         tokio::spawn(async move {
             if let Err(error) = axum::serve(admin, probes).await {
                 eprintln!("the probes' port stopped serving: {error}");

@@ -125,7 +125,7 @@ pub(crate) struct Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Route {
     Probe(Probe),
-    /// `{health path}/{name}`; the name starts at this byte offset.
+    /// `{component prefix}{name}`; the name starts at this byte offset.
     Component(usize),
 }
 
@@ -217,7 +217,7 @@ impl Config {
     }
 
     /// Matches a request path: exact probe paths and aliases, then
-    /// `{health path}/{name}`.
+    /// `{component prefix}{name}`.
     #[inline]
     pub(crate) fn route(&self, path: &str) -> Option<Route> {
         if self.exact_lengths & Self::length_bit(path) != 0

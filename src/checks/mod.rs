@@ -1,4 +1,5 @@
-//! Built-in checks for real dependencies, each behind its own cargo feature.
+//! Built-in checks for real dependencies, each behind its own cargo feature
+//! ([`BlockingCheck`], for your own blocking call, needs none).
 //!
 //! None of these features is on by default. Enable the ones you need:
 //!
