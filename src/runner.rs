@@ -1853,11 +1853,7 @@ mod tests {
             )
             .build()
             .unwrap();
-        let mut app = crate::test_util::app_with(
-            health
-                .layer()
-                .reveal_details_if(|_: &http::request::Parts| true),
-        );
+        let mut app = crate::test_util::revealing(&health);
         advance(secs(1)).await;
         // Changed after the run started: the report reads it at the cut.
         at_cut.store(7, Ordering::SeqCst);

@@ -786,7 +786,7 @@ mod http_tests {
         assert_eq!(cache["status"], "degraded");
         assert!(cache.get("observed").is_none(), "{cache}");
         // Observations are for requests allowed details.
-        let mut private = app_with(health.layer().reveal_details_if(|_: &_| true));
+        let mut private = crate::test_util::revealing(&health);
         let body = get(&mut private, "/health?detailed=true").await.json();
         let cache = &body["components"]["cache"];
         assert_eq!(cache["observed"]["hit_ratio"]["value"], 0.5, "{cache}");
@@ -910,7 +910,7 @@ mod http_tests {
         assert!(db["observedValue"].is_number() && db["time"].is_string());
         assert!(body["checks"].get("cache:hit_ratio").is_none(), "{body}");
         // A check's observations are for requests allowed details.
-        let mut private = app_with(health.layer().reveal_details_if(|_: &_| true));
+        let mut private = crate::test_util::revealing(&health);
         let body = send(&mut private, health_json("/readyz")).await.json();
         assert_eq!(body["checks"]["cache:hit_ratio"][0]["observedValue"], 0.5);
         assert_eq!(body["checks"]["cache:hit_ratio"][0]["status"], "warn");
@@ -962,7 +962,7 @@ mod http_tests {
             })
             .build()
             .unwrap();
-        let mut app = app_with(health.layer().reveal_details_if(|_: &_| true));
+        let mut app = crate::test_util::revealing(&health);
         settle().await;
         let body = send(&mut app, health_json("/readyz")).await.json();
         let times = body["checks"]["db:responseTime"].as_array().unwrap();

@@ -27,6 +27,15 @@ pub(crate) fn app_with(layer: HealthLayer) -> Health<Inner> {
     tower_layer::Layer::layer(&layer, inner())
 }
 
+/// [`app`] showing every request the details (error texts, observations).
+pub(crate) fn revealing(handle: &HealthHandle) -> Health<Inner> {
+    app_with(
+        handle
+            .layer()
+            .reveal_details_if(|_: &http::request::Parts| true),
+    )
+}
+
 pub(crate) struct Reply {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,

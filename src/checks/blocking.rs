@@ -456,11 +456,7 @@ mod tests {
             )
             .build()
             .unwrap();
-        let mut app = crate::test_util::app_with(
-            health
-                .layer()
-                .reveal_details_if(|_: &http::request::Parts| true),
-        );
+        let mut app = crate::test_util::revealing(&health);
         let failed = |body: &serde_json::Value| body["status"] == "unhealthy";
         let body = answer_when(&mut app, "/health/legacy", failed).await;
         assert_eq!(body["reason"], "panicked", "{body}");
