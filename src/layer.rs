@@ -114,6 +114,9 @@ pub(crate) struct Config {
     /// `Cache-Control: no-store` and, last, the processing-time header
     /// (value filled in per answer).
     answer_headers: [HeaderMap; 3],
+    /// The headers of an error answer: JSON's, and `nosniff` (last), since
+    /// its message may repeat part of the request.
+    error_headers: HeaderMap,
     process_time_index: Option<usize>,
     pub(crate) process_time_header: Option<HeaderName>,
     /// The status code per probe ([`Probe::index`]) and status.
@@ -142,6 +145,7 @@ impl Config {
             exact_lengths: 0,
             component_prefix: None,
             answer_headers: Default::default(),
+            error_headers: HeaderMap::new(),
             process_time_index: None,
             process_time_header: Some(PROCESS_TIME_HEADER),
             codes: [[
@@ -166,6 +170,11 @@ impl Config {
     /// The prepared headers of an answer in `format`.
     pub(crate) fn answer_headers(&self, format: Format) -> &HeaderMap {
         &self.answer_headers[format as usize]
+    }
+
+    /// The prepared headers of an error answer (400, 404, 405).
+    pub(crate) fn error_headers(&self) -> &HeaderMap {
+        &self.error_headers
     }
 
     /// Where the processing-time header is in
@@ -196,6 +205,8 @@ impl Config {
             }
             self.answer_headers[format as usize] = headers;
         }
+        self.error_headers = self.answer_headers[Format::Json as usize].clone();
+        self.error_headers.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
         // The same in every format. (A header name that is also one of the
         // two above takes that entry's place, as `insert` would.)
         self.process_time_index = self.process_time_header.as_ref().and_then(|name| {

@@ -8,7 +8,7 @@ use std::{
 use bytes::Bytes;
 use http::{
     HeaderMap, HeaderValue, Method, Request, Response, StatusCode,
-    header::{ACCEPT, ALLOW, CONTENT_LENGTH, X_CONTENT_TYPE_OPTIONS},
+    header::{ACCEPT, ALLOW, CONTENT_LENGTH},
 };
 use http_body_util::Full;
 use tower_service::Service;
@@ -302,14 +302,14 @@ const GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
 
 /// Builds an answer, with its processing-time header if `start` is set.
 ///
-/// The headers are the layer's prepared set for `format` (content type,
+/// `prepared` is one of the layer's prepared header sets (content type,
 /// `Cache-Control` and the processing-time header if the layer adds one):
 /// cloning that small map costs less than hashing three names into a new
 /// one.
 fn respond(
     config: &Config,
     code: StatusCode,
-    format: Format,
+    prepared: &HeaderMap,
     body: Bytes,
     head: bool,
     start: Option<Stamp>,
@@ -318,7 +318,7 @@ fn respond(
     let mut response = Response::new(Full::new(if head { Bytes::new() } else { body }));
     *response.status_mut() = code;
     let headers = response.headers_mut();
-    let empty = std::mem::replace(headers, config.answer_headers(format).clone());
+    let empty = std::mem::replace(headers, prepared.clone());
     // `Response::new` made an empty map with no capacity, which owns no
     // allocation (`HeaderMap::new` never allocates): forgetting it leaks
     // nothing and skips its drop glue.
@@ -345,19 +345,14 @@ fn error(
     head: bool,
     start: Option<Stamp>,
 ) -> Response<Full<Bytes>> {
-    let mut response = respond(
+    respond(
         config,
         code,
-        Format::Json,
+        config.error_headers(),
         json::error(message),
         head,
         start,
-    );
-    // The message may repeat part of the request (a value, a name).
-    response
-        .headers_mut()
-        .insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
-    response
+    )
 }
 
 /// Answers a health path from the published snapshot. Never runs a check,
@@ -425,7 +420,7 @@ fn answer<B>(
             return respond(
                 config,
                 config.code(probe, *status),
-                format,
+                config.answer_headers(format),
                 body.clone(),
                 head,
                 start,
@@ -485,7 +480,7 @@ fn answer<B>(
             },
             answer.status,
         ),
-        format,
+        config.answer_headers(format),
         answer.body,
         head,
         start,

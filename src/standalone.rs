@@ -8,14 +8,11 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{
-    HeaderMap, HeaderValue, Method, Request, Response, StatusCode,
-    header::{CONTENT_LENGTH, X_CONTENT_TYPE_OPTIONS},
-};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header::CONTENT_LENGTH};
 use http_body_util::Full;
 use tower_service::Service;
 
-use crate::{Health, HealthLayer, render::json, service::NOSNIFF, snapshot::Format};
+use crate::{Health, HealthLayer, render::json};
 
 /// The service behind [`HealthLayer::into_service`]: answers every request
 /// that is not for a health path `404 Not Found`, whatever its method, with
@@ -118,12 +115,10 @@ impl HealthLayer {
         };
         let body = json::error(&message);
         let config = &self.inner.config;
-        let mut headers = config.answer_headers(Format::Json).clone();
+        let mut headers = config.error_headers().clone();
         if let Some(name) = &config.process_time_header {
             headers.remove(name);
         }
-        // As every error answer: not to be sniffed as anything else.
-        headers.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
         let mut head_headers = headers.clone();
         head_headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         let not_found = NotFound {
