@@ -12,7 +12,11 @@ use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::{body::ResponseBody, clock::Stamp, service::InFlightGuard};
+use crate::{
+    body::ResponseBody,
+    clock::Stamp,
+    service::{InFlightGuard, close_connection},
+};
 
 pin_project! {
     /// The future of [`Health`](crate::Health): a health answer ready at
@@ -33,6 +37,8 @@ pin_project! {
         start: Option<Stamp>,
         header: Option<HeaderName>,
         guard: Option<InFlightGuard>,
+        // Ask the client to close the connection (see `close_connection`).
+        close: bool,
         body: PhantomData<fn() -> B>,
     }
 }
@@ -65,6 +71,7 @@ where
             start: None,
             header: None,
             guard: None,
+            close: false,
             body: PhantomData,
         }
     }
@@ -76,12 +83,14 @@ where
         start: Option<Stamp>,
         header: Option<HeaderName>,
         guard: Option<InFlightGuard>,
+        close: bool,
     ) -> Self {
         Self {
             state: State::Called { future },
             start,
             header,
             guard,
+            close,
             body: PhantomData,
         }
     }
@@ -94,6 +103,7 @@ where
         start: Option<Stamp>,
         header: Option<HeaderName>,
         guard: Option<InFlightGuard>,
+        close: bool,
     ) -> Self {
         Self {
             state: State::Waiting {
@@ -102,6 +112,7 @@ where
             start,
             header,
             guard,
+            close,
             body: PhantomData,
         }
     }
@@ -154,6 +165,9 @@ where
             response
                 .headers_mut()
                 .insert(name, process_time(start.elapsed()));
+        }
+        if *this.close {
+            close_connection(&mut response);
         }
         Poll::Ready(Ok(response))
     }

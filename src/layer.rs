@@ -122,6 +122,9 @@ pub(crate) struct Config {
     /// The status code per probe ([`Probe::index`]) and status.
     codes: [[StatusCode; 6]; 4],
     pub(crate) reveal: Option<Arc<dyn RevealDetails>>,
+    /// Whether HTTP/1 responses carry `Connection: close` while readiness
+    /// reports draining.
+    pub(crate) close_while_draining: bool,
 }
 
 /// What a request path is.
@@ -157,6 +160,7 @@ impl Config {
                 StatusCode::SERVICE_UNAVAILABLE,
             ]; 4],
             reveal: None,
+            close_while_draining: true,
         };
         config.reindex();
         config
@@ -494,6 +498,44 @@ impl HealthLayer {
         self.configure(|config| config.process_time_header = None)
     }
 
+    /// Leaves HTTP/1 connections open while readiness reports draining.
+    ///
+    /// By default, from the moment readiness reports draining (a shutdown
+    /// signal reached [`graceful_shutdown`], or the instance was taken
+    /// [out of rotation]) every HTTP/1 response through the layer carries
+    /// `Connection: close`, and the server closes the connection after it.
+    /// Readiness only keeps *new* connections away: kube-proxy and L4 load
+    /// balancers leave established ones where they are, so clients that
+    /// keep connections alive would go on sending to this instance until
+    /// the server stops, and a request sent as it closes an idle
+    /// connection is lost. Closed at the end of a response instead, each
+    /// client reconnects, and its new connection goes to an instance that
+    /// is still ready.
+    ///
+    /// Left alone: HTTP/2 and later (the server's `GOAWAY` at shutdown is
+    /// their way), `CONNECT` requests, `101 Switching Protocols` and
+    /// responses that set `Connection` themselves. Every request is still
+    /// served: only the connection's reuse ends.
+    ///
+    /// [`graceful_shutdown`]: crate::HealthHandle::graceful_shutdown
+    /// [out of rotation]: crate::HealthHandle::take_out_of_rotation
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_health::Error> {
+    /// let health = tower_health::HealthChecks::builder().build()?;
+    /// // Behind a sidecar proxy (Envoy, Linkerd) that drains its clients'
+    /// // connections itself: the application's own connections go only to
+    /// // the sidecar, and closing them would just make it reconnect.
+    /// let layer = health.layer().keep_alive_while_draining();
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn keep_alive_while_draining(self) -> Self {
+        self.configure(|config| config.close_while_draining = false)
+    }
+
     /// The HTTP status code for a probe status. Defaults: healthy and
     /// degraded 200, everything else 503.
     ///
@@ -571,6 +613,10 @@ impl fmt::Debug for HealthLayer {
                 &self.inner.config.process_time_header,
             )
             .field("reveal_details", &self.inner.config.reveal.is_some())
+            .field(
+                "close_while_draining",
+                &self.inner.config.close_while_draining,
+            )
             .finish()
     }
 }

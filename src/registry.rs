@@ -634,7 +634,10 @@ impl HealthHandle {
     /// rotation"}` at once, while liveness, startup and every other route
     /// answer as before. For maintenance or debugging without a restart:
     /// load balancers stop sending new traffic, the process keeps running.
-    /// (Envoy's `/healthcheck/fail` does the same.)
+    /// (Envoy's `/healthcheck/fail` does the same.) As while draining,
+    /// HTTP/1 responses ask their clients to close the connection, so that
+    /// kept-alive connections move too (see
+    /// [`HealthLayer::keep_alive_while_draining`](crate::HealthLayer::keep_alive_while_draining)).
     ///
     /// A [`drain`](Self::drain) (shutdown) takes precedence and is not
     /// undone by returning to rotation; a lost refresher shows as such.
@@ -683,6 +686,9 @@ impl HealthHandle {
     /// (readiness 503 at once, everything else still served), waits the
     /// drain delay so load balancers stop sending traffic, then resolves
     /// so the server stops accepting and finishes in-flight requests.
+    /// While it drains, HTTP/1 responses through the layer ask their
+    /// clients to close the connection (see
+    /// [`HealthLayer::keep_alive_while_draining`](crate::HealthLayer::keep_alive_while_draining)).
     ///
     /// `signal` is any future: [`shutdown_signal`](crate::shutdown_signal)
     /// (feature `signal`) waits for SIGTERM, which Kubernetes and Docker

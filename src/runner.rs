@@ -56,6 +56,10 @@ pub(crate) struct Shared {
     /// Tests: the next `record` panics, as a bug in the refresher would.
     #[cfg(test)]
     pub(crate) panic_in_record: AtomicBool,
+    /// Readiness reports draining (shutting down, or out of rotation):
+    /// HTTP/1 responses ask their clients to close the connection. Kept
+    /// beside the snapshot so that the pass-through path reads one flag.
+    pub(crate) closing: AtomicBool,
     pub(crate) in_flight: AtomicUsize,
     pub(crate) in_flight_limit: Option<usize>,
     pub(crate) in_flight_filter: Option<InFlightFilter>,
@@ -173,6 +177,7 @@ pub(crate) fn start(builder: HealthChecksBuilder) -> Result<Owner, Error> {
         lost: AtomicBool::new(false),
         #[cfg(test)]
         panic_in_record: AtomicBool::new(false),
+        closing: AtomicBool::new(false),
         in_flight: AtomicUsize::new(0),
         in_flight_limit: builder.max_in_flight,
         in_flight_filter: builder.in_flight_filter,
@@ -527,6 +532,10 @@ impl Shared {
             tracing::info!("health: startup complete");
         }
         snapshot.render_cache(now);
+        self.closing.store(
+            snapshot.draining || snapshot.out_of_rotation,
+            Ordering::Relaxed,
+        );
         let overview = snapshot.overview(now);
         self.snapshot.store(Arc::new(snapshot));
         self.overview.send_if_modified(|current| {

@@ -7,8 +7,8 @@ use std::{
 
 use bytes::Bytes;
 use http::{
-    HeaderMap, HeaderValue, Method, Request, Response, StatusCode,
-    header::{ACCEPT, ALLOW, CONTENT_LENGTH},
+    HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version,
+    header::{ACCEPT, ALLOW, CONNECTION, CONTENT_LENGTH},
 };
 use http_body_util::Full;
 use tower_service::Service;
@@ -137,13 +137,21 @@ impl<S> Health<S> {
     {
         let config = &self.layer.inner.config;
         let start = config.process_time_header.is_some().then(Stamp::now);
+        let shared = &self.layer.inner.owner.shared;
+        let close = shared.closing.load(Ordering::Relaxed)
+            && config.close_while_draining
+            && request.version() < Version::HTTP_2
+            && request.method() != Method::CONNECT;
         if let Some(route) = config.route(request.uri().path()) {
             // `answer` adds the processing-time header itself.
-            return ResponseFuture::answered(answer(&self.layer, route, request, start));
+            let mut response = answer(&self.layer, route, request, start);
+            if close {
+                close_connection(&mut response);
+            }
+            return ResponseFuture::answered(response);
         }
         // Only a passed-through response needs the name to insert it.
         let header = config.process_time_header.clone();
-        let shared = &self.layer.inner.owner.shared;
         let (guard, request) = if shared.in_flight_limit.is_none() {
             (None, request)
         } else {
@@ -151,11 +159,23 @@ impl<S> Health<S> {
         };
         if std::mem::take(&mut self.inner_ready) {
             let future = self.inner.call(request);
-            return ResponseFuture::called(future, start, header, guard);
+            return ResponseFuture::called(future, start, header, guard, close);
         }
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::waiting(inner, request, start, header, guard)
+        ResponseFuture::waiting(inner, request, start, header, guard, close)
+    }
+}
+
+/// Asks the client to close the connection after `response`, unless the
+/// response switches protocols or says what to do with the connection
+/// itself.
+#[inline]
+pub(crate) fn close_connection<B>(response: &mut Response<B>) {
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS
+        && !response.headers().contains_key(CONNECTION)
+    {
+        response.headers_mut().insert(CONNECTION, CLOSE);
     }
 }
 
@@ -299,6 +319,8 @@ pub(crate) const TEXT: HeaderValue = HeaderValue::from_static("text/plain; chars
 pub(crate) const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 pub(crate) const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 const GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
+
+const CLOSE: HeaderValue = HeaderValue::from_static("close");
 
 /// Builds an answer, with its processing-time header if `start` is set.
 ///
@@ -1659,5 +1681,105 @@ mod http_tests {
             waited.into_body().collect().await.unwrap().to_bytes(),
             "inner"
         );
+    }
+
+    /// While readiness reports draining, HTTP/1 responses (passed through
+    /// and health answers alike) ask the client to close the connection;
+    /// HTTP/2, `CONNECT`, upgrades and a response's own `Connection` are
+    /// left alone, and so is everything when the layer keeps connections.
+    #[tokio::test(start_paused = true)]
+    async fn draining_asks_http1_clients_to_close_their_connections() {
+        use http::{HeaderValue, Version, header::CONNECTION};
+
+        let health = HealthChecks::builder().build().unwrap();
+        let inner = crate::test_util::Inner::new(tower::service_fn(
+            |request: Request<Full<Bytes>>| async move {
+                let mut response = Response::new(Full::new(Bytes::from_static(b"inner")));
+                let own = match request.uri().path() {
+                    "/upgrade" => {
+                        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                        None
+                    }
+                    "/own" => Some("keep-alive"),
+                    _ => None,
+                };
+                if let Some(own) = own {
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static(own));
+                }
+                Ok::<_, Infallible>(response)
+            },
+        ));
+        let mut app = tower::Layer::layer(&health.layer(), inner.clone());
+        let mut keeping = tower::Layer::layer(&health.layer().keep_alive_while_draining(), inner);
+        settle().await;
+        let request = |method: Method, path: &str, version: Version| {
+            Request::builder()
+                .method(method)
+                .uri(path)
+                .version(version)
+                .body(Full::default())
+                .unwrap()
+        };
+        let connection = |reply: &crate::test_util::Reply| {
+            reply
+                .headers
+                .get(CONNECTION)
+                .map(|value| value.to_str().unwrap().to_owned())
+        };
+        let ordinary = [
+            (Method::GET, "/api", Version::HTTP_11),
+            (Method::GET, "/readyz", Version::HTTP_11),
+            (Method::POST, "/api", Version::HTTP_10),
+            (Method::HEAD, "/health", Version::HTTP_10),
+        ];
+
+        for (method, path, version) in ordinary.clone() {
+            let reply = send(&mut app, request(method, path, version)).await;
+            assert_eq!(connection(&reply), None, "{path} before draining");
+        }
+
+        for out in [true, false] {
+            if out {
+                health.take_out_of_rotation();
+            } else {
+                health.return_to_rotation();
+                health.drain();
+            }
+            for (method, path, version) in ordinary.clone() {
+                let reply = send(&mut app, request(method, path, version)).await;
+                assert_eq!(
+                    connection(&reply).as_deref(),
+                    Some("close"),
+                    "{path} {version:?} (out of rotation: {out})"
+                );
+                let kept = send(&mut keeping, request(Method::GET, path, version)).await;
+                assert_eq!(connection(&kept), None, "{path}, keeping connections");
+            }
+            let reply = send(&mut app, request(Method::GET, "/readyz", Version::HTTP_11)).await;
+            assert_eq!(reply.status, 503);
+            let left_alone = [
+                (Method::GET, "/api", Version::HTTP_2, None),
+                (Method::GET, "/readyz", Version::HTTP_2, None),
+                (Method::CONNECT, "/api", Version::HTTP_11, None),
+                (Method::GET, "/upgrade", Version::HTTP_11, None),
+                (Method::GET, "/own", Version::HTTP_11, Some("keep-alive")),
+            ];
+            for (method, path, version, expected) in left_alone {
+                let reply = send(&mut app, request(method.clone(), path, version)).await;
+                assert_eq!(
+                    connection(&reply).as_deref(),
+                    expected,
+                    "{method} {path} {version:?}"
+                );
+            }
+        }
+
+        // Back in rotation and not draining is covered above (before);
+        // returning to rotation while draining keeps closing.
+        health.return_to_rotation();
+        let reply = send(&mut app, request(Method::GET, "/api", Version::HTTP_11)).await;
+        assert_eq!(connection(&reply).as_deref(), Some("close"));
     }
 }

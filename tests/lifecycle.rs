@@ -334,6 +334,77 @@ async fn graceful_drain_keeps_serving_then_stops() {
         .unwrap();
 }
 
+/// Writes `GET path` on a kept-alive HTTP/1.1 connection and reads the
+/// response's head and body (the response must have a `content-length`).
+async fn exchange(stream: &mut tokio::net::TcpStream, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let read = async {
+        loop {
+            let text = String::from_utf8_lossy(&response).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length: "))
+                    .expect("a content-length")
+                    .parse::<usize>()
+                    .unwrap();
+                if body.len() >= length {
+                    return text;
+                }
+            }
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert_ne!(n, 0, "connection closed mid-response: {text}");
+            response.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(HANG_GUARD, read)
+        .await
+        .unwrap_or_else(|_| panic!("{path} hung"))
+}
+
+/// Readiness only turns new connections away: a client keeping its
+/// connection alive is told to close it with its next response once
+/// draining starts, and the server does.
+#[tokio::test]
+async fn draining_closes_kept_alive_connections_after_their_next_response() {
+    use tokio::io::AsyncReadExt;
+    let health = HealthChecks::builder()
+        .drain_delay(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let router = Router::new().route("/", get(|| async { "app" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = health.graceful_shutdown(async { rx.await.unwrap_or(()) });
+    tokio::spawn(async move {
+        axum::serve(listener, health.layer().wrap_axum(router))
+            .with_graceful_shutdown(shutdown)
+            .await
+    });
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    wait_for(addr, "/readyz", 200).await;
+    let before = exchange(&mut stream, "/").await;
+    assert!(before.ends_with("\r\n\r\napp"), "{before}");
+    assert!(!before.contains("connection:"), "{before}");
+
+    tx.send(()).unwrap();
+    wait_for(addr, "/readyz", 503).await;
+    // The same connection: still served, and told to close.
+    let after = exchange(&mut stream, "/").await;
+    assert!(after.ends_with("\r\n\r\napp"), "{after}");
+    assert!(after.contains("\r\nconnection: close\r\n"), "{after}");
+    let mut rest = [0u8; 64];
+    let closed = tokio::time::timeout(HANG_GUARD, stream.read(&mut rest))
+        .await
+        .expect("the server kept the connection open");
+    assert_eq!(closed.unwrap(), 0, "the server sent more after closing");
+}
+
 /// A plain `cargo test` builds the examples next to the test binaries;
 /// `cargo test --test lifecycle` does not, so build it then.
 fn example_binary(name: &str) -> std::path::PathBuf {
