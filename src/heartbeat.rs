@@ -8,7 +8,10 @@
 //! failure at once (reason "heartbeat handle dropped"): a task that panics
 //! or returns by mistake drops its handle, and that is exactly what a
 //! liveness probe should catch. A component that stops on purpose calls
-//! `retire`, which removes it.
+//! `retire`, which removes it. While the instance drains (a shutdown
+//! signal reached `graceful_shutdown`, or `drain` was called), a dropped
+//! handle is a component stopping with the process: it is removed as if
+//! retired, and liveness stays as it was.
 //!
 //! Beat from the component's own loop, where its work happens: a task of
 //! its own that only beats on a timer proves that the timer runs, not that
@@ -284,7 +287,7 @@ impl Drop for Heartbeat {
         }
         self.slot.dropped.store(true, Ordering::SeqCst);
         if let Some(shared) = self.slot.shared.upgrade() {
-            shared.republish();
+            shared.heartbeat_dropped(&self.slot);
         }
     }
 }

@@ -588,6 +588,16 @@ impl HealthHandle {
 
     /// Adds a check while running. Probes show it (as pending) at once.
     ///
+    /// Startup passes once, and for good: at [`build`] already if no check
+    /// was registered by then and no mark is required. A check added after
+    /// that does not hold `/startupz` back, even one in
+    /// [`Probes::STARTUP`] (a warning says so). Register the checks startup
+    /// must wait for with the builder, or use
+    /// [`require_mark_started`](HealthChecksBuilder::require_mark_started)
+    /// and [`mark_started`](Self::mark_started) once they have passed.
+    ///
+    /// [`build`]: HealthChecksBuilder::build
+    ///
     /// # Errors
     ///
     /// A bad or taken name, or [`Error::ShutDown`].

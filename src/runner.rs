@@ -352,12 +352,22 @@ impl Shared {
             return Err(Error::DuplicateName(registration.name));
         }
         let name = registration.name.clone();
+        let for_startup = registration.options.probes.contains(Probes::STARTUP);
         let inserted = state.insert(registration, Instant::now());
+        let started = state.started;
         self.publish(&mut state);
         drop(state);
         self.wake.notify_one();
         if inserted.is_ok() {
             warn_if_shadowed(&name);
+            if for_startup && started {
+                tracing::warn!(
+                    check = name,
+                    "health: startup already passed, and it never fails again: this check does \
+                     not hold /startupz back (register it with the builder, or use \
+                     require_mark_started)"
+                );
+            }
         }
         inserted
     }
@@ -479,6 +489,25 @@ impl Shared {
         this.wake.notify_one();
         warn_if_shadowed(&slot.name);
         Ok(Heartbeat::new(slot))
+    }
+
+    /// A heartbeat's handle was dropped without `retire`: liveness fails,
+    /// unless the instance is draining, where that is a component stopping
+    /// with the process and the heartbeat is removed as if retired (a
+    /// failing liveness probe would have the container killed mid-drain).
+    pub(crate) fn heartbeat_dropped(&self, slot: &Arc<HeartbeatSlot>) {
+        let mut state = self.lock();
+        if state.draining {
+            state.heartbeats.retain(|h| !Arc::ptr_eq(h, slot));
+            tracing::debug!(
+                heartbeat = &*slot.name,
+                "heartbeat handle dropped without retire while draining: removed"
+            );
+        }
+        self.publish(&mut state);
+        drop(state);
+        // The runner recomputes its next wake-up from the new deadlines.
+        self.wake.notify_one();
     }
 
     pub(crate) fn remove_heartbeat(&self, slot: &Arc<HeartbeatSlot>) {
@@ -1296,15 +1325,89 @@ mod tests {
             text.contains(r#"heartbeat handle dropped without retire (its task ended or panicked) heartbeat="early""#),
             "{text}"
         );
-        let late = r#"without retire while draining heartbeat="late""#;
+        let late = r#"without retire while draining: removed heartbeat="late""#;
         assert!(
             text.contains(&format!(
-                "DEBUG tower_health::heartbeat: heartbeat handle dropped {late}"
+                "DEBUG tower_health::runner: heartbeat handle dropped {late}"
             )),
             "{text}"
         );
         assert!(!text.contains(r#"WARN tower_health::heartbeat: heartbeat handle dropped without retire (its task ended or panicked) heartbeat="late""#), "{text}");
         drop(health);
+    }
+
+    /// Liveness stays as it was while draining: a component stopped with
+    /// the process drops its heartbeat, and that must not have the
+    /// container killed mid-drain. A handle dropped before the drain is
+    /// still a failure.
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_dropped_while_draining_leaves_liveness_passing() {
+        let health = HealthChecks::builder().build().unwrap();
+        let mut app = crate::test_util::app(&health);
+        let worker = health.heartbeat("worker", secs(10)).unwrap();
+        settle().await;
+        health.drain();
+        drop(worker);
+        settle().await;
+        let live = get(&mut app, "/livez").await;
+        assert_eq!(live.status, 200, "{}", live.body);
+        let all = get(&mut app, "/health?detailed=true").await.json();
+        assert!(all["components"].get("worker").is_none(), "{all}");
+        // The name is free again, as after `retire`.
+        health.heartbeat("worker", secs(10)).unwrap().retire();
+
+        let died = HealthChecks::builder().build().unwrap();
+        let mut died_app = crate::test_util::app(&died);
+        drop(died.heartbeat("worker", secs(10)).unwrap());
+        settle().await;
+        died.drain();
+        settle().await;
+        let live = get(&mut died_app, "/livez").await;
+        assert_eq!(live.status, 503, "{}", live.body);
+    }
+
+    /// Startup passes once: with nothing registered at `build` it has
+    /// passed already, and a startup check added later cannot hold it
+    /// back, so adding one says so.
+    #[tokio::test(start_paused = true)]
+    async fn a_startup_check_added_after_startup_passed_is_warned_about() {
+        let health = HealthChecks::builder().build().unwrap();
+        let mut app = crate::test_util::app(&health);
+        let startup = || CheckOptions::new().probes(Probes::STARTUP);
+        let failing = || async { CheckResult::unhealthy("no") };
+        let (added, warned) =
+            crate::test_util::warnings(|| health.add_check("migrations", failing, startup()));
+        added.unwrap();
+        assert!(
+            warned.contains("startup already passed") && warned.contains(r#"check="migrations""#),
+            "{warned}"
+        );
+        settle().await;
+        assert_eq!(get(&mut app, "/startupz").await.status, 200);
+        // A readiness check added later is no news: no warning.
+        let (added, warned) = crate::test_util::warnings(|| {
+            health.add_check(
+                "db",
+                || async { CheckResult::healthy() },
+                CheckOptions::new(),
+            )
+        });
+        added.unwrap();
+        assert!(!warned.contains("startup already passed"), "{warned}");
+
+        // Before startup passed, a startup check added holds it back.
+        let marked = HealthChecks::builder()
+            .require_mark_started()
+            .build()
+            .unwrap();
+        let mut marked_app = crate::test_util::app(&marked);
+        let (added, warned) =
+            crate::test_util::warnings(|| marked.add_check("migrations", failing, startup()));
+        added.unwrap();
+        assert!(!warned.contains("startup already passed"), "{warned}");
+        marked.mark_started();
+        settle().await;
+        assert_eq!(get(&mut marked_app, "/startupz").await.status, 503);
     }
 
     /// A check's message is logged as a quoted field: one with a newline
