@@ -306,6 +306,11 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// belongs in a [`BlockingCheck`](crate::checks::BlockingCheck), which runs
 /// it on a thread of its own, one call at a time.
 ///
+/// Each run is inside a `health_check` span with the check's name as its
+/// `check` field, on a `BlockingCheck`'s thread too: what the check and
+/// the clients it calls log is tied to it. The span has no parent, so a
+/// tracer sees each run as a short trace of its own.
+///
 /// See the [module example](crate::check).
 pub trait Check: Send + Sync + 'static {
     /// Runs the check once.

@@ -30,6 +30,7 @@ use tokio::{
     task::{AbortHandle, JoinSet},
     time::Instant,
 };
+use tracing::Instrument;
 
 use crate::{
     CheckResult, Status,
@@ -601,11 +602,15 @@ impl Shared {
                 continue;
             }
             if entry.next_due <= now {
-                let task = tasks.spawn(run_once(
-                    entry.id,
-                    entry.check.clone(),
-                    entry.options.timeout,
-                ));
+                // A span of its own per run, with no parent: what the check
+                // logs (a client's statement log, an instrumented client's
+                // spans) is tied to the check, and a tracer sees each run
+                // as a short trace of its own, never as part of the
+                // refresher's endless one.
+                let span = tracing::info_span!(parent: None, "health_check", check = &*entry.name);
+                let task = tasks.spawn(
+                    run_once(entry.id, entry.check.clone(), entry.options.timeout).instrument(span),
+                );
                 entry.running = Some(Running { task, started: now });
             } else {
                 next = Some(next.map_or(entry.next_due, |n| n.min(entry.next_due)));
@@ -1408,6 +1413,34 @@ mod tests {
         marked.mark_started();
         settle().await;
         assert_eq!(get(&mut marked_app, "/startupz").await.status, 503);
+    }
+
+    /// What a check logs is inside a `health_check` span naming it, and
+    /// that span is a root: not the child of whatever span was current
+    /// when the checks were built.
+    #[tokio::test(start_paused = true)]
+    async fn a_run_is_a_root_span_naming_its_check() {
+        let (guard, logged) = crate::test_util::capture(tracing::Level::INFO);
+        let outer = tracing::info_span!("application");
+        let health = outer.in_scope(|| {
+            HealthChecks::builder()
+                .check("db", || async {
+                    tracing::info!("asked the database");
+                    CheckResult::healthy()
+                })
+                .build()
+                .unwrap()
+        });
+        settle().await;
+        drop(guard);
+        let text = logged.text();
+        let line = text
+            .lines()
+            .find(|line| line.contains("asked the database"))
+            .unwrap_or_else(|| panic!("the check's event is missing: {text}"));
+        assert!(line.contains(r#" health_check{check="db"}: "#), "{line}");
+        assert!(!line.contains("application"), "{line}");
+        drop(health);
     }
 
     /// A check's message is logged as a quoted field: one with a newline

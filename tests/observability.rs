@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use tower_health::{CheckOptions, CheckResult, HealthChecks};
+use tower_health::{CheckOptions, CheckResult, HealthChecks, checks::BlockingCheck};
 
 /// Captures what `tracing` writes.
 #[derive(Clone, Default)]
@@ -44,6 +44,7 @@ async fn transitions_and_slow_runs_are_logged() {
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let runs = AtomicUsize::new(0);
+    let (called, blocking_ran) = std::sync::mpsc::channel::<()>();
     let healthy = Arc::new(AtomicBool::new(true));
     let flag = healthy.clone();
     let health = HealthChecks::builder()
@@ -90,6 +91,17 @@ async fn transitions_and_slow_runs_are_logged() {
                 .timeout(Duration::from_millis(500))
                 .failure_threshold(10),
         )
+        // Logs from a thread of its own, inside the run's span.
+        .check_with(
+            "sync",
+            BlockingCheck::new(move || {
+                tracing::info!("blocking call ran");
+                // Ignored once the test has seen one call.
+                let _ = called.send(());
+                CheckResult::healthy()
+            }),
+            CheckOptions::new().interval(Duration::from_secs(3600)),
+        )
         .build()
         .unwrap();
     let worker = health.heartbeat("worker", Duration::from_secs(1)).unwrap();
@@ -106,8 +118,18 @@ async fn transitions_and_slow_runs_are_logged() {
     drop(doomed);
     tokio::time::sleep(Duration::from_secs(2)).await;
     drop(health);
+    // (Bounded, so that a regression fails instead of hanging.)
+    blocking_ran
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the blocking check ran");
 
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    // Every run is a span naming its check, on the blocking thread too.
+    let blocking = event(&log, "blocking call ran", "sync");
+    assert!(
+        blocking.contains(r#"health_check{check="sync"}"#),
+        "{blocking}"
+    );
     let slow = event(&log, "health check slow", "db");
     assert!(slow.contains("duration_ms"), "{slow}");
     assert!(

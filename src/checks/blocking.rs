@@ -202,9 +202,13 @@ where
                 Entry::Occupied(running) => running.get().clone(),
                 Entry::Vacant(slot) => {
                     let (sender, receiver) = watch::channel(None);
+                    // The run's span (`health_check`), so that what the call
+                    // logs is tied to the check on this thread too.
+                    let span = tracing::Span::current();
                     thread::Builder::new()
                         .name("tower-health-blocking".to_owned())
                         .spawn(move || {
+                            let _entered = span.enter();
                             let outcome = panic::catch_unwind(AssertUnwindSafe(call))
                                 .map_err(|payload| panic_message(&*payload));
                             sender.send_replace(Some(outcome));
