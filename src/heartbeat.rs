@@ -2,7 +2,11 @@
 //!
 //! A worker loop, a queue consumer or a websocket pump proves it is alive by
 //! calling [`Heartbeat::beat`] regularly. If it misses its deadline, `/livez`
-//! fails and names it, and Kubernetes restarts the container.
+//! fails and names it, and Kubernetes restarts the container. A component
+//! a restart would not mend (a cache refresher, a config watcher) takes
+//! readiness instead, with
+//! [`HealthHandle::heartbeat_with`](crate::HealthHandle::heartbeat_with)
+//! and [`Probes::READINESS`](crate::Probes::READINESS).
 //!
 //! Dropping a [`Heartbeat`] without [`Heartbeat::retire`] counts as a
 //! failure at once (reason "heartbeat handle dropped"): a task that panics
@@ -75,12 +79,14 @@ use std::{
 
 use tokio::time::Instant;
 
-use crate::runner::Shared;
+use crate::{Probes, runner::Shared};
 
 /// The shared state of one heartbeat, read by the runner and by probes.
 pub(crate) struct HeartbeatSlot {
     pub(crate) name: Arc<str>,
     pub(crate) deadline: Duration,
+    /// The probes a missed beat fails (never startup).
+    pub(crate) probes: Probes,
     base: Instant,
     base_wall: SystemTime,
     /// Nanoseconds since `base` of the last beat.
@@ -124,10 +130,16 @@ impl Beat {
 }
 
 impl HeartbeatSlot {
-    pub(crate) fn new(name: Arc<str>, deadline: Duration, shared: Weak<Shared>) -> Self {
+    pub(crate) fn new(
+        name: Arc<str>,
+        deadline: Duration,
+        probes: Probes,
+        shared: Weak<Shared>,
+    ) -> Self {
         Self {
             name,
             deadline,
+            probes,
             base: Instant::now(),
             base_wall: SystemTime::now(),
             last_beat: AtomicU64::new(0),
@@ -240,7 +252,7 @@ impl HeartbeatSlot {
 }
 
 /// The handle a component beats with. See the [module docs](crate::heartbeat).
-#[must_use = "a heartbeat dropped without `retire` fails liveness at once"]
+#[must_use = "a heartbeat dropped without `retire` fails its probes (liveness) at once"]
 pub struct Heartbeat {
     slot: Arc<HeartbeatSlot>,
     retired: bool,
@@ -309,7 +321,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_beat_stored_late_does_not_move_the_last_beat_back() {
-        let slot = HeartbeatSlot::new("worker".into(), Duration::from_secs(1), Weak::new());
+        let slot = HeartbeatSlot::new(
+            "worker".into(),
+            Duration::from_secs(1),
+            crate::Probes::LIVENESS,
+            Weak::new(),
+        );
         let base = slot.base;
         slot.beat_at(5_000);
         slot.beat_at(2_000);

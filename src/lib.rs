@@ -70,12 +70,15 @@
 //! # Probe semantics
 //!
 //! - **Liveness** judges only checks registered with [`Probes::LIVENESS`]
-//!   and [heartbeats](heartbeat). Dependency checks default to readiness, so
+//!   and [heartbeats](heartbeat) (those made with
+//!   [`heartbeat_with`](HealthHandle::heartbeat_with) judge the probes
+//!   given there). Dependency checks default to readiness, so
 //!   a database outage never restarts healthy pods. Before startup completes
 //!   only heartbeats count, as Kubernetes runs no liveness probe before the
 //!   startup probe passes.
 //! - **Readiness** is started, not draining (nor out of rotation), under
-//!   the in-flight limit, and every critical readiness check passing. A
+//!   the in-flight limit, and every critical readiness check (and
+//!   readiness heartbeat) passing. A
 //!   check with no result yet counts as failing (so a non-critical one
 //!   makes readiness degraded).
 //! - **Startup** passes once every check has a first result, every

@@ -79,6 +79,11 @@ impl Probes {
     pub const fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0
     }
+
+    /// `self` less the probes in `other`.
+    pub(crate) const fn without(self, other: Self) -> Self {
+        Self(self.0 & !other.0)
+    }
 }
 
 impl BitOr for Probes {
@@ -741,7 +746,8 @@ impl HealthHandle {
     /// `/livez` and `/health` under `name`. The name of a heartbeat whose
     /// handle was dropped (see [`heartbeat`](crate::heartbeat)) can be taken
     /// again, so a supervisor can restart the component under the same
-    /// name.
+    /// name. [`heartbeat_with`](Self::heartbeat_with) lets it fail
+    /// readiness instead.
     ///
     /// # Errors
     ///
@@ -751,7 +757,50 @@ impl HealthHandle {
         name: impl Into<String>,
         deadline: Duration,
     ) -> Result<Heartbeat, Error> {
-        Shared::heartbeat(self.shared(), name.into(), deadline)
+        self.heartbeat_with(name, deadline, Probes::LIVENESS)
+    }
+
+    /// A [`heartbeat`](Self::heartbeat) that fails the given probes when
+    /// it misses its deadline or its handle is dropped.
+    ///
+    /// [`Probes::READINESS`] is for a component whose stall makes the
+    /// instance serve wrong answers but that a restart would not mend, or
+    /// not soon: a cache refresher, a config watcher, a replication
+    /// follower. Missing its deadline takes the instance out of the load
+    /// balancer until it beats again, and nothing restarts it.
+    /// `LIVENESS | READINESS` does both. [`Probes::STARTUP`] means nothing
+    /// for a heartbeat (it is alive from the start) and is ignored;
+    /// [`Probes::NONE`] shows it in `/health` only.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_health::{HealthChecks, Probes};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_health::Error> {
+    /// let health = HealthChecks::builder().build()?;
+    /// let prices = health.heartbeat_with("price-feed", Duration::from_secs(30), Probes::READINESS)?;
+    /// tokio::spawn(async move {
+    ///     loop {
+    ///         // refresh the prices, then:
+    ///         prices.beat();
+    ///         tokio::time::sleep(Duration::from_secs(10)).await;
+    ///     }
+    /// });
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A bad or taken name, or [`Error::ShutDown`].
+    pub fn heartbeat_with(
+        &self,
+        name: impl Into<String>,
+        deadline: Duration,
+        probes: Probes,
+    ) -> Result<Heartbeat, Error> {
+        Shared::heartbeat(self.shared(), name.into(), deadline, probes)
     }
 
     /// A receiver of the probes' statuses, updated whenever a check

@@ -467,6 +467,7 @@ impl Shared {
         this: &Arc<Self>,
         name: String,
         deadline: Duration,
+        probes: Probes,
     ) -> Result<Heartbeat, Error> {
         this.refuse_if_stopped("heartbeat", &name)?;
         validate_name(&name)?;
@@ -482,6 +483,7 @@ impl Shared {
         let slot = Arc::new(HeartbeatSlot::new(
             Arc::from(name),
             deadline.clamp(SHORTEST, LONGEST),
+            probes.without(Probes::STARTUP),
             Arc::downgrade(this),
         ));
         state.heartbeats.push(slot.clone());
@@ -533,7 +535,7 @@ impl Shared {
             slot.report(slot.observe(now), now, state.draining);
             components.push(Component {
                 name: slot.name.clone(),
-                probes: Probes::LIVENESS,
+                probes: slot.probes,
                 critical: true,
                 kind: Kind::Heartbeat(slot.clone()),
             });
@@ -1688,6 +1690,50 @@ mod tests {
         assert_eq!(live.status, 503, "dropping the handle fails at once");
         let detail = get(&mut app, "/health/worker").await.json();
         assert_eq!(detail["reason"], "heartbeat handle dropped");
+    }
+
+    /// A heartbeat for readiness takes the instance out of rotation when it
+    /// stalls, and leaves liveness alone; startup means nothing for it.
+    #[tokio::test(start_paused = true)]
+    async fn a_readiness_heartbeat_fails_readiness_not_liveness() {
+        let health = HealthChecks::builder().build().unwrap();
+        let mut app = app(&health);
+        let feed = health
+            .heartbeat_with("feed", secs(10), Probes::READINESS | Probes::STARTUP)
+            .unwrap();
+        settle().await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        advance(secs(11)).await;
+        let ready = get(&mut app, "/readyz").await;
+        assert_eq!(ready.status, 503, "{}", ready.body);
+        assert_eq!(ready.json()["reason"], "failing: feed");
+        let live = get(&mut app, "/livez?verbose").await;
+        assert_eq!(live.status, 200, "{}", live.body);
+        assert!(!live.body.contains("feed"), "{}", live.body);
+        // Not something startup judges, so excluding it there matches
+        // nothing (Kubernetes' warning line).
+        let startup = get(&mut app, "/startupz?verbose&exclude=feed").await.body;
+        assert!(startup.contains(r#"no matches for "feed""#), "{startup}");
+        assert_eq!(get(&mut app, "/health").await.status, 503);
+
+        feed.beat();
+        settle().await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        drop(feed);
+        assert_eq!(get(&mut app, "/readyz").await.status, 503);
+        assert_eq!(get(&mut app, "/livez").await.status, 200);
+
+        // Both, when asked.
+        let both = health
+            .heartbeat_with("loop", secs(10), Probes::LIVENESS | Probes::READINESS)
+            .unwrap();
+        advance(secs(11)).await;
+        for path in ["/livez", "/readyz"] {
+            let reply = get(&mut app, path).await;
+            assert!(reply.body.contains("loop"), "{path}: {}", reply.body);
+            assert_eq!(reply.status, 503, "{path}");
+        }
+        both.retire();
     }
 
     #[tokio::test(start_paused = true)]
