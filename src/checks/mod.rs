@@ -17,6 +17,7 @@
 //! | [`RedisCheck`](redis::RedisCheck) | `redis` | `PING` on the application's `ConnectionManager` or `MultiplexedConnection`, expecting `PONG` | none |
 //! | `expect_writable()` on each of the above but SQLite | | for an application that writes: instead of `SELECT 1` (beside `PING` for Redis), asks whether the server takes writes, and fails a replica (see [`SqlxCheck`'s replicas](sqlx#replicas)) | as above |
 //! | [`HttpCheck`](http::HttpCheck) | `http-client` | a request to an upstream URL through hyper-util's client, on a new connection per run (`HttpCheck::new`; it follows DNS changes) or on your own client's pool; status in a range, optionally a substring in the first bytes of the body | `status_code`, `body_bytes` |
+//! | [`GrpcCheck`](grpc::GrpcCheck) | `tonic-health` | `grpc.health.v1.Health/Check` on the application's tonic channel, for the server or one service; `SERVING` passes | none |
 //! | [`TcpCheck`](tcp::TcpCheck) | `tcp` | opens (and closes) a TCP connection to `host:port` | none |
 //! | [`DiskSpaceCheck`](disk::DiskSpaceCheck) | `disk` (Unix) | `statvfs` on a path, on a thread of its own | `free_bytes`, `total_bytes`, `free_percent` |
 //! | [`BlockingCheck`] | none | your blocking call (a synchronous client), on a thread of its own, one call at a time | yours |
@@ -28,9 +29,9 @@
 //!
 //! # Principles
 //!
-//! - **Reuse the application's clients.** The database and Redis checks take
-//!   the pool or connection the application already uses (they are all cheap
-//!   to clone) and never open a connection per run: a health check that
+//! - **Reuse the application's clients.** The database, Redis and gRPC
+//!   checks take the pool, connection or channel the application already
+//!   uses (they are all cheap to clone) and never open a connection per run: a health check that
 //!   works on a fresh connection proves little about the connections that
 //!   serve traffic, and a probe storm must not become a connection storm.
 //!   [`TcpCheck`](tcp::TcpCheck), and [`HttpCheck::new`](http::HttpCheck::new)'s
@@ -121,6 +122,10 @@ pub mod http;
 #[cfg(feature = "tcp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
 pub mod tcp;
+
+#[cfg(feature = "tonic-health")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic-health")))]
+pub mod grpc;
 
 #[cfg(all(feature = "disk", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "disk", unix))))]

@@ -12,6 +12,7 @@ mod support;
 
 mod deadpool;
 mod disk;
+mod grpc;
 mod http;
 mod mysql;
 mod postgres;
