@@ -315,6 +315,17 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 pub trait Check: Send + Sync + 'static {
     /// Runs the check once.
     fn check(&self) -> impl Future<Output = CheckResult> + Send + '_;
+
+    /// What the check looks at, for `application/health+json`'s
+    /// `componentType`: `"component"` unless overridden. The built-in
+    /// database and Redis checks say `"datastore"`, the disk check
+    /// `"system"`, as the IETF draft's examples do.
+    /// [`CheckOptions::component_type`](crate::CheckOptions::component_type)
+    /// overrides it per registration. A check that wraps another should
+    /// forward it.
+    fn component_type(&self) -> &'static str {
+        "component"
+    }
 }
 
 impl<F, Fut> Check for F
@@ -334,11 +345,16 @@ pub(crate) type BoxCheckFuture<'a> = Pin<Box<dyn Future<Output = CheckResult> + 
 /// Object-safe form of [`Check`], so checks of different types share one list.
 pub(crate) trait DynCheck: Send + Sync + 'static {
     fn run(&self) -> BoxCheckFuture<'_>;
+    fn component_type(&self) -> &'static str;
 }
 
 impl<C: Check> DynCheck for C {
     fn run(&self) -> BoxCheckFuture<'_> {
         Box::pin(self.check())
+    }
+
+    fn component_type(&self) -> &'static str {
+        Check::component_type(self)
     }
 }
 

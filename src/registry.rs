@@ -136,6 +136,7 @@ pub(crate) const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 6
 /// | [`success_threshold`](Self::success_threshold) | 1 consecutive success before a failing check counts as passing |
 /// | [`max_age`](Self::max_age) | `2 × interval + timeout` (the interval in force for the next run): an older result counts as failed ("stale") |
 /// | [`slow_threshold`](Self::slow_threshold) | half the timeout: slower runs are logged (a run cut at its timeout is logged as timed out instead) |
+/// | [`component_type`](Self::component_type) | the check's own ([`Check::component_type`](crate::Check::component_type)): `datastore` for the database and Redis checks, `system` for the disk check, `component` otherwise |
 ///
 /// The thresholds damp flapping between two known states; the first result
 /// of a check is taken as it is.
@@ -150,6 +151,7 @@ pub struct CheckOptions {
     pub(crate) success_threshold: u32,
     pub(crate) max_age: Option<Duration>,
     pub(crate) slow_threshold: Option<Duration>,
+    pub(crate) component_type: Option<&'static str>,
 }
 
 impl Default for CheckOptions {
@@ -171,6 +173,7 @@ impl CheckOptions {
             success_threshold: 1,
             max_age: None,
             slow_threshold: None,
+            component_type: None,
         }
     }
 
@@ -272,6 +275,23 @@ impl CheckOptions {
     #[must_use]
     pub const fn slow_threshold(mut self, threshold: Duration) -> Self {
         self.slow_threshold = Some(threshold);
+        self
+    }
+
+    /// What the check looks at, as `application/health+json`'s
+    /// `componentType` names it: `"datastore"`, `"system"`, `"component"`,
+    /// or a term of your own. Overrides the check's own
+    /// [`Check::component_type`](crate::Check::component_type), which is
+    /// how a closure check says it looks at a database.
+    ///
+    /// ```
+    /// use tower_health::CheckOptions;
+    ///
+    /// let options = CheckOptions::new().component_type("datastore");
+    /// ```
+    #[must_use]
+    pub const fn component_type(mut self, kind: &'static str) -> Self {
+        self.component_type = Some(kind);
         self
     }
 

@@ -528,6 +528,10 @@ impl Shared {
                 name: entry.name.clone(),
                 probes: entry.options.probes,
                 critical: entry.options.critical,
+                component_type: entry
+                    .options
+                    .component_type
+                    .unwrap_or_else(|| entry.check.component_type()),
                 kind: Kind::Check(entry.view.clone()),
             });
         }
@@ -537,6 +541,7 @@ impl Shared {
                 name: slot.name.clone(),
                 probes: slot.probes,
                 critical: true,
+                component_type: "system",
                 kind: Kind::Heartbeat(slot.clone()),
             });
         }

@@ -933,6 +933,56 @@ mod http_tests {
         assert_eq!(body["checks"]["cache:hit_ratio"][0]["status"], "warn");
     }
 
+    /// `componentType`: the check's own, unless the registration names
+    /// one; heartbeats are the process's own (`system`).
+    #[tokio::test(start_paused = true)]
+    async fn health_json_names_each_component_s_type() {
+        struct Store;
+        impl crate::Check for Store {
+            async fn check(&self) -> CheckResult {
+                CheckResult::healthy()
+            }
+            fn component_type(&self) -> &'static str {
+                "datastore"
+            }
+        }
+        let health = HealthChecks::builder()
+            .check("plain", || async { CheckResult::healthy() })
+            .check("store", Store)
+            .check_with(
+                "queue",
+                || async { CheckResult::healthy() },
+                CheckOptions::new().component_type("queue"),
+            )
+            .check_with(
+                "renamed",
+                Store,
+                CheckOptions::new().component_type("cache"),
+            )
+            .build()
+            .unwrap();
+        let _worker = health.heartbeat("worker", Duration::from_secs(10)).unwrap();
+        let mut app = app(&health);
+        settle().await;
+        let body = send(&mut app, health_json("/health")).await.json();
+        for (name, kind) in [
+            ("plain", "component"),
+            ("store", "datastore"),
+            ("queue", "queue"),
+            ("renamed", "cache"),
+        ] {
+            let key = format!("{name}:responseTime");
+            assert_eq!(body["checks"][&key][0]["componentType"], kind, "{body}");
+        }
+        let worker = body["checks"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(key, _)| key.starts_with("worker"))
+            .unwrap_or_else(|| panic!("no worker in {body}"));
+        assert_eq!(worker.1[0]["componentType"], "system", "{body}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn startup_shows_the_checks_it_waits_for() {
         // A readiness-only check: startup still waits for its first result.

@@ -185,6 +185,8 @@ pub(crate) struct Component {
     pub(crate) name: Arc<str>,
     pub(crate) probes: Probes,
     pub(crate) critical: bool,
+    /// health+json's `componentType`.
+    pub(crate) component_type: &'static str,
     pub(crate) kind: Kind,
 }
 

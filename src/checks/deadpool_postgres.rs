@@ -137,6 +137,10 @@ fn pool_state(pool: &Pool) -> PoolState {
 }
 
 impl Check for DeadpoolPostgresCheck {
+    fn component_type(&self) -> &'static str {
+        "datastore"
+    }
+
     async fn check(&self) -> CheckResult {
         let state = pool_state(&self.pool);
         if self.pool.is_closed() {

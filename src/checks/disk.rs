@@ -224,6 +224,10 @@ fn stat(path: &Path) -> nix::Result<Space> {
 }
 
 impl Check for DiskSpaceCheck {
+    fn component_type(&self) -> &'static str {
+        "system"
+    }
+
     async fn check(&self) -> CheckResult {
         let path = self.path.clone();
         let space = match self.statvfs.run((), move || stat(&path)).await {

@@ -119,6 +119,10 @@ impl<C> Check for RedisCheck<C>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
+    fn component_type(&self) -> &'static str {
+        "datastore"
+    }
+
     async fn check(&self) -> CheckResult {
         let mut connection = self.connection.clone();
         let what = self.what();

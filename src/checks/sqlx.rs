@@ -218,6 +218,10 @@ macro_rules! impl_check {
         #[cfg(feature = $feature)]
         #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
         impl Check for SqlxCheck<$db> {
+            fn component_type(&self) -> &'static str {
+                "datastore"
+            }
+
             async fn check(&self) -> CheckResult {
                 let state = pool_state(&self.pool);
                 if self.pool.is_closed() {

@@ -110,10 +110,7 @@ fn checks<'a>(
             }
         };
         let entry = |value, unit, time| Entry {
-            component_type: match c.kind {
-                Kind::Check(_) => "component",
-                Kind::Heartbeat(_) => "system",
-            },
+            component_type: c.component_type,
             status,
             observed_value: value,
             observed_unit: unit,

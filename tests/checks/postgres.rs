@@ -292,6 +292,10 @@ async fn outage_behind_a_proxy_refused_then_blackholed() {
             .await;
         let health_json: serde_json::Value = serde_json::from_str(&health_json).unwrap();
         assert_eq!(
+            health_json["checks"]["postgres:responseTime"][0]["componentType"], "datastore",
+            "{health_json}"
+        );
+        assert_eq!(
             health_json["checks"].get("postgres:connections").is_some(),
             reveal,
             "pool observations appear in health+json for requests allowed details only: \

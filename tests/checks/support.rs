@@ -193,6 +193,10 @@ impl<C: Check> Check for Recorded<C> {
         guard.status = Some(result.status());
         result
     }
+
+    fn component_type(&self) -> &'static str {
+        self.inner.component_type()
+    }
 }
 
 /// Waits (capped) until at least `idle` connections of an sqlx pool are
