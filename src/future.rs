@@ -63,7 +63,7 @@ where
 {
     /// A health answer, complete with its processing-time header.
     #[inline]
-    pub(crate) fn answered(response: Response<Full<Bytes>>) -> Self {
+    pub(crate) fn answered(response: Response<Full<Bytes>>, close: bool) -> Self {
         Self {
             state: State::Answered {
                 response: Some(response),
@@ -71,7 +71,7 @@ where
             start: None,
             header: None,
             guard: None,
-            close: false,
+            close,
             body: PhantomData,
         }
     }

@@ -6,7 +6,7 @@
 //! a restart would not mend (a cache refresher, a config watcher) takes
 //! readiness instead, with
 //! [`HealthHandle::heartbeat_with`](crate::HealthHandle::heartbeat_with)
-//! and [`Probes::READINESS`](crate::Probes::READINESS).
+//! and [`HeartbeatOptions::probes`].
 //!
 //! Dropping a [`Heartbeat`] without [`Heartbeat::retire`] counts as a
 //! failure at once (reason "heartbeat handle dropped"): a task that panics
@@ -80,6 +80,48 @@ use std::{
 use tokio::time::Instant;
 
 use crate::{Probes, runner::Shared};
+
+/// How a heartbeat is judged, for
+/// [`HealthHandle::heartbeat_with`](crate::HealthHandle::heartbeat_with).
+///
+/// | option | default |
+/// |---|---|
+/// | [`probes`](Self::probes) | [`Probes::LIVENESS`]: a missed deadline restarts the container |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatOptions {
+    pub(crate) probes: Probes,
+}
+
+impl Default for HeartbeatOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HeartbeatOptions {
+    /// The defaults in the table above.
+    pub const fn new() -> Self {
+        Self {
+            probes: Probes::LIVENESS,
+        }
+    }
+
+    /// The probes a missed deadline (or a dropped handle) fails.
+    ///
+    /// [`Probes::READINESS`] is for a component whose stall makes the
+    /// instance serve wrong answers but that a restart would not mend, or
+    /// not soon: a cache refresher, a config watcher, a replication
+    /// follower. Missing its deadline takes the instance out of the load
+    /// balancer until it beats again, and nothing restarts it.
+    /// `LIVENESS | READINESS` does both. [`Probes::STARTUP`] means nothing
+    /// for a heartbeat (it is alive from the start) and is ignored;
+    /// [`Probes::NONE`] shows it in `/health` only.
+    #[must_use]
+    pub const fn probes(mut self, probes: Probes) -> Self {
+        self.probes = probes;
+        self
+    }
+}
 
 /// The shared state of one heartbeat, read by the runner and by probes.
 pub(crate) struct HeartbeatSlot {
@@ -171,6 +213,10 @@ impl HeartbeatSlot {
         }
     }
 
+    pub(crate) fn mark_dropped(&self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+
     pub(crate) fn is_dropped(&self) -> bool {
         self.dropped.load(Ordering::SeqCst)
     }
@@ -196,11 +242,11 @@ impl HeartbeatSlot {
     }
 
     /// Logs `beat` if it differs from what was last published: a missed
-    /// deadline or a dropped handle is why `/livez` fails (and why
-    /// Kubernetes restarts the container), so it must be in the logs. While
-    /// `draining` (shutting down), a dropped handle is what a component
-    /// stopped with the process leaves: logged at `debug`.
-    pub(crate) fn report(&self, beat: Beat, now: Instant, draining: bool) {
+    /// deadline or a dropped handle is why a probe fails (for liveness,
+    /// why Kubernetes restarts the container), so it must be in the logs.
+    /// (A handle dropped while draining is removed instead, and logged at
+    /// `debug` where it is: `Shared::heartbeat_dropped`.)
+    pub(crate) fn report(&self, beat: Beat, now: Instant) {
         if self.reported.swap(beat.kind(), Ordering::Relaxed) == beat.kind() {
             return;
         }
@@ -214,10 +260,6 @@ impl HeartbeatSlot {
                 deadline_ms,
                 since_last_beat_ms = now.saturating_duration_since(last).as_millis() as u64,
                 "heartbeat missed its deadline"
-            ),
-            Beat::Dropped if draining => tracing::debug!(
-                heartbeat = name,
-                "heartbeat handle dropped without retire while draining"
             ),
             Beat::Dropped => tracing::warn!(
                 heartbeat = name,
@@ -297,9 +339,9 @@ impl Drop for Heartbeat {
         if self.retired {
             return;
         }
-        self.slot.dropped.store(true, Ordering::SeqCst);
-        if let Some(shared) = self.slot.shared.upgrade() {
-            shared.heartbeat_dropped(&self.slot);
+        match self.slot.shared.upgrade() {
+            Some(shared) => shared.heartbeat_dropped(&self.slot),
+            None => self.slot.dropped.store(true, Ordering::SeqCst),
         }
     }
 }

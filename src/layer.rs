@@ -498,7 +498,8 @@ impl HealthLayer {
         self.configure(|config| config.process_time_header = None)
     }
 
-    /// Leaves HTTP/1 connections open while readiness reports draining.
+    /// Adds no `Connection: close` to HTTP/1 responses while readiness
+    /// reports draining.
     ///
     /// By default, from the moment readiness reports draining (a shutdown
     /// signal reached [`graceful_shutdown`], or the instance was taken
@@ -507,10 +508,14 @@ impl HealthLayer {
     /// Readiness only keeps *new* connections away: kube-proxy and L4 load
     /// balancers leave established ones where they are, so clients that
     /// keep connections alive would go on sending to this instance until
-    /// the server stops, and a request sent as it closes an idle
-    /// connection is lost. Closed at the end of a response instead, each
-    /// client reconnects, and its new connection goes to an instance that
-    /// is still ready.
+    /// the server stops. Closed at the end of a response instead, each
+    /// client reconnects: once the load balancer has taken this instance
+    /// out (seconds after the drain starts), the new connection goes to
+    /// one that is still ready; until then it may land here again, and is
+    /// served. A connection that stays idle through the drain has no
+    /// response to carry the header: the server closes it when it stops,
+    /// and a client that sends on it just then must retry, as with any
+    /// server.
     ///
     /// Left alone: HTTP/2 and later (the server's `GOAWAY` at shutdown is
     /// their way), `CONNECT` requests, `101 Switching Protocols` and
@@ -527,12 +532,12 @@ impl HealthLayer {
     /// // Behind a sidecar proxy (Envoy, Linkerd) that drains its clients'
     /// // connections itself: the application's own connections go only to
     /// // the sidecar, and closing them would just make it reconnect.
-    /// let layer = health.layer().keep_alive_while_draining();
+    /// let layer = health.layer().without_connection_close();
     /// # Ok(())
     /// # }
     /// ```
     #[must_use]
-    pub fn keep_alive_while_draining(self) -> Self {
+    pub fn without_connection_close(self) -> Self {
         self.configure(|config| config.close_while_draining = false)
     }
 

@@ -164,7 +164,7 @@ pub use crate::{
     check::{Check, CheckResult, Observation, Status},
     details::{BearerToken, RevealDetails},
     future::ResponseFuture,
-    heartbeat::Heartbeat,
+    heartbeat::{Heartbeat, HeartbeatOptions},
     layer::{HealthLayer, PROCESS_TIME_HEADER},
     registry::{
         CheckOptions, Error, HealthChecks, HealthChecksBuilder, HealthHandle, Overview, Probes,

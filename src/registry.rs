@@ -47,7 +47,7 @@ use tokio::sync::watch;
 use crate::{
     Status,
     check::{Check, DynCheck},
-    heartbeat::Heartbeat,
+    heartbeat::{Heartbeat, HeartbeatOptions},
     layer::HealthLayer,
     runner::{self, InFlightFilter, Owner, Shared},
     snapshot::ProbeStatus,
@@ -672,7 +672,7 @@ impl HealthHandle {
     /// (Envoy's `/healthcheck/fail` does the same.) As while draining,
     /// HTTP/1 responses ask their clients to close the connection, so that
     /// kept-alive connections move too (see
-    /// [`HealthLayer::keep_alive_while_draining`](crate::HealthLayer::keep_alive_while_draining)).
+    /// [`HealthLayer::without_connection_close`](crate::HealthLayer::without_connection_close)).
     ///
     /// A [`drain`](Self::drain) (shutdown) takes precedence and is not
     /// undone by returning to rotation; a lost refresher shows as such.
@@ -723,7 +723,7 @@ impl HealthHandle {
     /// so the server stops accepting and finishes in-flight requests.
     /// While it drains, HTTP/1 responses through the layer ask their
     /// clients to close the connection (see
-    /// [`HealthLayer::keep_alive_while_draining`](crate::HealthLayer::keep_alive_while_draining)).
+    /// [`HealthLayer::without_connection_close`](crate::HealthLayer::without_connection_close)).
     ///
     /// `signal` is any future: [`shutdown_signal`](crate::shutdown_signal)
     /// (feature `signal`) waits for SIGTERM, which Kubernetes and Docker
@@ -777,29 +777,26 @@ impl HealthHandle {
         name: impl Into<String>,
         deadline: Duration,
     ) -> Result<Heartbeat, Error> {
-        self.heartbeat_with(name, deadline, Probes::LIVENESS)
+        self.heartbeat_with(name, deadline, HeartbeatOptions::new())
     }
 
-    /// A [`heartbeat`](Self::heartbeat) that fails the given probes when
-    /// it misses its deadline or its handle is dropped.
-    ///
-    /// [`Probes::READINESS`] is for a component whose stall makes the
-    /// instance serve wrong answers but that a restart would not mend, or
-    /// not soon: a cache refresher, a config watcher, a replication
-    /// follower. Missing its deadline takes the instance out of the load
-    /// balancer until it beats again, and nothing restarts it.
-    /// `LIVENESS | READINESS` does both. [`Probes::STARTUP`] means nothing
-    /// for a heartbeat (it is alive from the start) and is ignored;
-    /// [`Probes::NONE`] shows it in `/health` only.
+    /// A [`heartbeat`](Self::heartbeat) judged as `options` say: which
+    /// probes a missed deadline fails (see [`HeartbeatOptions`]).
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tower_health::{HealthChecks, Probes};
+    /// use tower_health::{HealthChecks, HeartbeatOptions, Probes};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), tower_health::Error> {
     /// let health = HealthChecks::builder().build()?;
-    /// let prices = health.heartbeat_with("price-feed", Duration::from_secs(30), Probes::READINESS)?;
+    /// // A stalled price feed takes the instance out of rotation; a
+    /// // restart would not bring the prices back.
+    /// let prices = health.heartbeat_with(
+    ///     "price-feed",
+    ///     Duration::from_secs(30),
+    ///     HeartbeatOptions::new().probes(Probes::READINESS),
+    /// )?;
     /// tokio::spawn(async move {
     ///     loop {
     ///         // refresh the prices, then:
@@ -818,9 +815,9 @@ impl HealthHandle {
         &self,
         name: impl Into<String>,
         deadline: Duration,
-        probes: Probes,
+        options: HeartbeatOptions,
     ) -> Result<Heartbeat, Error> {
-        Shared::heartbeat(self.shared(), name.into(), deadline, probes)
+        Shared::heartbeat(self.shared(), name.into(), deadline, options.probes)
     }
 
     /// A receiver of the probes' statuses, updated whenever a check

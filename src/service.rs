@@ -144,11 +144,8 @@ impl<S> Health<S> {
             && request.method() != Method::CONNECT;
         if let Some(route) = config.route(request.uri().path()) {
             // `answer` adds the processing-time header itself.
-            let mut response = answer(&self.layer, route, request, start);
-            if close {
-                close_connection(&mut response);
-            }
-            return ResponseFuture::answered(response);
+            let response = answer(&self.layer, route, request, start);
+            return ResponseFuture::answered(response, close);
         }
         // Only a passed-through response needs the name to insert it.
         let header = config.process_time_header.clone();
@@ -1762,7 +1759,7 @@ mod http_tests {
             },
         ));
         let mut app = tower::Layer::layer(&health.layer(), inner.clone());
-        let mut keeping = tower::Layer::layer(&health.layer().keep_alive_while_draining(), inner);
+        let mut keeping = tower::Layer::layer(&health.layer().without_connection_close(), inner);
         settle().await;
         let request = |method: Method, path: &str, version: Version| {
             Request::builder()

@@ -10,8 +10,9 @@
 //!
 //! The channel is the application's: tonic's `Channel` multiplexes calls
 //! over its HTTP/2 connection(s), so the check adds a small call every
-//! interval, not a connection, and it proves that the connection the
-//! application's calls take is up.
+//! interval, not a connection, and its calls travel the way the
+//! application's do. (A channel balanced over several endpoints sends each
+//! call to one of them: the check then speaks for whichever it reached.)
 //!
 //! # Example
 //!
@@ -137,8 +138,9 @@ where
                      (UNIMPLEMENTED); check a method of its own instead"
                 ),
                 code => format!(
-                    "{what} failed ({code:?}): {}; check that the upstream is listening and \
+                    "{what} failed ({}): {}; check that the upstream is listening and \
                      reachable from here",
+                    code_name(code),
                     detail(&status)
                 ),
             }),
@@ -171,5 +173,29 @@ fn detail(status: &tonic::Status) -> String {
                 format!("{message}: {chain}")
             }
         }
+    }
+}
+
+/// A status code's canonical name, as gRPC's tools print it
+/// (`UNAVAILABLE`, where tonic's `Debug` says `Unavailable`).
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }

@@ -104,7 +104,7 @@ async fn nothing_listening_fails_with_the_transport_error() {
     let message = result.message().unwrap();
     // The cause, not tonic's debug print of it.
     assert!(
-        message.contains("(Unavailable): transport error")
+        message.contains("(UNAVAILABLE): transport error")
             && message.contains("Connection refused")
             && !message.contains("ConnectError("),
         "{message}"
