@@ -309,7 +309,9 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// Each run is inside a `health_check` span with the check's name as its
 /// `check` field, on a `BlockingCheck`'s thread too: what the check and
 /// the clients it calls log is tied to it. The span has no parent, so a
-/// tracer sees each run as a short trace of its own.
+/// tracer sees each run as a short trace of its own. It is an `INFO` span
+/// with the target `tower_health::runner`: a filter that drops that target
+/// at `INFO` (`tower_health=warn`) drops the span too.
 ///
 /// See the [module example](crate::check).
 pub trait Check: Send + Sync + 'static {
@@ -323,6 +325,22 @@ pub trait Check: Send + Sync + 'static {
     /// [`CheckOptions::component_type`](crate::CheckOptions::component_type)
     /// overrides it per registration. A check that wraps another should
     /// forward it.
+    ///
+    /// ```
+    /// use tower_health::{Check, CheckResult};
+    ///
+    /// struct LedgerCheck;
+    ///
+    /// impl Check for LedgerCheck {
+    ///     async fn check(&self) -> CheckResult {
+    ///         CheckResult::healthy() // ask the ledger database
+    ///     }
+    ///
+    ///     fn component_type(&self) -> &'static str {
+    ///         "datastore"
+    ///     }
+    /// }
+    /// ```
     fn component_type(&self) -> &'static str {
         "component"
     }

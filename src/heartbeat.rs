@@ -1,4 +1,5 @@
-//! Heartbeats: liveness for internal components that cannot be polled.
+//! Heartbeats: liveness (or readiness) for internal components that cannot
+//! be polled.
 //!
 //! A worker loop, a queue consumer or a websocket pump proves it is alive by
 //! calling [`Heartbeat::beat`] regularly. If it misses its deadline, `/livez`
@@ -15,7 +16,7 @@
 //! `retire`, which removes it. While the instance drains (a shutdown
 //! signal reached `graceful_shutdown`, or `drain` was called), a dropped
 //! handle is a component stopping with the process: it is removed as if
-//! retired, and liveness stays as it was.
+//! retired, and no longer counts.
 //!
 //! Beat from the component's own loop, where its work happens: a task of
 //! its own that only beats on a timer proves that the timer runs, not that

@@ -503,8 +503,11 @@ impl HealthLayer {
     ///
     /// By default, from the moment readiness reports draining (a shutdown
     /// signal reached [`graceful_shutdown`], or the instance was taken
-    /// [out of rotation]) every HTTP/1 response through the layer carries
-    /// `Connection: close`, and the server closes the connection after it.
+    /// [out of rotation]) every HTTP/1 response through the layer, to a
+    /// request received since, carries `Connection: close`, and the server
+    /// closes the connection after it. (A request already in progress when
+    /// the drain began is answered as it would have been; the connection's
+    /// next response carries the header.)
     /// Readiness only keeps *new* connections away: kube-proxy and L4 load
     /// balancers leave established ones where they are, so clients that
     /// keep connections alive would go on sending to this instance until

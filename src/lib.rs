@@ -55,8 +55,8 @@
 //! | `GET /health` | 200 `{"status":"healthy"}`, 200 `{"status":"degraded","reason":"degraded: cache"}`, 503 `{"status":"unhealthy","reason":"failing: database"}` |
 //! | `GET /health?detailed=true` | adds `components`, `uptime_seconds`, `version` |
 //! | `GET /health/{name}` | one component; 404 `{"status":"error",...}` for an unknown name |
-//! | `GET /livez` (`/healthz`) | liveness checks and heartbeats only |
-//! | `GET /readyz` | started, not draining or out of rotation, not busy, readiness checks pass |
+//! | `GET /livez` (`/healthz`) | liveness checks and liveness heartbeats only |
+//! | `GET /readyz` | started, not draining or out of rotation, not busy, readiness checks and heartbeats pass |
 //! | `GET /startupz` | latches once started |
 //! | `?verbose` | Kubernetes text: `[+]database ok` ... `readyz check passed` |
 //! | `?exclude=NAME` | leaves a check out (repeatable) |
@@ -74,8 +74,8 @@
 //!   [`heartbeat_with`](HealthHandle::heartbeat_with) judge the probes
 //!   given there). Dependency checks default to readiness, so
 //!   a database outage never restarts healthy pods. Before startup completes
-//!   only heartbeats count, as Kubernetes runs no liveness probe before the
-//!   startup probe passes.
+//!   only liveness heartbeats count, as Kubernetes runs no liveness probe
+//!   before the startup probe passes.
 //! - **Readiness** is started, not draining (nor out of rotation), under
 //!   the in-flight limit, and every critical readiness check (and
 //!   readiness heartbeat) passing. A

@@ -1352,8 +1352,8 @@ mod tests {
         drop(health);
     }
 
-    /// Liveness stays as it was while draining: a component stopped with
-    /// the process drops its heartbeat, and that must not have the
+    /// A component stopped with the process drops its heartbeat while the
+    /// instance drains: that is no failure, and must not have the
     /// container killed mid-drain. A handle dropped before the drain is
     /// still a failure.
     #[tokio::test(start_paused = true)]

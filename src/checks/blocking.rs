@@ -53,6 +53,9 @@ use crate::{Check, CheckResult};
 /// a `Result` whose error becomes the message). A panic in it is reported
 /// as the check's panic. A run whose thread cannot be started (the process
 /// is out of threads or memory) is unhealthy, and its message says so.
+/// health+json calls it a `component`; for a synchronous database client,
+/// register it with
+/// [`CheckOptions::component_type("datastore")`](crate::CheckOptions::component_type).
 ///
 /// # Example
 ///
