@@ -133,6 +133,7 @@ pub(crate) const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 6
 /// | [`probes`](Self::probes) | [`Probes::READINESS`] |
 /// | [`critical`](Self::critical) | `true`: failing makes the service unhealthy (503); `false`: degraded (200) |
 /// | [`failure_threshold`](Self::failure_threshold) | 1 consecutive failure before a passing check counts as failing |
+/// | [`failure_grace`](Self::failure_grace) | zero: how long a failure streak must have lasted, besides the count, before a passing check counts as failing |
 /// | [`success_threshold`](Self::success_threshold) | 1 consecutive success before a failing check counts as passing |
 /// | [`max_age`](Self::max_age) | `2 × interval + timeout` (the interval in force for the next run): an older result counts as failed ("stale") |
 /// | [`slow_threshold`](Self::slow_threshold) | half the timeout: slower runs are logged (a run cut at its timeout is logged as timed out instead) |
@@ -148,6 +149,7 @@ pub struct CheckOptions {
     pub(crate) probes: Probes,
     pub(crate) critical: bool,
     pub(crate) failure_threshold: u32,
+    pub(crate) failure_grace: Duration,
     pub(crate) success_threshold: u32,
     pub(crate) max_age: Option<Duration>,
     pub(crate) slow_threshold: Option<Duration>,
@@ -170,6 +172,7 @@ impl CheckOptions {
             probes: Probes::READINESS,
             critical: true,
             failure_threshold: 1,
+            failure_grace: Duration::ZERO,
             success_threshold: 1,
             max_age: None,
             slow_threshold: None,
@@ -248,6 +251,38 @@ impl CheckOptions {
         self
     }
 
+    /// How long a failure streak must have lasted before a passing check
+    /// counts as failing: from the end of the streak's first failed run to
+    /// the end of the latest, judged at each run. Both this and
+    /// [`failure_threshold`](Self::failure_threshold) must be reached.
+    /// Default zero: the count alone decides. Values over 100 years are
+    /// lowered to 100 years.
+    ///
+    /// Tolerance is usually stated as time ("ride out 30 s of database
+    /// blips"), and this states it whatever the intervals: the check turns
+    /// failing at the first failed run that ends 30 s or more into the
+    /// streak, so up to 30 s plus the interval in force (the
+    /// [`failing_interval`](Self::failing_interval), while the streak
+    /// lasts) after it began. A passing run ends the streak. Like the
+    /// threshold, it damps a known passing state only: a first result, or
+    /// one after a stale result, is taken as it is.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_health::CheckOptions;
+    ///
+    /// // Re-checked every 2 s while failing; readiness fails once the
+    /// // database has failed for 30 s without a break.
+    /// let options = CheckOptions::new()
+    ///     .failing_interval(Duration::from_secs(2))
+    ///     .failure_grace(Duration::from_secs(30));
+    /// ```
+    #[must_use]
+    pub const fn failure_grace(mut self, grace: Duration) -> Self {
+        self.failure_grace = grace;
+        self
+    }
+
     /// Consecutive successes before a failing check counts as passing
     /// again (0 is treated as 1).
     #[must_use]
@@ -303,6 +338,7 @@ impl CheckOptions {
         self.timeout = self.timeout.clamp(SHORTEST, LONGEST);
         self.max_age = self.max_age.map(|max_age| max_age.min(LONGEST));
         self.failure_threshold = self.failure_threshold.max(1);
+        self.failure_grace = self.failure_grace.min(LONGEST);
         self.success_threshold = self.success_threshold.max(1);
         self
     }

@@ -247,6 +247,7 @@ impl State {
                 last_failure: None,
                 successes: 0,
                 failures: 0,
+                failing_since: None,
                 max_age,
             },
         });
@@ -670,19 +671,23 @@ impl Shared {
         if passed {
             view.successes = view.successes.saturating_add(1);
             view.failures = 0;
+            view.failing_since = None;
         } else {
             view.failures = view.failures.saturating_add(1);
             view.successes = 0;
             view.last_failure = Some(run.clone());
+            view.failing_since.get_or_insert(run.at);
         }
+        let failed_long_enough = view.failures >= entry.options.failure_threshold
+            && view.failing_since.is_some_and(|since| {
+                run.at.saturating_duration_since(since) >= entry.options.failure_grace
+            });
         view.effective = match (known, passed) {
             // The first result is taken as it is.
             (Effective::Pending, true) => Effective::Passing(run.status),
             (Effective::Pending, false) => Effective::Failing,
             (Effective::Passing(_), true) => Effective::Passing(run.status),
-            (Effective::Passing(_), false) if view.failures >= entry.options.failure_threshold => {
-                Effective::Failing
-            }
+            (Effective::Passing(_), false) if failed_long_enough => Effective::Failing,
             (Effective::Passing(status), false) => Effective::Passing(status),
             (Effective::Failing, true) if view.successes >= entry.options.success_threshold => {
                 Effective::Passing(run.status)
@@ -767,6 +772,7 @@ fn log_run(entry: &Entry, before: Effective, run: &Run) {
                 error = message,
                 failures = entry.view.failures,
                 threshold = entry.options.failure_threshold,
+                grace_ms = entry.options.failure_grace.as_millis() as u64,
                 "health check timed out, below its failure threshold"
             );
         } else {
@@ -775,6 +781,7 @@ fn log_run(entry: &Entry, before: Effective, run: &Run) {
                 error = message,
                 failures = entry.view.failures,
                 threshold = entry.options.failure_threshold,
+                grace_ms = entry.options.failure_grace.as_millis() as u64,
                 "health check failed below its failure threshold"
             );
         }
@@ -1129,6 +1136,58 @@ mod tests {
         advance(Duration::from_millis(600)).await;
         assert_eq!(get(&mut app, "/readyz").await.status, 200);
         assert_eq!(get(&mut app, "/startupz").await.status, 200);
+    }
+
+    /// A failure streak must last `failure_grace` before the check fails,
+    /// on top of the count; a passing run starts it over.
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_grace_is_time_in_failure_besides_the_count() {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (_health, mut app) = serve_switch(
+            &healthy,
+            CheckOptions::new()
+                .interval(secs(1))
+                .failure_grace(Duration::from_millis(3500)),
+        )
+        .await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+
+        // The streak starts with the run at t = 1 s; the runs at 2, 3 and
+        // 4 s fail within the grace.
+        healthy.store(false, Ordering::SeqCst);
+        advance(Duration::from_millis(4100)).await;
+        let detail = get(&mut app, "/health/db").await.json();
+        assert_eq!(detail["consecutive_failures"], 4, "{detail}");
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        // A pass (t = 5 s) ends the streak; the next one starts from
+        // zero with the run at 6 s.
+        healthy.store(true, Ordering::SeqCst);
+        advance(secs(1)).await;
+        healthy.store(false, Ordering::SeqCst);
+        // Runs at 7, 8 and 9 s: 1, 2 and 3 s into it.
+        advance(secs(4)).await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 200, "a new streak");
+        // The run at 10 s, 4 s into it, is past the grace.
+        advance(secs(1)).await;
+        let ready = get(&mut app, "/readyz").await;
+        assert_eq!(ready.status, 503, "{}", ready.body);
+
+        // With a count of 3 as well, the later of the two decides.
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (_health, mut app) = serve_switch(
+            &healthy,
+            CheckOptions::new()
+                .interval(secs(1))
+                .failure_threshold(3)
+                .failure_grace(Duration::from_millis(500)),
+        )
+        .await;
+        healthy.store(false, Ordering::SeqCst);
+        // Runs at 1 and 2 s: past the grace, below the count.
+        advance(Duration::from_millis(2100)).await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        advance(secs(1)).await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 503);
     }
 
     #[tokio::test(start_paused = true)]
