@@ -242,7 +242,8 @@ impl CheckOptions {
     }
 
     /// Consecutive failures before a passing check counts as failing
-    /// (0 is treated as 1). A result that follows a stale one (older than
+    /// (0 is treated as 1; [`failure_grace`](Self::failure_grace) can ask
+    /// for time in failure as well). A result that follows a stale one (older than
     /// [`max_age`](Self::max_age)) is taken as it is: the thresholds damp
     /// flapping between known states only.
     #[must_use]
@@ -260,19 +261,21 @@ impl CheckOptions {
     ///
     /// Tolerance is usually stated as time ("ride out 30 s of database
     /// blips"), and this states it whatever the intervals: the check turns
-    /// failing at the first failed run that ends 30 s or more into the
-    /// streak, so up to 30 s plus the interval in force (the
-    /// [`failing_interval`](Self::failing_interval), while the streak
-    /// lasts) after it began. A passing run ends the streak. Like the
-    /// threshold, it damps a known passing state only: a first result, or
-    /// one after a stale result, is taken as it is.
+    /// failing at the first failed run that ends 30 s or more after the
+    /// streak's first failed run ended, so up to 30 s plus the interval in
+    /// force (the [`failing_interval`](Self::failing_interval), while the
+    /// streak lasts) plus the run's own time (up to the
+    /// [`timeout`](Self::timeout), for a dependency that does not answer)
+    /// after that. A passing run ends the streak. Like the threshold, it
+    /// damps a known passing state only: a first result, or one after a
+    /// stale result, is taken as it is.
     ///
     /// ```
     /// use std::time::Duration;
     /// use tower_health::CheckOptions;
     ///
-    /// // Re-checked every 2 s while failing; readiness fails once the
-    /// // database has failed for 30 s without a break.
+    /// // Re-checked every 2 s while failing; readiness fails at the first
+    /// // failed run 30 s or more into an unbroken streak of failures.
     /// let options = CheckOptions::new()
     ///     .failing_interval(Duration::from_secs(2))
     ///     .failure_grace(Duration::from_secs(30));

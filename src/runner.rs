@@ -105,6 +105,9 @@ struct Entry {
     #[cfg(feature = "metrics")]
     gauged: Vec<Arc<str>>,
     next_due: Instant,
+    /// When the first run of the current failure streak ended (`None`
+    /// after a passing run), for `failure_grace`.
+    failing_since: Option<Instant>,
     view: CheckView,
 }
 
@@ -241,13 +244,13 @@ impl State {
             #[cfg(feature = "metrics")]
             gauged: Vec::new(),
             next_due: now,
+            failing_since: None,
             view: CheckView {
                 effective: Effective::Pending,
                 last: None,
                 last_failure: None,
                 successes: 0,
                 failures: 0,
-                failing_since: None,
                 max_age,
             },
         });
@@ -671,15 +674,15 @@ impl Shared {
         if passed {
             view.successes = view.successes.saturating_add(1);
             view.failures = 0;
-            view.failing_since = None;
+            entry.failing_since = None;
         } else {
             view.failures = view.failures.saturating_add(1);
             view.successes = 0;
             view.last_failure = Some(run.clone());
-            view.failing_since.get_or_insert(run.at);
+            entry.failing_since.get_or_insert(run.at);
         }
         let failed_long_enough = view.failures >= entry.options.failure_threshold
-            && view.failing_since.is_some_and(|since| {
+            && entry.failing_since.is_some_and(|since| {
                 run.at.saturating_duration_since(since) >= entry.options.failure_grace
             });
         view.effective = match (known, passed) {
@@ -763,6 +766,10 @@ fn log_run(entry: &Entry, before: Effective, run: &Run) {
         _ => {}
     }
     if run.status == Status::Unhealthy && entry.view.effective != Effective::Failing {
+        // How long the streak has lasted, for a grace not yet reached.
+        let failing_ms = entry.failing_since.map_or(0, |since| {
+            run.at.saturating_duration_since(since).as_millis() as u64
+        });
         // A timeout is worth a warning even below the threshold: it is the
         // "slow" warning this run did not log.
         if let Some(Failure::TimedOut(timeout)) = run.failure {
@@ -773,6 +780,7 @@ fn log_run(entry: &Entry, before: Effective, run: &Run) {
                 failures = entry.view.failures,
                 threshold = entry.options.failure_threshold,
                 grace_ms = entry.options.failure_grace.as_millis() as u64,
+                failing_ms,
                 "health check timed out, below its failure threshold"
             );
         } else {
@@ -782,6 +790,7 @@ fn log_run(entry: &Entry, before: Effective, run: &Run) {
                 failures = entry.view.failures,
                 threshold = entry.options.failure_threshold,
                 grace_ms = entry.options.failure_grace.as_millis() as u64,
+                failing_ms,
                 "health check failed below its failure threshold"
             );
         }
@@ -1143,7 +1152,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_failure_grace_is_time_in_failure_besides_the_count() {
         let healthy = Arc::new(AtomicBool::new(true));
-        let (_health, mut app) = serve_switch(
+        let (health, mut app) = serve_switch(
             &healthy,
             CheckOptions::new()
                 .interval(secs(1))
@@ -1171,6 +1180,35 @@ mod tests {
         advance(secs(1)).await;
         let ready = get(&mut app, "/readyz").await;
         assert_eq!(ready.status, 503, "{}", ready.body);
+
+        drop(health);
+
+        // The grace reached exactly: 3 s after the first failed run ended.
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (exact, mut app) = serve_switch(
+            &healthy,
+            CheckOptions::new().interval(secs(1)).failure_grace(secs(3)),
+        )
+        .await;
+        healthy.store(false, Ordering::SeqCst);
+        // Runs at 1, 2 and 3 s: 0, 1 and 2 s into the streak.
+        advance(Duration::from_millis(3100)).await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        advance(secs(1)).await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 503, "at 3 s");
+        drop(exact);
+
+        // A first result is taken as it is, grace or not.
+        let healthy = Arc::new(AtomicBool::new(false));
+        let (first, mut app) = serve_switch(
+            &healthy,
+            CheckOptions::new()
+                .interval(secs(1))
+                .failure_grace(secs(60)),
+        )
+        .await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 503);
+        drop(first);
 
         // With a count of 3 as well, the later of the two decides.
         let healthy = Arc::new(AtomicBool::new(true));

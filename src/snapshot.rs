@@ -164,9 +164,6 @@ pub(crate) struct CheckView {
     pub(crate) last_failure: Option<Arc<Run>>,
     pub(crate) successes: u32,
     pub(crate) failures: u32,
-    /// When the first run of the current failure streak ended (`None`
-    /// after a passing run), for `failure_grace`.
-    pub(crate) failing_since: Option<Instant>,
     pub(crate) max_age: Duration,
 }
 
