@@ -105,9 +105,6 @@ struct Entry {
     #[cfg(feature = "metrics")]
     gauged: Vec<Arc<str>>,
     next_due: Instant,
-    /// When the first run of the current failure streak ended (`None`
-    /// after a passing run), for `failure_grace`.
-    failing_since: Option<Instant>,
     view: CheckView,
 }
 
@@ -244,11 +241,11 @@ impl State {
             #[cfg(feature = "metrics")]
             gauged: Vec::new(),
             next_due: now,
-            failing_since: None,
             view: CheckView {
                 effective: Effective::Pending,
                 last: None,
                 last_failure: None,
+                first_failure: None,
                 successes: 0,
                 failures: 0,
                 max_age,
@@ -674,16 +671,16 @@ impl Shared {
         if passed {
             view.successes = view.successes.saturating_add(1);
             view.failures = 0;
-            entry.failing_since = None;
+            view.first_failure = None;
         } else {
             view.failures = view.failures.saturating_add(1);
             view.successes = 0;
             view.last_failure = Some(run.clone());
-            entry.failing_since.get_or_insert(run.at);
+            view.first_failure.get_or_insert_with(|| run.clone());
         }
         let failed_long_enough = view.failures >= entry.options.failure_threshold
-            && entry.failing_since.is_some_and(|since| {
-                run.at.saturating_duration_since(since) >= entry.options.failure_grace
+            && view.first_failure.as_ref().is_some_and(|first| {
+                run.at.saturating_duration_since(first.at) >= entry.options.failure_grace
             });
         view.effective = match (known, passed) {
             // The first result is taken as it is.
@@ -767,8 +764,8 @@ fn log_run(entry: &Entry, before: Effective, run: &Run) {
     }
     if run.status == Status::Unhealthy && entry.view.effective != Effective::Failing {
         // How long the streak has lasted, for a grace not yet reached.
-        let failing_ms = entry.failing_since.map_or(0, |since| {
-            run.at.saturating_duration_since(since).as_millis() as u64
+        let failing_ms = entry.view.first_failure.as_ref().map_or(0, |first| {
+            run.at.saturating_duration_since(first.at).as_millis() as u64
         });
         // A timeout is worth a warning even below the threshold: it is the
         // "slow" warning this run did not log.
@@ -1246,6 +1243,10 @@ mod tests {
         advance(Duration::from_millis(2100)).await;
         let detail = get(&mut app, "/health/db").await.json();
         assert_eq!(detail["consecutive_failures"], 2);
+        // The streak's start (its first run: `failure_grace`'s test pins
+        // which run; the wall clock is not paused, so the two runs' times
+        // may not differ here).
+        assert!(detail["failing_since"].is_string(), "{detail}");
         assert_eq!(get(&mut app, "/readyz").await.status, 200);
         // The third failure flips it.
         advance(secs(1)).await;
@@ -1256,6 +1257,7 @@ mod tests {
         let detail = get(&mut app, "/health/db").await.json();
         assert_eq!(detail["consecutive_successes"], 1);
         assert_eq!(detail["consecutive_failures"], 0);
+        assert!(detail.get("failing_since").is_none(), "{detail}");
         assert_eq!(
             get(&mut app, "/readyz").await.status,
             503,

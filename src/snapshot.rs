@@ -162,6 +162,10 @@ pub(crate) struct CheckView {
     pub(crate) effective: Effective,
     pub(crate) last: Option<Arc<Run>>,
     pub(crate) last_failure: Option<Arc<Run>>,
+    /// The first failed run of the current streak of failures (`None`
+    /// after a passing run): `failure_grace` counts from its end, and
+    /// `?detailed=true` shows it as `failing_since`.
+    pub(crate) first_failure: Option<Arc<Run>>,
     pub(crate) successes: u32,
     pub(crate) failures: u32,
     pub(crate) max_age: Duration,

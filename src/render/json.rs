@@ -45,6 +45,10 @@ struct ComponentBody<'a> {
     consecutive_successes: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     consecutive_failures: Option<u32>,
+    /// When the current streak of failed runs began (the first one's
+    /// end); absent after a passing run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failing_since: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     deadline_ms: Option<f64>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -133,6 +137,7 @@ fn component_body<'a>(view: &View<'a>, c: &'a Component, named: bool) -> Compone
         age_ms: None,
         consecutive_successes: None,
         consecutive_failures: None,
+        failing_since: None,
         deadline_ms: None,
         observed: BTreeMap::new(),
     };
@@ -140,6 +145,7 @@ fn component_body<'a>(view: &View<'a>, c: &'a Component, named: bool) -> Compone
         Kind::Check(check) => {
             body.consecutive_successes = Some(check.successes);
             body.consecutive_failures = Some(check.failures);
+            body.failing_since = check.first_failure.as_ref().map(|r| timestamp(r.at_wall));
             if let Some(run) = &check.last {
                 body.duration_ms = Some(millis(run.duration));
                 body.checked_at = Some(timestamp(run.at_wall));
