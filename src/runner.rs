@@ -1177,6 +1177,7 @@ mod tests {
         advance(secs(1)).await;
         let ready = get(&mut app, "/readyz").await;
         assert_eq!(ready.status, 503, "{}", ready.body);
+        assert_eq!(ready.json()["reason"], "failing: db");
 
         drop(health);
 
@@ -1192,7 +1193,8 @@ mod tests {
         advance(Duration::from_millis(3100)).await;
         assert_eq!(get(&mut app, "/readyz").await.status, 200);
         advance(secs(1)).await;
-        assert_eq!(get(&mut app, "/readyz").await.status, 503, "at 3 s");
+        let ready = get(&mut app, "/readyz").await;
+        assert_eq!(ready.json()["reason"], "failing: db", "at 3 s");
         drop(exact);
 
         // A first result is taken as it is, grace or not.
@@ -1204,7 +1206,9 @@ mod tests {
                 .failure_grace(secs(60)),
         )
         .await;
-        assert_eq!(get(&mut app, "/readyz").await.status, 503);
+        let ready = get(&mut app, "/readyz").await;
+        assert_eq!(ready.status, 503);
+        assert_eq!(ready.json()["reason"], "failing: db", "not pending");
         drop(first);
 
         // With a count of 3 as well, the later of the two decides.
@@ -1240,13 +1244,17 @@ mod tests {
 
         healthy.store(false, Ordering::SeqCst);
         // Runs at t=1s and t=2s fail: below the threshold of 3.
-        advance(Duration::from_millis(2100)).await;
+        advance(Duration::from_millis(1100)).await;
+        let first = get(&mut app, "/health/db").await.json();
+        assert_eq!(first["failing_since"], first["checked_at"], "{first}");
+        // Wall-clock times are not paused: let the next run's differ.
+        std::thread::sleep(Duration::from_millis(5));
+        advance(secs(1)).await;
         let detail = get(&mut app, "/health/db").await.json();
         assert_eq!(detail["consecutive_failures"], 2);
-        // The streak's start (its first run: `failure_grace`'s test pins
-        // which run; the wall clock is not paused, so the two runs' times
-        // may not differ here).
-        assert!(detail["failing_since"].is_string(), "{detail}");
+        // The streak dates from its first failed run, not the latest.
+        assert_ne!(detail["checked_at"], first["checked_at"], "{detail}");
+        assert_eq!(detail["failing_since"], first["checked_at"], "{detail}");
         assert_eq!(get(&mut app, "/readyz").await.status, 200);
         // The third failure flips it.
         advance(secs(1)).await;

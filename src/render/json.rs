@@ -46,7 +46,11 @@ struct ComponentBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     consecutive_failures: Option<u32>,
     /// When the current streak of failed runs began (the first one's
-    /// end); absent after a passing run.
+    /// end): present exactly while the last run failed, so also while the
+    /// check still counts as passing within its failure threshold or
+    /// grace, and absent after a passing run even if the check still
+    /// counts as failing (`success_threshold`). It dates the streak of
+    /// failed runs, not the check's status.
     #[serde(skip_serializing_if = "Option::is_none")]
     failing_since: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
