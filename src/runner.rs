@@ -742,12 +742,17 @@ fn log_run(entry: &Entry, before: Effective, run: &Run) {
         tracing::warn!(check = name, duration_ms, "health check slow");
     }
     let message = run.message.as_deref().unwrap_or("");
+    // How long the current streak of failed runs has lasted (0 at its
+    // first run, and after a passing run).
+    let failing_ms = entry.view.first_failure.as_ref().map_or(0, |first| {
+        run.at.saturating_duration_since(first.at).as_millis() as u64
+    });
     match (before, entry.view.effective) {
         (Effective::Failing, Effective::Failing) => {
             tracing::debug!(check = name, error = message, "health check still failing");
         }
         (_, Effective::Failing) => {
-            tracing::warn!(check = name, error = message, failure = ?run.failure, "health check failing");
+            tracing::warn!(check = name, error = message, failure = ?run.failure, failing_ms, "health check failing");
         }
         (Effective::Failing, Effective::Passing(status)) => {
             tracing::info!(check = name, %status, "health check recovered");
@@ -763,10 +768,6 @@ fn log_run(entry: &Entry, before: Effective, run: &Run) {
         _ => {}
     }
     if run.status == Status::Unhealthy && entry.view.effective != Effective::Failing {
-        // How long the streak has lasted, for a grace not yet reached.
-        let failing_ms = entry.view.first_failure.as_ref().map_or(0, |first| {
-            run.at.saturating_duration_since(first.at).as_millis() as u64
-        });
         // A timeout is worth a warning even below the threshold: it is the
         // "slow" warning this run did not log.
         if let Some(Failure::TimedOut(timeout)) = run.failure {
@@ -1192,9 +1193,17 @@ mod tests {
         // Runs at 1, 2 and 3 s: 0, 1 and 2 s into the streak.
         advance(Duration::from_millis(3100)).await;
         assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        let (guard, logged) = crate::test_util::capture(tracing::Level::WARN);
         advance(secs(1)).await;
+        drop(guard);
         let ready = get(&mut app, "/readyz").await;
         assert_eq!(ready.json()["reason"], "failing: db", "at 3 s");
+        // The warning says how long the streak lasted.
+        let text = logged.text();
+        assert!(
+            text.contains("health check failing") && text.contains("failing_ms=3000"),
+            "{text}"
+        );
         drop(exact);
 
         // A first result is taken as it is, grace or not.
