@@ -88,9 +88,11 @@ use crate::{Probes, runner::Shared};
 /// | option | default |
 /// |---|---|
 /// | [`probes`](Self::probes) | [`Probes::LIVENESS`]: a missed deadline restarts the container |
+/// | [`critical`](Self::critical) | `true`: a missed deadline fails those probes; `false`: makes them degraded (200) |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeartbeatOptions {
     pub(crate) probes: Probes,
+    pub(crate) critical: bool,
 }
 
 impl Default for HeartbeatOptions {
@@ -104,6 +106,7 @@ impl HeartbeatOptions {
     pub const fn new() -> Self {
         Self {
             probes: Probes::LIVENESS,
+            critical: true,
         }
     }
 
@@ -122,6 +125,17 @@ impl HeartbeatOptions {
         self.probes = probes;
         self
     }
+
+    /// Whether a missed deadline (or a dropped handle) fails the probes
+    /// (`true`) or only makes them degraded, still 200 (`false`), as for
+    /// a check: for a component worth seeing in `/health` and on
+    /// dashboards that neither a restart nor taking the instance out of
+    /// rotation would help (a metrics flusher, a cache warmer).
+    #[must_use]
+    pub const fn critical(mut self, critical: bool) -> Self {
+        self.critical = critical;
+        self
+    }
 }
 
 /// The shared state of one heartbeat, read by the runner and by probes.
@@ -130,6 +144,8 @@ pub(crate) struct HeartbeatSlot {
     pub(crate) deadline: Duration,
     /// The probes a missed beat fails (never startup).
     pub(crate) probes: Probes,
+    /// Whether a missed beat fails them or makes them degraded.
+    pub(crate) critical: bool,
     base: Instant,
     base_wall: SystemTime,
     /// Nanoseconds since `base` of the last beat.
@@ -176,13 +192,14 @@ impl HeartbeatSlot {
     pub(crate) fn new(
         name: Arc<str>,
         deadline: Duration,
-        probes: Probes,
+        options: &HeartbeatOptions,
         shared: Weak<Shared>,
     ) -> Self {
         Self {
             name,
             deadline,
-            probes,
+            probes: options.probes.without(Probes::STARTUP),
+            critical: options.critical,
             base: Instant::now(),
             base_wall: SystemTime::now(),
             last_beat: AtomicU64::new(0),
@@ -367,7 +384,7 @@ mod tests {
         let slot = HeartbeatSlot::new(
             "worker".into(),
             Duration::from_secs(1),
-            crate::Probes::LIVENESS,
+            &super::HeartbeatOptions::new(),
             Weak::new(),
         );
         let base = slot.base;

@@ -824,7 +824,8 @@ impl HealthHandle {
     }
 
     /// A [`heartbeat`](Self::heartbeat) judged as `options` say: which
-    /// probes a missed deadline fails (see [`HeartbeatOptions`]).
+    /// probes a missed deadline fails, and whether it fails them or makes
+    /// them degraded (see [`HeartbeatOptions`]).
     ///
     /// ```
     /// use std::time::Duration;
@@ -860,7 +861,7 @@ impl HealthHandle {
         deadline: Duration,
         options: HeartbeatOptions,
     ) -> Result<Heartbeat, Error> {
-        Shared::heartbeat(self.shared(), name.into(), deadline, options.probes)
+        Shared::heartbeat(self.shared(), name.into(), deadline, &options)
     }
 
     /// A receiver of the probes' statuses, updated whenever a check

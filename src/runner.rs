@@ -35,7 +35,7 @@ use tracing::Instrument;
 use crate::{
     CheckResult, Status,
     check::DynCheck,
-    heartbeat::{Heartbeat, HeartbeatSlot},
+    heartbeat::{Heartbeat, HeartbeatOptions, HeartbeatSlot},
     registry::{
         CheckOptions, Error, HealthChecksBuilder, LONGEST, Overview, Probes, Registration,
         SHORTEST, validate_name, warn_if_shadowed,
@@ -468,7 +468,7 @@ impl Shared {
         this: &Arc<Self>,
         name: String,
         deadline: Duration,
-        probes: Probes,
+        options: &HeartbeatOptions,
     ) -> Result<Heartbeat, Error> {
         this.refuse_if_stopped("heartbeat", &name)?;
         validate_name(&name)?;
@@ -484,7 +484,7 @@ impl Shared {
         let slot = Arc::new(HeartbeatSlot::new(
             Arc::from(name),
             deadline.clamp(SHORTEST, LONGEST),
-            probes.without(Probes::STARTUP),
+            options,
             Arc::downgrade(this),
         ));
         state.heartbeats.push(slot.clone());
@@ -545,7 +545,7 @@ impl Shared {
             components.push(Component {
                 name: slot.name.clone(),
                 probes: slot.probes,
-                critical: true,
+                critical: slot.critical,
                 component_type: "system",
                 kind: Kind::Heartbeat(slot.clone()),
             });
@@ -1864,6 +1864,35 @@ mod tests {
             assert_eq!(reply.status, 503, "{path}");
         }
         both.retire();
+    }
+
+    /// A non-critical heartbeat that misses its deadline makes its probes
+    /// degraded (200), as a non-critical check does.
+    #[tokio::test(start_paused = true)]
+    async fn a_non_critical_heartbeat_degrades_instead_of_failing() {
+        let health = HealthChecks::builder().build().unwrap();
+        let mut app = app(&health);
+        let flusher = health
+            .heartbeat_with(
+                "flusher",
+                secs(10),
+                crate::HeartbeatOptions::new().critical(false),
+            )
+            .unwrap();
+        advance(secs(11)).await;
+        for path in ["/livez", "/health"] {
+            let reply = get(&mut app, path).await;
+            assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+            assert_eq!(reply.json()["status"], "degraded", "{path}");
+            assert_eq!(reply.json()["reason"], "degraded: flusher", "{path}");
+        }
+        let detail = get(&mut app, "/health/flusher").await.json();
+        assert_eq!(detail["critical"], false, "{detail}");
+        assert_eq!(detail["status"], "unhealthy", "{detail}");
+        flusher.beat();
+        settle().await;
+        assert_eq!(get(&mut app, "/livez").await.json()["status"], "healthy");
+        flusher.retire();
     }
 
     #[tokio::test(start_paused = true)]
