@@ -312,7 +312,7 @@ impl HeartbeatSlot {
 }
 
 /// The handle a component beats with. See the [module docs](crate::heartbeat).
-#[must_use = "a heartbeat dropped without `retire` fails its probes (liveness) at once"]
+#[must_use = "a heartbeat dropped without `retire` fails its probes (liveness by default) at once"]
 pub struct Heartbeat {
     slot: Arc<HeartbeatSlot>,
     retired: bool,

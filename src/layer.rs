@@ -38,7 +38,9 @@ const RESERVED_HEADERS: [HeaderName; 13] = [
 
 /// Answers the health paths from the published snapshot and passes every
 /// other request to the wrapped service, adding `x-process-time-ms` to every
-/// response.
+/// response (and, once a drain has begun or while out of rotation,
+/// `Connection: close` to HTTP/1 ones: see
+/// [`without_connection_close`](Self::without_connection_close)).
 ///
 /// Made by [`HealthHandle::layer`](crate::HealthHandle::layer). Cheap to
 /// clone: configuration sits behind an `Arc`, and every clone reads the same
@@ -122,8 +124,8 @@ pub(crate) struct Config {
     /// The status code per probe ([`Probe::index`]) and status.
     codes: [[StatusCode; 6]; 4],
     pub(crate) reveal: Option<Arc<dyn RevealDetails>>,
-    /// Whether HTTP/1 responses carry `Connection: close` while readiness
-    /// reports draining.
+    /// Whether HTTP/1 responses carry `Connection: close` once a drain has
+    /// begun or while out of rotation.
     pub(crate) close_while_draining: bool,
 }
 
@@ -498,12 +500,13 @@ impl HealthLayer {
         self.configure(|config| config.process_time_header = None)
     }
 
-    /// Adds no `Connection: close` to HTTP/1 responses while readiness
-    /// reports draining.
+    /// Adds no `Connection: close` to HTTP/1 responses once a drain has
+    /// begun or while out of rotation.
     ///
-    /// By default, from the moment readiness reports draining (a shutdown
-    /// signal reached [`graceful_shutdown`], or the instance was taken
-    /// [out of rotation]) every HTTP/1 response through the layer, to a
+    /// By default, from the moment readiness starts reporting draining (a
+    /// shutdown signal reached [`graceful_shutdown`], [`drain`] was
+    /// called, or the instance was taken [out of rotation], for as long as
+    /// it is) every HTTP/1 response through the layer, to a
     /// request received since, carries `Connection: close`, and the server
     /// closes the connection after it. (A request already in progress when
     /// the drain began is answered as it would have been; the connection's
@@ -526,6 +529,7 @@ impl HealthLayer {
     /// served: only the connection's reuse ends.
     ///
     /// [`graceful_shutdown`]: crate::HealthHandle::graceful_shutdown
+    /// [`drain`]: crate::HealthHandle::drain
     /// [out of rotation]: crate::HealthHandle::take_out_of_rotation
     ///
     /// ```

@@ -5,7 +5,9 @@
 //! axum router, a tonic server or a plain hyper service. It answers
 //! `/health`, `/livez`, `/readyz` and `/startupz` itself and passes every
 //! other request through, adding an `x-process-time-ms` header to every
-//! response. [`HealthLayer::into_service`] serves the health paths alone, on
+//! response (and, once a drain has begun, `Connection: close` to HTTP/1
+//! ones: [`HealthLayer::without_connection_close`]).
+//! [`HealthLayer::into_service`] serves the health paths alone, on
 //! a management port of their own.
 //!
 //! A probe never runs a check. One background task runs each registered
@@ -53,14 +55,14 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /health` | 200 `{"status":"healthy"}`, 200 `{"status":"degraded","reason":"degraded: cache"}`, 503 `{"status":"unhealthy","reason":"failing: database"}` |
-//! | `GET /health?detailed=true` | adds `components`, `uptime_seconds`, `version` |
+//! | `GET /health?detailed=true` | adds `components` (per check: `status`, `duration_ms`, `checked_at`, `consecutive_failures`, `failing_since`, ...), `uptime_seconds`, `version` |
 //! | `GET /health/{name}` | one component; 404 `{"status":"error",...}` for an unknown name |
 //! | `GET /livez` (`/healthz`) | liveness checks and liveness heartbeats only |
 //! | `GET /readyz` | started, not draining or out of rotation, not busy, readiness checks and heartbeats pass |
 //! | `GET /startupz` | latches once started |
 //! | `?verbose` | Kubernetes text: `[+]database ok` ... `readyz check passed` |
 //! | `?exclude=NAME` | leaves a check out (repeatable) |
-//! | `Accept: application/health+json` | the IETF health check draft format |
+//! | `Accept: application/health+json` | the IETF health check draft format (with a `componentType` per check: [`Check::component_type`]) |
 //! | `HEAD` | as `GET`, no body; other methods 405 with `Allow: GET, HEAD` |
 //!
 //! Unknown query parameters are ignored; `detailed` or `verbose` with a value

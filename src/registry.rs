@@ -319,8 +319,8 @@ impl CheckOptions {
     /// What the check looks at, as `application/health+json`'s
     /// `componentType` names it: `"datastore"`, `"system"`, `"component"`,
     /// or a term of your own. Overrides the check's own
-    /// [`Check::component_type`], which is
-    /// how a closure check says it looks at a database.
+    /// [`Check::component_type`]. This is how a closure check (which has
+    /// no `component_type` of its own) says it looks at a database.
     ///
     /// ```
     /// use tower_health::CheckOptions;

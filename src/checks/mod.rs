@@ -63,8 +63,9 @@
 //!   full); it also happens when every connection is held longer than the
 //!   timeout by the application itself. To ride out short bursts of
 //!   saturation, give the check a
-//!   [`failure_threshold`](crate::CheckOptions::failure_threshold) above 1,
-//!   or a longer timeout.
+//!   [`failure_threshold`](crate::CheckOptions::failure_threshold) above 1
+//!   or a [`failure_grace`](crate::CheckOptions::failure_grace), or a
+//!   longer timeout.
 //! - **Messages are actionable and private.** A failing check's message
 //!   says what failed and what to look at. Messages are shown only to
 //!   requests the layer's [details predicate](crate::details) unlocks, and
