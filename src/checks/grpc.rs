@@ -115,31 +115,37 @@ where
         let request = HealthCheckRequest {
             service: self.service.clone(),
         };
-        let what = self.describe();
+        // Named only when the run fails: a passing run formats nothing.
+        let what = || self.describe();
         match client.check(request).await {
             Ok(response) => match ServingStatus::try_from(response.into_inner().status) {
                 Ok(ServingStatus::Serving) => CheckResult::healthy(),
                 Ok(status) => CheckResult::unhealthy(format!(
-                    "{what} answered {}: the upstream says it cannot serve",
+                    "{} answered {}: the upstream says it cannot serve",
+                    what(),
                     status.as_str_name()
                 )),
                 Err(_) => CheckResult::unhealthy(format!(
-                    "{what} answered a serving status this client does not know"
+                    "{} answered a serving status this client does not know",
+                    what()
                 )),
             },
             Err(status) => CheckResult::unhealthy(match status.code() {
                 Code::NotFound => format!(
-                    "{what}: the server does not know the service (NOT_FOUND); check the \
+                    "{}: the server does not know the service (NOT_FOUND); check the \
                      name, which must be the one the server registered with its health \
-                     service"
+                     service",
+                    what()
                 ),
                 Code::Unimplemented => format!(
-                    "{what}: the server has no grpc.health.v1.Health service \
-                     (UNIMPLEMENTED); check a method of its own instead"
+                    "{}: the server has no grpc.health.v1.Health service \
+                     (UNIMPLEMENTED); check a method of its own instead",
+                    what()
                 ),
                 code => format!(
-                    "{what} failed ({}): {}; check that the upstream is listening and \
+                    "{} failed ({}): {}; check that the upstream is listening and \
                      reachable from here",
+                    what(),
                     code_name(code),
                     detail(&status)
                 ),
