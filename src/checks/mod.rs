@@ -1,5 +1,7 @@
 //! Built-in checks for real dependencies, each behind its own cargo feature
-//! ([`BlockingCheck`], for your own blocking call, needs none).
+//! ([`BlockingCheck`], for your own blocking call, and
+//! [`SchedulingDelayCheck`](runtime::SchedulingDelayCheck), for the Tokio
+//! runtime itself, need none).
 //!
 //! None of these features is on by default. Enable the ones you need:
 //!
@@ -21,6 +23,7 @@
 //! | [`TcpCheck`](tcp::TcpCheck) | `tcp` | opens (and closes) a TCP connection to `host:port` | none |
 //! | [`DiskSpaceCheck`](disk::DiskSpaceCheck) | `disk` (Unix) | `statvfs` on a path, on a thread of its own | `free_bytes`, `total_bytes`, `free_percent` |
 //! | [`BlockingCheck`] | none | your blocking call (a synchronous client), on a thread of its own, one call at a time | yours |
+//! | [`SchedulingDelayCheck`](runtime::SchedulingDelayCheck) | none | yields to the Tokio runtime a few times and times how long each turn takes to come back; `degraded` above 100 ms by default, `unhealthy` only above a threshold you set | `delay_ms` |
 //!
 //! The runner times every run, shown as `responseTime` (milliseconds) in
 //! `application/health+json` and `duration_ms` in `?detailed=true`, and cuts
@@ -131,6 +134,8 @@ pub mod grpc;
 #[cfg(all(feature = "disk", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "disk", unix))))]
 pub mod disk;
+
+pub mod runtime;
 
 mod blocking;
 pub use blocking::BlockingCheck;

@@ -18,5 +18,6 @@ mod mysql;
 mod postgres;
 mod redis;
 mod replicas;
+mod runtime;
 mod sqlite;
 mod tcp;
