@@ -320,7 +320,7 @@ pub trait Check: Send + Sync + 'static {
 
     /// What the check looks at, for `application/health+json`'s
     /// `componentType`: `"component"` unless overridden. The built-in
-    /// database and Redis checks say `"datastore"`, the disk check
+    /// database and Redis checks say `"datastore"`, the disk and runtime checks
     /// `"system"`, as the IETF draft's examples do.
     /// [`CheckOptions::component_type`](crate::CheckOptions::component_type)
     /// overrides it per registration. A check that wraps another should

@@ -137,7 +137,7 @@ pub(crate) const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 6
 /// | [`success_threshold`](Self::success_threshold) | 1 consecutive success before a failing check counts as passing |
 /// | [`max_age`](Self::max_age) | `2 × interval + timeout` (the interval in force for the next run): an older result counts as failed ("stale") |
 /// | [`slow_threshold`](Self::slow_threshold) | half the timeout: slower runs are logged (a run cut at its timeout is logged as timed out instead) |
-/// | [`component_type`](Self::component_type) | the check's own ([`Check::component_type`]): `datastore` for the database and Redis checks, `system` for the disk check, `component` otherwise |
+/// | [`component_type`](Self::component_type) | the check's own ([`Check::component_type`]): `datastore` for the database and Redis checks, `system` for the disk and runtime checks, `component` otherwise |
 ///
 /// The thresholds damp flapping between two known states; the first result
 /// of a check is taken as it is.

@@ -23,7 +23,7 @@
 //! | [`TcpCheck`](tcp::TcpCheck) | `tcp` | opens (and closes) a TCP connection to `host:port` | none |
 //! | [`DiskSpaceCheck`](disk::DiskSpaceCheck) | `disk` (Unix) | `statvfs` on a path, on a thread of its own | `free_bytes`, `total_bytes`, `free_percent` |
 //! | [`BlockingCheck`] | none | your blocking call (a synchronous client), on a thread of its own, one call at a time | yours |
-//! | [`SchedulingDelayCheck`](runtime::SchedulingDelayCheck) | none | yields to the Tokio runtime a few times and times how long each turn takes to come back; `degraded` above 100 ms by default, `unhealthy` only above a threshold you set | `delay_ms` |
+//! | [`SchedulingDelayCheck`](runtime::SchedulingDelayCheck) | none | sets a 1 ms timer a few times and times how late the Tokio runtime gets back to the check: CPU-heavy work or blocking calls on its workers; `degraded` above 100 ms by default, `unhealthy` only above a threshold you set | `delay_ms`, `workers`, `alive_tasks`, `global_queue_depth` |
 //!
 //! The runner times every run, shown as `responseTime` (milliseconds) in
 //! `application/health+json` and `duration_ms` in `?detailed=true`, and cuts
