@@ -41,7 +41,7 @@ use axum::{
     routing::{get, post},
 };
 use tower_health::{
-    CheckOptions, CheckResult, HealthChecks, checks::runtime::SchedulingDelayCheck,
+    CheckOptions, CheckResult, HealthChecks, HealthHandle, checks::runtime::SchedulingDelayCheck,
     details::BearerToken,
 };
 
@@ -86,7 +86,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let builder = HealthChecks::builder()
         .version(env!("CARGO_PKG_VERSION"))
         .drain_delay(Duration::from_secs(drain_secs))
-        // A readiness check the demo routes can break and heal.
+        // A readiness check the demo routes can break and heal. Checked
+        // every 10 s; the routes ask for a run at once (`recheck`).
         .check_with(
             "demo",
             move || {
@@ -99,7 +100,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                 }
             },
-            CheckOptions::new().interval(Duration::from_secs(1)),
+            CheckOptions::new().interval(Duration::from_secs(10)),
         )
         // A non-critical check: when it fails the service is degraded, not down.
         .check_with(
@@ -139,7 +140,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/", get(index))
         .route("/demo/fail", post(fail))
         .route("/demo/recover", post(recover))
-        .with_state(demo_failing)
+        .with_state(Demo {
+            failing: demo_failing,
+            health: health.clone(),
+        })
         .route("/metrics", get(move || std::future::ready(scrape.render())));
     // Error texts and observations only for requests with the token.
     let layer = health
@@ -213,14 +217,25 @@ async fn index() -> Html<&'static str> {
     )
 }
 
-async fn fail(State(flag): State<Arc<AtomicBool>>) -> &'static str {
-    flag.store(true, Ordering::SeqCst);
-    "demo check will fail from its next run (within 1s)\n"
+/// What the demo routes change.
+#[derive(Clone)]
+struct Demo {
+    failing: Arc<AtomicBool>,
+    health: HealthHandle,
 }
 
-async fn recover(State(flag): State<Arc<AtomicBool>>) -> &'static str {
-    flag.store(false, Ordering::SeqCst);
-    "demo check will pass from its next run (within 1s)\n"
+async fn fail(State(demo): State<Demo>) -> &'static str {
+    demo.failing.store(true, Ordering::SeqCst);
+    // As an application would after a failed call to a dependency: the
+    // check runs now (at most once a second), not at its next interval.
+    demo.health.recheck("demo");
+    "demo check fails from its next run, asked for now\n"
+}
+
+async fn recover(State(demo): State<Demo>) -> &'static str {
+    demo.failing.store(false, Ordering::SeqCst);
+    demo.health.recheck("demo");
+    "demo check passes from its next run, asked for now\n"
 }
 
 /// Adds the built-in `postgres` (sqlx `PgPool`, `SELECT 1`) and `redis`

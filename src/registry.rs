@@ -137,6 +137,7 @@ pub(crate) const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 6
 /// | [`success_threshold`](Self::success_threshold) | 1 consecutive success before a failing check counts as passing |
 /// | [`max_age`](Self::max_age) | `2 × interval + timeout` (the interval in force for the next run): an older result counts as failed ("stale") |
 /// | [`slow_threshold`](Self::slow_threshold) | half the timeout: slower runs are logged (a run cut at its timeout is logged as timed out instead) |
+/// | [`recheck_spacing`](Self::recheck_spacing) | 1 s: the least time from the end of a run to a run [`HealthHandle::recheck`] brings forward |
 /// | [`component_type`](Self::component_type) | the check's own ([`Check::component_type`]): `datastore` for the database and Redis checks, `system` for the disk and runtime checks, `component` otherwise |
 ///
 /// The thresholds damp flapping between two known states; the first result
@@ -154,6 +155,7 @@ pub struct CheckOptions {
     pub(crate) max_age: Option<Duration>,
     pub(crate) slow_threshold: Option<Duration>,
     pub(crate) component_type: Option<&'static str>,
+    pub(crate) recheck_spacing: Duration,
 }
 
 impl Default for CheckOptions {
@@ -177,6 +179,7 @@ impl CheckOptions {
             max_age: None,
             slow_threshold: None,
             component_type: None,
+            recheck_spacing: Duration::from_secs(1),
         }
     }
 
@@ -333,6 +336,19 @@ impl CheckOptions {
         self
     }
 
+    /// The least time from the end of a run to a run that
+    /// [`HealthHandle::recheck`] brings forward (default 1 s; values over
+    /// 100 years are lowered to 100 years). However often the application
+    /// asks, the check runs no more often than this: an application that
+    /// asks on every failed query during an outage costs the dependency one
+    /// check per `recheck_spacing`, not one per failed query. Raise it for
+    /// a check that is expensive to run.
+    #[must_use]
+    pub const fn recheck_spacing(mut self, spacing: Duration) -> Self {
+        self.recheck_spacing = spacing;
+        self
+    }
+
     pub(crate) fn normalized(mut self) -> Self {
         self.interval = self.interval.clamp(SHORTEST, LONGEST);
         self.failing_interval = self
@@ -343,6 +359,7 @@ impl CheckOptions {
         self.failure_threshold = self.failure_threshold.max(1);
         self.failure_grace = self.failure_grace.min(LONGEST);
         self.success_threshold = self.success_threshold.max(1);
+        self.recheck_spacing = self.recheck_spacing.min(LONGEST);
         self
     }
 
@@ -681,6 +698,54 @@ impl HealthHandle {
     /// Removes a check while running. Returns whether it existed.
     pub fn remove_check(&self, name: &str) -> bool {
         self.shared().remove_check(name)
+    }
+
+    /// Asks for the check `name` to run again soon, because the application
+    /// has seen a sign that its answer changed: a query failed with a
+    /// connection error, an upstream started answering 503. Probes then
+    /// reflect the dependency within about the check's run time, instead of
+    /// up to an [`interval`](CheckOptions::interval) later, while a healthy
+    /// dependency is still checked only once an interval.
+    ///
+    /// The check is never run in the call: the refresher runs it, at once
+    /// if its last run ended at least its
+    /// [`recheck_spacing`](CheckOptions::recheck_spacing) (default 1 s)
+    /// ago, otherwise when that much time has passed. Asks in between
+    /// change nothing, so calling this on every failed request is safe: the
+    /// dependency sees at most one check per spacing, never a storm. A run
+    /// in flight when asked may have started before the failure, so the
+    /// next run comes a spacing after it ends. The call takes a lock
+    /// and looks the name up; it never waits for a run.
+    ///
+    /// A run brought forward counts like any other, towards
+    /// [`failure_threshold`](CheckOptions::failure_threshold) too: to ride
+    /// out blips whatever the application asks, use
+    /// [`failure_grace`](CheckOptions::failure_grace), which is time.
+    ///
+    /// Returns whether a check of that name is registered (a heartbeat's
+    /// name is not a check's) and the checker still runs.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_health::{CheckOptions, CheckResult, HealthChecks};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_health::Error> {
+    /// let health = HealthChecks::builder()
+    ///     .check_with(
+    ///         "ledger",
+    ///         || async { CheckResult::healthy() }, // ask the ledger service
+    ///         CheckOptions::new().interval(Duration::from_secs(30)),
+    ///     )
+    ///     .build()?;
+    ///
+    /// // In a handler, after a call to the ledger service failed:
+    /// health.recheck("ledger");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn recheck(&self, name: &str) -> bool {
+        self.shared().recheck(name)
     }
 
     /// Marks initialisation done (see

@@ -100,6 +100,9 @@ struct Entry {
     options: CheckOptions,
     /// The run in flight, if any: `remove_check` aborts it.
     running: Option<Running>,
+    /// `recheck` was asked while a run was in flight: the next run comes
+    /// `recheck_spacing` after it ends, if that is sooner.
+    recheck: bool,
     /// The measurements this check's runs have set on the observation
     /// gauge: a run that does not report one sets it to NaN.
     #[cfg(feature = "metrics")]
@@ -238,6 +241,7 @@ impl State {
             check: registration.check,
             options: registration.options,
             running: None,
+            recheck: false,
             #[cfg(feature = "metrics")]
             gauged: Vec::new(),
             next_due: now,
@@ -372,6 +376,39 @@ impl Shared {
             }
         }
         inserted
+    }
+
+    /// Brings the next run of `name` forward to `recheck_spacing` after
+    /// the end of its last run, or now if that has passed; a run in
+    /// flight may have started before what made the caller ask, so the
+    /// next one comes that long after it ends. `false` for a name that is
+    /// not a check's, or once stopped.
+    pub(crate) fn recheck(&self, name: &str) -> bool {
+        if self.is_stopped() {
+            return false;
+        }
+        let mut state = self.lock();
+        let Some(entry) = state.checks.iter_mut().find(|e| &*e.name == name) else {
+            return false;
+        };
+        if entry.running.is_some() {
+            entry.recheck = true;
+            return true;
+        }
+        let now = Instant::now();
+        let spacing = entry.options.recheck_spacing;
+        let earliest = entry
+            .view
+            .last
+            .as_ref()
+            .map_or(now, |last| (last.at + spacing).max(now));
+        if earliest < entry.next_due {
+            entry.next_due = earliest;
+            drop(state);
+            // The runner recomputes its next wake-up.
+            self.wake.notify_one();
+        }
+        true
     }
 
     pub(crate) fn remove_check(&self, name: &str) -> bool {
@@ -698,6 +735,9 @@ impl Shared {
         view.last = Some(run.clone());
         view.max_age = entry.options.max_age_after(settled);
         entry.next_due = now + entry.options.interval_after(settled);
+        if std::mem::take(&mut entry.recheck) {
+            entry.next_due = entry.next_due.min(now + entry.options.recheck_spacing);
+        }
         log_run(entry, before, &run);
         #[cfg(feature = "metrics")]
         let (name, gauged) = {
@@ -1112,6 +1152,143 @@ mod tests {
         let app = app(&health);
         settle().await;
         (health, app)
+    }
+
+    /// A check `db` that `healthy` flips, taking `takes` per run, whose
+    /// runs' start times are recorded.
+    fn recorded_switch(
+        healthy: &Arc<AtomicBool>,
+        takes: Duration,
+    ) -> (
+        impl crate::Check,
+        Arc<std::sync::Mutex<Vec<tokio::time::Instant>>>,
+    ) {
+        let healthy = healthy.clone();
+        let starts = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = starts.clone();
+        let check = move || {
+            log.lock().unwrap().push(tokio::time::Instant::now());
+            let healthy = healthy.clone();
+            async move {
+                tokio::time::sleep(takes).await;
+                if healthy.load(Ordering::SeqCst) {
+                    CheckResult::healthy()
+                } else {
+                    CheckResult::unhealthy("refused")
+                }
+            }
+        };
+        (check, starts)
+    }
+
+    /// Start times, in milliseconds since `origin`.
+    fn millis_since(
+        origin: tokio::time::Instant,
+        starts: &std::sync::Mutex<Vec<tokio::time::Instant>>,
+    ) -> Vec<u128> {
+        let starts = starts.lock().unwrap();
+        starts.iter().map(|s| (*s - origin).as_millis()).collect()
+    }
+
+    /// `recheck` runs the check at once when its last run ended a spacing
+    /// ago or more, and then no more than once a spacing however often it
+    /// is asked; without asks, an interval apart as before.
+    #[tokio::test(start_paused = true)]
+    async fn recheck_runs_a_check_at_once_and_then_once_a_spacing_at_most() {
+        let origin = tokio::time::Instant::now();
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (check, starts) = recorded_switch(&healthy, Duration::ZERO);
+        let health = HealthChecks::builder()
+            .check_with("db", check, CheckOptions::new().interval(secs(60)))
+            .build()
+            .unwrap();
+        let mut app = app(&health);
+        settle().await;
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+
+        // The application sees the database fail at t = 5 s.
+        advance(secs(5)).await;
+        healthy.store(false, Ordering::SeqCst);
+        assert!(health.recheck("db"));
+        settle().await;
+        let ready = get(&mut app, "/readyz").await;
+        assert_eq!(ready.status, 503, "{}", ready.body);
+        assert_eq!(ready.json()["reason"], "failing: db");
+        assert_eq!(millis_since(origin, &starts), [0, 5001]);
+
+        // A storm of asks: one more run, a spacing (1 s) after the last
+        // one ended, not one per ask.
+        for _ in 0..1000 {
+            assert!(health.recheck("db"));
+        }
+        advance(Duration::from_millis(998)).await;
+        assert_eq!(millis_since(origin, &starts).len(), 2);
+        advance(Duration::from_millis(2)).await;
+        assert_eq!(millis_since(origin, &starts), [0, 5001, 6001]);
+
+        // No more asks: the interval again, from the last run.
+        healthy.store(true, Ordering::SeqCst);
+        advance(secs(59)).await;
+        assert_eq!(millis_since(origin, &starts).len(), 3);
+        advance(secs(2)).await;
+        assert_eq!(millis_since(origin, &starts), [0, 5001, 6001, 66001]);
+        assert_eq!(get(&mut app, "/readyz").await.status, 200);
+    }
+
+    /// A run in flight may have started before what made the application
+    /// ask: the next run comes a spacing after it ends. A longer spacing
+    /// holds an ask back until it has passed.
+    #[tokio::test(start_paused = true)]
+    async fn recheck_during_a_run_runs_again_a_spacing_after_it() {
+        let origin = tokio::time::Instant::now();
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (check, starts) = recorded_switch(&healthy, Duration::from_millis(500));
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                check,
+                CheckOptions::new()
+                    .interval(secs(60))
+                    .recheck_spacing(secs(3)),
+            )
+            .build()
+            .unwrap();
+        // The first run, 0 to 0.5 s, is in flight.
+        advance(Duration::from_millis(200)).await;
+        assert!(health.recheck("db"));
+        // Not at once, nor when it ends: 3 s after it ended.
+        advance(Duration::from_millis(3_200)).await;
+        assert_eq!(millis_since(origin, &starts), [0]);
+        advance(Duration::from_millis(200)).await;
+        assert_eq!(millis_since(origin, &starts), [0, 3500]);
+
+        // Asked at 4.6 s, 0.6 s after that run ended: held to 3 s after
+        // it, 7 s.
+        advance(Duration::from_millis(1_000)).await;
+        assert!(health.recheck("db"));
+        advance(Duration::from_millis(2_300)).await;
+        assert_eq!(millis_since(origin, &starts).len(), 2);
+        advance(Duration::from_millis(200)).await;
+        assert_eq!(millis_since(origin, &starts), [0, 3500, 7000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recheck_is_false_for_a_heartbeat_an_unknown_name_and_after_shutdown() {
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                || async { CheckResult::healthy() },
+                CheckOptions::new(),
+            )
+            .build()
+            .unwrap();
+        let _beat = health.heartbeat("worker", secs(10)).unwrap();
+        settle().await;
+        assert!(health.recheck("db"));
+        assert!(!health.recheck("worker"));
+        assert!(!health.recheck("nope"));
+        health.shutdown();
+        assert!(!health.recheck("db"));
     }
 
     #[tokio::test(start_paused = true)]
