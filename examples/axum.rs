@@ -87,7 +87,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .version(env!("CARGO_PKG_VERSION"))
         .drain_delay(Duration::from_secs(drain_secs))
         // A readiness check the demo routes can break and heal. Checked
-        // every 10 s; the routes ask for a run at once (`recheck`).
+        // every 10 s while it passes (breaking it asks for a run at once,
+        // `recheck`) and every second while it fails.
         .check_with(
             "demo",
             move || {
@@ -100,7 +101,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                 }
             },
-            CheckOptions::new().interval(Duration::from_secs(10)),
+            CheckOptions::new()
+                .interval(Duration::from_secs(10))
+                .failing_interval(Duration::from_secs(1)),
         )
         // A non-critical check: when it fails the service is degraded, not down.
         .check_with(
@@ -227,15 +230,16 @@ struct Demo {
 async fn fail(State(demo): State<Demo>) -> &'static str {
     demo.failing.store(true, Ordering::SeqCst);
     // As an application would after a failed call to a dependency: the
-    // check runs now (at most once a second), not at its next interval.
+    // check runs now (or a `recheck_spacing`, default 1 s, after its last
+    // run), not at its next interval.
     demo.health.recheck("demo");
-    "demo check fails from its next run, asked for now\n"
+    "demo check fails from its next run, within a second (recheck)\n"
 }
 
 async fn recover(State(demo): State<Demo>) -> &'static str {
     demo.failing.store(false, Ordering::SeqCst);
-    demo.health.recheck("demo");
-    "demo check passes from its next run, asked for now\n"
+    // No `recheck` here: a failing check is run every `failing_interval`.
+    "demo check passes from its next run, within a second (failing_interval)\n"
 }
 
 /// Adds the built-in `postgres` (sqlx `PgPool`, `SELECT 1`) and `redis`

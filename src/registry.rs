@@ -337,12 +337,13 @@ impl CheckOptions {
     }
 
     /// The least time from the end of a run to a run that
-    /// [`HealthHandle::recheck`] brings forward (default 1 s; values over
-    /// 100 years are lowered to 100 years). However often the application
-    /// asks, the check runs no more often than this: an application that
-    /// asks on every failed query during an outage costs the dependency one
-    /// check per `recheck_spacing`, not one per failed query. Raise it for
-    /// a check that is expensive to run.
+    /// [`HealthHandle::recheck`] brings forward (default 1 s; values under
+    /// 1 ms are raised to 1 ms, values over 100 years lowered to 100
+    /// years). However often the application asks, the check runs no more
+    /// often than this: an application that asks on every failed query
+    /// costs the dependency one check per `recheck_spacing` at most, not
+    /// one per failed query. Raise it for a check that is expensive to
+    /// run.
     #[must_use]
     pub const fn recheck_spacing(mut self, spacing: Duration) -> Self {
         self.recheck_spacing = spacing;
@@ -359,7 +360,7 @@ impl CheckOptions {
         self.failure_threshold = self.failure_threshold.max(1);
         self.failure_grace = self.failure_grace.min(LONGEST);
         self.success_threshold = self.success_threshold.max(1);
-        self.recheck_spacing = self.recheck_spacing.min(LONGEST);
+        self.recheck_spacing = self.recheck_spacing.clamp(SHORTEST, LONGEST);
         self
     }
 
@@ -702,28 +703,32 @@ impl HealthHandle {
 
     /// Asks for the check `name` to run again soon, because the application
     /// has seen a sign that its answer changed: a query failed with a
-    /// connection error, an upstream started answering 503. Probes then
-    /// reflect the dependency within about the check's run time, instead of
-    /// up to an [`interval`](CheckOptions::interval) later, while a healthy
-    /// dependency is still checked only once an interval.
+    /// connection error, an upstream started answering 503. A failure is
+    /// then noticed about a [`recheck_spacing`](CheckOptions::recheck_spacing)
+    /// (default 1 s) and a run's time after the sign at most, instead of up
+    /// to an [`interval`](CheckOptions::interval) later, while a healthy
+    /// dependency is still checked once an interval.
     ///
     /// The check is never run in the call: the refresher runs it, at once
-    /// if its last run ended at least its
-    /// [`recheck_spacing`](CheckOptions::recheck_spacing) (default 1 s)
-    /// ago, otherwise when that much time has passed. Asks in between
-    /// change nothing, so calling this on every failed request is safe: the
-    /// dependency sees at most one check per spacing, never a storm. A run
-    /// in flight when asked may have started before the failure, so the
-    /// next run comes a spacing after it ends. The call takes a lock
-    /// and looks the name up; it never waits for a run.
+    /// if its last run ended at least a spacing ago, otherwise when that
+    /// much time has passed. Further asks before that run change nothing,
+    /// so calling this on every failed request is safe: the dependency sees
+    /// at most one check per spacing, never a storm. A run in flight when
+    /// asked may have started before the failure, so the next run comes a
+    /// spacing after it ends. The call takes a lock and looks the name up;
+    /// it never waits for a run.
     ///
-    /// A run brought forward counts like any other, towards
-    /// [`failure_threshold`](CheckOptions::failure_threshold) too: to ride
-    /// out blips whatever the application asks, use
-    /// [`failure_grace`](CheckOptions::failure_grace), which is time.
+    /// Asks bring a run forward only while the check is passing, with a
+    /// passing last run: it is how a new failure is noticed sooner. Once a
+    /// run has failed, the check's own schedule stands, so asks neither
+    /// undo a [`failing_interval`](CheckOptions::failing_interval) that
+    /// backs off a dependency that is down nor hurry a
+    /// [`failure_threshold`](CheckOptions::failure_threshold) or
+    /// [`failure_grace`](CheckOptions::failure_grace) towards failing.
     ///
     /// Returns whether a check of that name is registered (a heartbeat's
-    /// name is not a check's) and the checker still runs.
+    /// name is not a check's) and the checker still runs; a name that is
+    /// not a check's is logged at `debug`.
     ///
     /// ```
     /// use std::time::Duration;

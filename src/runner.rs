@@ -379,29 +379,31 @@ impl Shared {
     }
 
     /// Brings the next run of `name` forward to `recheck_spacing` after
-    /// the end of its last run, or now if that has passed; a run in
-    /// flight may have started before what made the caller ask, so the
-    /// next one comes that long after it ends. `false` for a name that is
-    /// not a check's, or once stopped.
+    /// the end of its last run, or now if that has passed, while the check
+    /// is settled as passing (otherwise `failing_interval` paces its runs
+    /// and the damping counts them). A run in flight may have started
+    /// before what made the caller ask, so the next one comes that long
+    /// after it ends, if that run leaves the check settled. `false` for a
+    /// name that is not a check's, or once stopped.
     pub(crate) fn recheck(&self, name: &str) -> bool {
         if self.is_stopped() {
             return false;
         }
         let mut state = self.lock();
         let Some(entry) = state.checks.iter_mut().find(|e| &*e.name == name) else {
+            drop(state);
+            tracing::debug!(name, "health: recheck of a name that is not a check's");
             return false;
         };
         if entry.running.is_some() {
             entry.recheck = true;
             return true;
         }
-        let now = Instant::now();
-        let spacing = entry.options.recheck_spacing;
-        let earliest = entry
-            .view
-            .last
-            .as_ref()
-            .map_or(now, |last| (last.at + spacing).max(now));
+        let Some(last) = entry.view.last.as_ref().filter(|_| entry.view.settled()) else {
+            // No result yet (its first run is due), or not settled.
+            return true;
+        };
+        let earliest = (last.at + entry.options.recheck_spacing).max(Instant::now());
         if earliest < entry.next_due {
             entry.next_due = earliest;
             drop(state);
@@ -735,7 +737,7 @@ impl Shared {
         view.last = Some(run.clone());
         view.max_age = entry.options.max_age_after(settled);
         entry.next_due = now + entry.options.interval_after(settled);
-        if std::mem::take(&mut entry.recheck) {
+        if std::mem::take(&mut entry.recheck) && settled {
             entry.next_due = entry.next_due.min(now + entry.options.recheck_spacing);
         }
         log_run(entry, before, &run);
@@ -1204,16 +1206,11 @@ mod tests {
             .unwrap();
         let mut app = app(&health);
         settle().await;
-        assert_eq!(get(&mut app, "/readyz").await.status, 200);
 
-        // The application sees the database fail at t = 5 s.
+        // Asked at t = 5 s: run at once.
         advance(secs(5)).await;
-        healthy.store(false, Ordering::SeqCst);
         assert!(health.recheck("db"));
         settle().await;
-        let ready = get(&mut app, "/readyz").await;
-        assert_eq!(ready.status, 503, "{}", ready.body);
-        assert_eq!(ready.json()["reason"], "failing: db");
         assert_eq!(millis_since(origin, &starts), [0, 5001]);
 
         // A storm of asks: one more run, a spacing (1 s) after the last
@@ -1227,17 +1224,67 @@ mod tests {
         assert_eq!(millis_since(origin, &starts), [0, 5001, 6001]);
 
         // No more asks: the interval again, from the last run.
-        healthy.store(true, Ordering::SeqCst);
         advance(secs(59)).await;
         assert_eq!(millis_since(origin, &starts).len(), 3);
         advance(secs(2)).await;
         assert_eq!(millis_since(origin, &starts), [0, 5001, 6001, 66001]);
+
+        // At 67.002 s the database fails; the application notices and
+        // asks (the last run ended over a spacing ago): readiness fails
+        // at once, not at the next interval.
+        healthy.store(false, Ordering::SeqCst);
+        assert!(health.recheck("db"));
         assert_eq!(get(&mut app, "/readyz").await.status, 200);
+        settle().await;
+        let ready = get(&mut app, "/readyz").await;
+        assert_eq!(ready.status, 503, "{}", ready.body);
+        assert_eq!(ready.json()["reason"], "failing: db");
+        assert_eq!(millis_since(origin, &starts), [0, 5001, 6001, 66001, 67002]);
+    }
+
+    /// Once a run has failed, asks change nothing: the failing interval
+    /// paces the runs and the damping counts them, however often the
+    /// application asks.
+    #[tokio::test(start_paused = true)]
+    async fn recheck_does_not_hurry_a_failing_check() {
+        let origin = tokio::time::Instant::now();
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (check, starts) = recorded_switch(&healthy, Duration::from_millis(100));
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                check,
+                CheckOptions::new()
+                    .interval(secs(60))
+                    .failing_interval(secs(20))
+                    .failure_threshold(3),
+            )
+            .build()
+            .unwrap();
+        let mut app = app(&health);
+        advance(secs(5)).await;
+        healthy.store(false, Ordering::SeqCst);
+        assert!(health.recheck("db"));
+        // The run brought forward (5.0 to 5.1 s) fails: one of three.
+        advance(Duration::from_millis(50)).await;
+        // Asked again while it runs, and after: it is failing now.
+        assert!(health.recheck("db"));
+        advance(Duration::from_millis(100)).await;
+        for _ in 0..1000 {
+            assert!(health.recheck("db"));
+        }
+        advance(secs(19)).await;
+        assert_eq!(millis_since(origin, &starts), [0, 5000]);
+        assert_eq!(get(&mut app, "/readyz").await.status, 200, "1 of 3");
+        // The failing interval's run, 20 s after the failed one ended.
+        advance(secs(2)).await;
+        assert_eq!(millis_since(origin, &starts), [0, 5000, 25100]);
+        assert_eq!(get(&mut app, "/readyz").await.status, 200, "2 of 3");
     }
 
     /// A run in flight may have started before what made the application
-    /// ask: the next run comes a spacing after it ends. A longer spacing
-    /// holds an ask back until it has passed.
+    /// ask: the next run comes a spacing after it ends, once. A longer
+    /// spacing holds an ask back until it has passed.
     #[tokio::test(start_paused = true)]
     async fn recheck_during_a_run_runs_again_a_spacing_after_it() {
         let origin = tokio::time::Instant::now();
@@ -1261,15 +1308,45 @@ mod tests {
         assert_eq!(millis_since(origin, &starts), [0]);
         advance(Duration::from_millis(200)).await;
         assert_eq!(millis_since(origin, &starts), [0, 3500]);
+        // Once: then the interval, from the end of that run (4 s).
+        advance(secs(60)).await;
+        assert_eq!(millis_since(origin, &starts), [0, 3500]);
+        advance(Duration::from_millis(600)).await;
+        assert_eq!(millis_since(origin, &starts), [0, 3500, 64000]);
 
-        // Asked at 4.6 s, 0.6 s after that run ended: held to 3 s after
-        // it, 7 s.
-        advance(Duration::from_millis(1_000)).await;
+        // Asked at 64.7 s, 0.2 s after that run ended: held to 3 s after
+        // it, 67.5 s.
+        advance(Duration::from_millis(500)).await;
         assert!(health.recheck("db"));
-        advance(Duration::from_millis(2_300)).await;
-        assert_eq!(millis_since(origin, &starts).len(), 2);
+        advance(Duration::from_millis(2_700)).await;
+        assert_eq!(millis_since(origin, &starts).len(), 3);
         advance(Duration::from_millis(200)).await;
-        assert_eq!(millis_since(origin, &starts), [0, 3500, 7000]);
+        assert_eq!(millis_since(origin, &starts), [0, 3500, 64000, 67500]);
+    }
+
+    /// An ask never puts off a run that is due sooner.
+    #[tokio::test(start_paused = true)]
+    async fn recheck_never_delays_a_run() {
+        let origin = tokio::time::Instant::now();
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (check, starts) = recorded_switch(&healthy, Duration::from_millis(100));
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                check,
+                CheckOptions::new()
+                    .interval(Duration::from_millis(400))
+                    .recheck_spacing(secs(3)),
+            )
+            .build()
+            .unwrap();
+        // During the first run (0 to 0.1 s), then between runs.
+        advance(Duration::from_millis(50)).await;
+        assert!(health.recheck("db"));
+        advance(Duration::from_millis(200)).await;
+        assert!(health.recheck("db"));
+        advance(Duration::from_millis(800)).await;
+        assert_eq!(millis_since(origin, &starts), [0, 500, 1000]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -172,6 +172,16 @@ pub(crate) struct CheckView {
 }
 
 impl CheckView {
+    /// Passing, with a passing last run: neither failing nor counting a
+    /// failure streak.
+    pub(crate) fn settled(&self) -> bool {
+        matches!(self.effective, Effective::Passing(_))
+            && self
+                .last
+                .as_ref()
+                .is_some_and(|run| run.status.is_passing())
+    }
+
     /// When the last result turns stale (`None` before the first result).
     /// Durations are clamped at registration (`max_age` to at most 300
     /// years), so the sum cannot overflow.
