@@ -1183,6 +1183,28 @@ mod tests {
         (check, starts)
     }
 
+    /// [`recorded_switch`] registered as `db` with `options`, built: the
+    /// paused clock's origin, the switch, the runs' start times and the
+    /// handle.
+    fn recorded_db(
+        takes: Duration,
+        options: CheckOptions,
+    ) -> (
+        tokio::time::Instant,
+        Arc<AtomicBool>,
+        Arc<std::sync::Mutex<Vec<tokio::time::Instant>>>,
+        crate::HealthHandle,
+    ) {
+        let origin = tokio::time::Instant::now();
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (check, starts) = recorded_switch(&healthy, takes);
+        let health = HealthChecks::builder()
+            .check_with("db", check, options)
+            .build()
+            .unwrap();
+        (origin, healthy, starts, health)
+    }
+
     /// Start times, in milliseconds since `origin`.
     fn millis_since(
         origin: tokio::time::Instant,
@@ -1197,13 +1219,8 @@ mod tests {
     /// is asked; without asks, an interval apart as before.
     #[tokio::test(start_paused = true)]
     async fn recheck_runs_a_check_at_once_and_then_once_a_spacing_at_most() {
-        let origin = tokio::time::Instant::now();
-        let healthy = Arc::new(AtomicBool::new(true));
-        let (check, starts) = recorded_switch(&healthy, Duration::ZERO);
-        let health = HealthChecks::builder()
-            .check_with("db", check, CheckOptions::new().interval(secs(60)))
-            .build()
-            .unwrap();
+        let (origin, healthy, starts, health) =
+            recorded_db(Duration::ZERO, CheckOptions::new().interval(secs(60)));
         let mut app = app(&health);
         settle().await;
 
@@ -1247,20 +1264,13 @@ mod tests {
     /// application asks.
     #[tokio::test(start_paused = true)]
     async fn recheck_does_not_hurry_a_failing_check() {
-        let origin = tokio::time::Instant::now();
-        let healthy = Arc::new(AtomicBool::new(true));
-        let (check, starts) = recorded_switch(&healthy, Duration::from_millis(100));
-        let health = HealthChecks::builder()
-            .check_with(
-                "db",
-                check,
-                CheckOptions::new()
-                    .interval(secs(60))
-                    .failing_interval(secs(20))
-                    .failure_threshold(3),
-            )
-            .build()
-            .unwrap();
+        let (origin, healthy, starts, health) = recorded_db(
+            Duration::from_millis(100),
+            CheckOptions::new()
+                .interval(secs(60))
+                .failing_interval(secs(20))
+                .failure_threshold(3),
+        );
         let mut app = app(&health);
         advance(secs(5)).await;
         healthy.store(false, Ordering::SeqCst);
@@ -1287,19 +1297,12 @@ mod tests {
     /// spacing holds an ask back until it has passed.
     #[tokio::test(start_paused = true)]
     async fn recheck_during_a_run_runs_again_a_spacing_after_it() {
-        let origin = tokio::time::Instant::now();
-        let healthy = Arc::new(AtomicBool::new(true));
-        let (check, starts) = recorded_switch(&healthy, Duration::from_millis(500));
-        let health = HealthChecks::builder()
-            .check_with(
-                "db",
-                check,
-                CheckOptions::new()
-                    .interval(secs(60))
-                    .recheck_spacing(secs(3)),
-            )
-            .build()
-            .unwrap();
+        let (origin, _healthy, starts, health) = recorded_db(
+            Duration::from_millis(500),
+            CheckOptions::new()
+                .interval(secs(60))
+                .recheck_spacing(secs(3)),
+        );
         // The first run, 0 to 0.5 s, is in flight.
         advance(Duration::from_millis(200)).await;
         assert!(health.recheck("db"));
@@ -1327,19 +1330,12 @@ mod tests {
     /// An ask never puts off a run that is due sooner.
     #[tokio::test(start_paused = true)]
     async fn recheck_never_delays_a_run() {
-        let origin = tokio::time::Instant::now();
-        let healthy = Arc::new(AtomicBool::new(true));
-        let (check, starts) = recorded_switch(&healthy, Duration::from_millis(100));
-        let health = HealthChecks::builder()
-            .check_with(
-                "db",
-                check,
-                CheckOptions::new()
-                    .interval(Duration::from_millis(400))
-                    .recheck_spacing(secs(3)),
-            )
-            .build()
-            .unwrap();
+        let (origin, _healthy, starts, health) = recorded_db(
+            Duration::from_millis(100),
+            CheckOptions::new()
+                .interval(Duration::from_millis(400))
+                .recheck_spacing(secs(3)),
+        );
         // During the first run (0 to 0.1 s), then between runs.
         advance(Duration::from_millis(50)).await;
         assert!(health.recheck("db"));
