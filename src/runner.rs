@@ -101,7 +101,8 @@ struct Entry {
     /// The run in flight, if any: `remove_check` aborts it.
     running: Option<Running>,
     /// `recheck` was asked while a run was in flight: the next run comes
-    /// `recheck_spacing` after it ends, if that is sooner.
+    /// `recheck_spacing` after it ends, if that is sooner and the run
+    /// leaves the check settled as passing.
     recheck: bool,
     /// The measurements this check's runs have set on the observation
     /// gauge: a run that does not report one sets it to NaN.

@@ -25,8 +25,9 @@
 //! thread shows, for as long as it holds it. On a multi-thread runtime a
 //! worker that is free notices timers and I/O for the others, so one
 //! worker stuck in a blocking call does not show (the runtime still answers
-//! new requests on the other workers; the tasks queued on the stuck
-//! worker's own slot do wait): every worker busy does. The observations
+//! new requests on the other workers, which also take over the stuck
+//! worker's queue; only the task in its next-task slot waits for it):
+//! every worker busy does. The observations
 //! `workers`, `alive_tasks` and `global_queue_depth` (tasks waiting in the
 //! runtime's shared queue) come from Tokio's runtime metrics at the end of
 //! the run.
@@ -51,9 +52,9 @@
 //! does not flip it.
 //!
 //! It measures the runtime the checks run on: the one
-//! [`build`](crate::HealthChecksBuilder::build) was called on. Each run is
-//! one sample of it, so a runtime that stays saturated for a while shows,
-//! and a short stall between two runs does not. A runtime so blocked that
+//! [`build`](crate::HealthChecksBuilder::build) was called on. Each run
+//! looks at a few milliseconds of it, so a runtime that stays saturated for
+//! a while shows, and a short stall between two runs does not. A runtime so blocked that
 //! no task runs at all cannot run this check either: its probes go
 //! unanswered, which is what a liveness probe's timeout is for. The check
 //! reads Tokio's clock, so under a paused test clock it sees virtual time.
