@@ -87,8 +87,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .version(env!("CARGO_PKG_VERSION"))
         .drain_delay(Duration::from_secs(drain_secs))
         // A readiness check the demo routes can break and heal. Checked
-        // every 10 s while it passes (breaking it asks for a run at once,
-        // `recheck`) and every second while it fails.
+        // every 10 s while it passes (breaking it asks for a run within a
+        // second, `recheck`) and every second while it fails.
         .check_with(
             "demo",
             move || {

@@ -339,11 +339,11 @@ impl CheckOptions {
     /// The least time from the end of a run to a run that
     /// [`HealthHandle::recheck`] brings forward (default 1 s; values under
     /// 1 ms are raised to 1 ms, values over 100 years lowered to 100
-    /// years). However often the application asks, the check runs no more
-    /// often than this: an application that asks on every failed query
-    /// costs the dependency one check per `recheck_spacing` at most, not
-    /// one per failed query. Raise it for a check that is expensive to
-    /// run.
+    /// years). Asks never bring a run closer than this to the end of the
+    /// run before, however often the application asks: one that asks on
+    /// every failed query costs the dependency one check per
+    /// `recheck_spacing` at most, not one per failed query. Raise it for a
+    /// check that is expensive to run.
     #[must_use]
     pub const fn recheck_spacing(mut self, spacing: Duration) -> Self {
         self.recheck_spacing = spacing;
@@ -703,10 +703,11 @@ impl HealthHandle {
 
     /// Asks for the check `name` to run again soon, because the application
     /// has seen a sign that its answer changed: a query failed with a
-    /// connection error, an upstream started answering 503. A failure is
-    /// then noticed about a [`recheck_spacing`](CheckOptions::recheck_spacing)
+    /// connection error, an upstream started answering 503. The first
+    /// failed run then ends a [`recheck_spacing`](CheckOptions::recheck_spacing)
     /// (default 1 s) and a run's time after the sign at most, instead of up
-    /// to an [`interval`](CheckOptions::interval) later, while a healthy
+    /// to an [`interval`](CheckOptions::interval) later, and readiness fails
+    /// with it unless a failure threshold or grace holds it; a healthy
     /// dependency is still checked once an interval.
     ///
     /// The check is never run in the call: the refresher runs it, at once
@@ -715,8 +716,8 @@ impl HealthHandle {
     /// so calling this on every failed request is safe: the dependency sees
     /// at most one check per spacing, never a storm. A run in flight when
     /// asked may have started before the failure, so the next run comes a
-    /// spacing after it ends. The call takes a lock and looks the name up;
-    /// it never waits for a run.
+    /// spacing after it ends, if it leaves the check passing. The call
+    /// takes a lock and looks the name up; it never waits for a run.
     ///
     /// Asks bring a run forward only while the check is passing, with a
     /// passing last run: it is how a new failure is noticed sooner. Once a
@@ -727,8 +728,11 @@ impl HealthHandle {
     /// [`failure_grace`](CheckOptions::failure_grace) towards failing.
     ///
     /// Returns whether a check of that name is registered (a heartbeat's
-    /// name is not a check's) and the checker still runs; a name that is
-    /// not a check's is logged at `debug`.
+    /// name is not a check's) and the checker still runs: `true` even when
+    /// the ask changes nothing (the check is failing, has not had its first
+    /// run, or runs sooner anyway). A name that is not a check's is logged
+    /// at `debug`. A check removed and added again starts over, with its
+    /// first run at once.
     ///
     /// ```
     /// use std::time::Duration;

@@ -397,11 +397,18 @@ impl Shared {
             return false;
         };
         if entry.running.is_some() {
-            entry.recheck = true;
+            // Not for a failing check: its schedule stands, whatever this
+            // run finds.
+            if entry.view.last.is_none() || entry.view.settled() {
+                entry.recheck = true;
+            }
             return true;
         }
-        let Some(last) = entry.view.last.as_ref().filter(|_| entry.view.settled()) else {
-            // No result yet (its first run is due), or not settled.
+        if !entry.view.settled() {
+            return true;
+        }
+        // A settled check has a last run.
+        let Some(last) = &entry.view.last else {
             return true;
         };
         let earliest = (last.at + entry.options.recheck_spacing).max(Instant::now());
@@ -734,8 +741,8 @@ impl Shared {
             }
             (Effective::Failing, _) => Effective::Failing,
         };
-        let settled = passed && matches!(view.effective, Effective::Passing(_));
         view.last = Some(run.clone());
+        let settled = view.settled();
         view.max_age = entry.options.max_age_after(settled);
         entry.next_due = now + entry.options.interval_after(settled);
         if std::mem::take(&mut entry.recheck) && settled {
@@ -1291,6 +1298,31 @@ mod tests {
         advance(secs(2)).await;
         assert_eq!(millis_since(origin, &starts), [0, 5000, 25100]);
         assert_eq!(get(&mut app, "/readyz").await.status, 200, "2 of 3");
+    }
+
+    /// An ask during a run of a failing check changes nothing, even if
+    /// that run finds the dependency back.
+    #[tokio::test(start_paused = true)]
+    async fn recheck_during_a_failing_checks_run_changes_nothing() {
+        let (origin, healthy, starts, health) = recorded_db(
+            Duration::from_millis(500),
+            CheckOptions::new()
+                .interval(secs(60))
+                .failing_interval(secs(10)),
+        );
+        healthy.store(false, Ordering::SeqCst);
+        // Fails 0 to 0.5 s; the failing interval's run, 10.5 to 11 s,
+        // passes, and is asked for a recheck while it runs.
+        advance(Duration::from_millis(1_000)).await;
+        healthy.store(true, Ordering::SeqCst);
+        advance(Duration::from_millis(9_700)).await;
+        assert_eq!(millis_since(origin, &starts), [0, 10500]);
+        assert!(health.recheck("db"));
+        // No run a spacing after it (12 s): the interval's, at 71 s.
+        advance(Duration::from_millis(1_800)).await;
+        assert_eq!(millis_since(origin, &starts), [0, 10500]);
+        advance(secs(59)).await;
+        assert_eq!(millis_since(origin, &starts), [0, 10500, 71000]);
     }
 
     /// A run in flight may have started before what made the application

@@ -28,8 +28,10 @@ fn hog(block: Duration, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
 
 #[tokio::test]
 async fn a_blocked_runtime_degrades_readiness_until_it_is_free_again() {
-    // A timeout well under the block: a stalled runtime is still reported
-    // as the lateness it caused, not as a timeout.
+    // A timeout well under the block, against the module's advice on
+    // purpose: a stalled runtime is still reported as the lateness it
+    // caused, not as a timeout. (With a timeout under the threshold, many
+    // small latenesses could add up to one; a single stall cannot.)
     let options = support::fast_options().timeout(Duration::from_millis(50));
     let health = HealthChecks::builder()
         .check_with("runtime", SchedulingDelayCheck::new(), options)
