@@ -705,9 +705,10 @@ impl HealthHandle {
     /// has seen a sign that its answer changed: a query failed with a
     /// connection error, an upstream started answering 503. The first
     /// failed run then ends a [`recheck_spacing`](CheckOptions::recheck_spacing)
-    /// (default 1 s) and a run's time after the sign at most, instead of up
-    /// to an [`interval`](CheckOptions::interval) later, and readiness fails
-    /// with it unless a failure threshold or grace holds it; a healthy
+    /// (default 1 s) and a run's time after the sign at most (plus the rest
+    /// of a run in flight, if any), instead of up to an
+    /// [`interval`](CheckOptions::interval) later, and readiness fails with
+    /// it unless a failure threshold or grace holds it; a healthy
     /// dependency is still checked once an interval.
     ///
     /// The check is never run in the call: the refresher runs it, at once
