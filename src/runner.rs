@@ -1164,36 +1164,9 @@ mod tests {
         (health, app)
     }
 
-    /// A check `db` that `healthy` flips, taking `takes` per run, whose
-    /// runs' start times are recorded.
-    fn recorded_switch(
-        healthy: &Arc<AtomicBool>,
-        takes: Duration,
-    ) -> (
-        impl crate::Check,
-        Arc<std::sync::Mutex<Vec<tokio::time::Instant>>>,
-    ) {
-        let healthy = healthy.clone();
-        let starts = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log = starts.clone();
-        let check = move || {
-            log.lock().unwrap().push(tokio::time::Instant::now());
-            let healthy = healthy.clone();
-            async move {
-                tokio::time::sleep(takes).await;
-                if healthy.load(Ordering::SeqCst) {
-                    CheckResult::healthy()
-                } else {
-                    CheckResult::unhealthy("refused")
-                }
-            }
-        };
-        (check, starts)
-    }
-
-    /// [`recorded_switch`] registered as `db` with `options`, built: the
-    /// paused clock's origin, the switch, the runs' start times and the
-    /// handle.
+    /// A check `db` that the returned switch flips, taking `takes` per
+    /// run, registered with `options` and built: the paused clock's
+    /// origin, the switch, the runs' start times and the handle.
     fn recorded_db(
         takes: Duration,
         options: CheckOptions,
@@ -1205,7 +1178,20 @@ mod tests {
     ) {
         let origin = tokio::time::Instant::now();
         let healthy = Arc::new(AtomicBool::new(true));
-        let (check, starts) = recorded_switch(&healthy, takes);
+        let starts = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (switch, log) = (healthy.clone(), starts.clone());
+        let check = move || {
+            log.lock().unwrap().push(tokio::time::Instant::now());
+            let healthy = switch.clone();
+            async move {
+                tokio::time::sleep(takes).await;
+                if healthy.load(Ordering::SeqCst) {
+                    CheckResult::healthy()
+                } else {
+                    CheckResult::unhealthy("refused")
+                }
+            }
+        };
         let health = HealthChecks::builder()
             .check_with("db", check, options)
             .build()

@@ -187,10 +187,9 @@ impl Check for SchedulingDelayCheck {
                 }
             }
         };
-        let shown = (longest.as_secs_f64() * 1e6).round() / 1e3;
         let metrics = tokio::runtime::Handle::current().metrics();
         result
-            .with_observation("delay_ms", shown, Some("ms"))
+            .with_observation("delay_ms", crate::render::millis(longest), Some("ms"))
             .with_observation("workers", metrics.num_workers(), None)
             .with_observation("alive_tasks", metrics.num_alive_tasks(), None)
             .with_observation("global_queue_depth", metrics.global_queue_depth(), None)
@@ -204,9 +203,7 @@ impl Check for SchedulingDelayCheck {
 /// `150 ms`, `100.4 ms`, `0.042 ms`: to the microsecond, so that a
 /// lateness just above a threshold does not read as the threshold itself.
 fn millis(duration: Duration) -> String {
-    let shown = format!("{:.3}", duration.as_secs_f64() * 1e3);
-    let shown = shown.trim_end_matches('0').trim_end_matches('.');
-    format!("{shown} ms")
+    format!("{} ms", crate::render::millis(duration))
 }
 
 #[cfg(test)]
