@@ -258,7 +258,13 @@ fn add_dependency_checks(
             // sqlx's error instead of "timed out".
             .acquire_timeout(Duration::from_secs(1))
             .connect_lazy(&url)?;
-        builder = builder.check("postgres", SqlxCheck::new(pool));
+        // Every replica checks the same database: 5 to 5.5 s between
+        // queries, so replicas started together do not query it in step.
+        builder = builder.check_with(
+            "postgres",
+            SqlxCheck::new(pool),
+            CheckOptions::new().jitter_percent(10),
+        );
         println!("checking PostgreSQL (DATABASE_URL) as `postgres`");
     }
     if let Ok(url) = std::env::var("REDIS_URL") {

@@ -129,13 +129,14 @@ pub(crate) const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 6
 /// |---|---|
 /// | [`interval`](Self::interval) | 5 s between the end of one run and the start of the next |
 /// | [`failing_interval`](Self::failing_interval) | the interval: time between runs from a failed run until a passing run leaves the check passing |
+/// | [`jitter_percent`](Self::jitter_percent) | 0: each time between runs is lengthened by a random part of up to this share of it, so that replicas started together do not check a shared dependency in step |
 /// | [`timeout`](Self::timeout) | 2 s, then the run counts as failed ("timed out after 2s") |
 /// | [`probes`](Self::probes) | [`Probes::READINESS`] |
 /// | [`critical`](Self::critical) | `true`: failing makes the service unhealthy (503); `false`: degraded (200) |
 /// | [`failure_threshold`](Self::failure_threshold) | 1 consecutive failure before a passing check counts as failing |
 /// | [`failure_grace`](Self::failure_grace) | zero: how long a failure streak must have lasted, besides the count, before a passing check counts as failing |
 /// | [`success_threshold`](Self::success_threshold) | 1 consecutive success before a failing check counts as passing |
-/// | [`max_age`](Self::max_age) | `2 × interval + timeout` (the interval in force for the next run): an older result counts as failed ("stale") |
+/// | [`max_age`](Self::max_age) | `2 × interval + timeout` (the interval in force for the next run, with its jitter at most): an older result counts as failed ("stale") |
 /// | [`slow_threshold`](Self::slow_threshold) | half the timeout: slower runs are logged (a run cut at its timeout is logged as timed out instead) |
 /// | [`recheck_spacing`](Self::recheck_spacing) | 1 s: the least time from the end of a run to a run [`HealthHandle::recheck`] brings forward |
 /// | [`component_type`](Self::component_type) | the check's own ([`Check::component_type`]): `datastore` for the database and Redis checks, `system` for the disk and runtime checks, `component` otherwise |
@@ -156,6 +157,7 @@ pub struct CheckOptions {
     pub(crate) slow_threshold: Option<Duration>,
     pub(crate) component_type: Option<&'static str>,
     pub(crate) recheck_spacing: Duration,
+    pub(crate) jitter_percent: u32,
 }
 
 impl Default for CheckOptions {
@@ -180,6 +182,7 @@ impl CheckOptions {
             slow_threshold: None,
             component_type: None,
             recheck_spacing: Duration::from_secs(1),
+            jitter_percent: 0,
         }
     }
 
@@ -267,7 +270,7 @@ impl CheckOptions {
     /// failing at the first failed run that ends 30 s or more after the
     /// streak's first failed run ended, so up to 30 s plus the interval in
     /// force (the [`failing_interval`](Self::failing_interval), while the
-    /// streak lasts) plus the run's own time (up to the
+    /// streak lasts, with its [jitter](Self::jitter_percent)) plus the run's own time (up to the
     /// [`timeout`](Self::timeout), for a dependency that does not answer)
     /// after that. A passing run ends the streak. Like the threshold, it
     /// damps a known passing state only: a first result, or one after a
@@ -301,7 +304,8 @@ impl CheckOptions {
     /// "stale". The default, `2 × interval + timeout`, tolerates one late
     /// run; after a run that leaves the next one a
     /// [`failing_interval`](Self::failing_interval) away, that interval
-    /// counts instead. For "never stale", pass `Duration::MAX`: values over
+    /// counts instead, and with [`jitter_percent`](Self::jitter_percent)
+    /// the interval counts at its longest. For "never stale", pass `Duration::MAX`: values over
     /// 100 years are lowered to 100 years.
     #[must_use]
     pub const fn max_age(mut self, max_age: Duration) -> Self {
@@ -350,6 +354,38 @@ impl CheckOptions {
         self
     }
 
+    /// Lengthens each time between runs (the [`interval`](Self::interval),
+    /// or the [`failing_interval`](Self::failing_interval) while that is in
+    /// force) by a random part of up to `percent` % of it, drawn anew for
+    /// every run. Default 0: runs are exactly an interval apart. Values
+    /// over 100 are lowered to 100.
+    ///
+    /// Replicas that start together (a deployment, a scale-up, a node
+    /// coming back) would otherwise check a shared dependency in step, all
+    /// of them in the same instant of every interval, for as long as they
+    /// run; a few percent spreads them over the interval within a few runs.
+    /// Runs only ever come later than the interval, never sooner, so the
+    /// dependency gets no more checks than without jitter. The first run
+    /// is not delayed (startup waits for it), nor is one that
+    /// [`HealthHandle::recheck`] brings forward. The default
+    /// [`max_age`](Self::max_age) allows for the longest wait.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_health::CheckOptions;
+    ///
+    /// // 10 to 11 s between runs.
+    /// let options = CheckOptions::new()
+    ///     .interval(Duration::from_secs(10))
+    ///     .jitter_percent(10);
+    /// # drop(options);
+    /// ```
+    #[must_use]
+    pub const fn jitter_percent(mut self, percent: u32) -> Self {
+        self.jitter_percent = percent;
+        self
+    }
+
     pub(crate) fn normalized(mut self) -> Self {
         self.interval = self.interval.clamp(SHORTEST, LONGEST);
         self.failing_interval = self
@@ -361,6 +397,7 @@ impl CheckOptions {
         self.failure_grace = self.failure_grace.min(LONGEST);
         self.success_threshold = self.success_threshold.max(1);
         self.recheck_spacing = self.recheck_spacing.clamp(SHORTEST, LONGEST);
+        self.jitter_percent = self.jitter_percent.min(100);
         self
     }
 
@@ -373,18 +410,39 @@ impl CheckOptions {
         }
     }
 
-    /// The longer of the two intervals: the most a result waits for the
-    /// next run.
+    /// `interval` with its jitter at its longest (at most 100 years, like
+    /// the interval itself).
+    fn longest_wait(&self, interval: Duration) -> Duration {
+        (interval + interval * self.jitter_percent / 100).min(LONGEST)
+    }
+
+    /// The time to the next run after one that left the check `settled` or
+    /// not, with a `fraction` (in `[0, 1)`, drawn only if there is jitter)
+    /// of its most jitter added.
+    pub(crate) fn wait_after(&self, settled: bool, fraction: impl FnOnce() -> f64) -> Duration {
+        let interval = self.interval_after(settled);
+        if self.jitter_percent == 0 {
+            return interval;
+        }
+        let most = interval * self.jitter_percent / 100;
+        (interval + most.mul_f64(fraction().clamp(0.0, 1.0))).min(LONGEST)
+    }
+
+    /// The longer of the two intervals, with its jitter at its longest: the
+    /// most a result waits for the next run.
     pub(crate) fn longest_interval(&self) -> Duration {
-        self.failing_interval
-            .map_or(self.interval, |failing| failing.max(self.interval))
+        self.longest_wait(
+            self.failing_interval
+                .map_or(self.interval, |failing| failing.max(self.interval)),
+        )
     }
 
     /// How old a result may be, given the run that made it left the check
-    /// `settled` or not: the default follows the interval then in force.
+    /// `settled` or not: the default follows the interval then in force,
+    /// with its jitter at its longest.
     pub(crate) fn max_age_after(&self, settled: bool) -> Duration {
         self.max_age
-            .unwrap_or(self.interval_after(settled) * 2 + self.timeout)
+            .unwrap_or(self.longest_wait(self.interval_after(settled)) * 2 + self.timeout)
     }
 
     pub(crate) fn effective_slow_threshold(&self) -> Duration {

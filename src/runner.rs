@@ -14,6 +14,7 @@ use std::{
     any::Any,
     cell::RefCell,
     future::Future,
+    hash::{BuildHasher, RandomState},
     panic::{AssertUnwindSafe, catch_unwind},
     pin::Pin,
     sync::{
@@ -744,7 +745,7 @@ impl Shared {
         view.last = Some(run.clone());
         let settled = view.settled();
         view.max_age = entry.options.max_age_after(settled);
-        entry.next_due = now + entry.options.interval_after(settled);
+        entry.next_due = now + entry.options.wait_after(settled, spread);
         if std::mem::take(&mut entry.recheck) && settled {
             entry.next_due = entry.next_due.min(now + entry.options.recheck_spacing);
         }
@@ -779,6 +780,16 @@ impl Shared {
             self.ran.notify_one();
         }
     }
+}
+
+/// A number in `[0, 1)`, another at every call: where in its jitter a
+/// check's next run falls. Drawn from std's randomly keyed hasher, whose
+/// keys differ at every `RandomState::new()`; enough to spread runs, not
+/// meant for anything secret.
+fn spread() -> f64 {
+    let bits = RandomState::new().hash_one(());
+    // The top 53 bits, as a fraction: every value exact in an f64.
+    (bits >> 11) as f64 / (1_u64 << 53) as f64
 }
 
 fn log_run(entry: &Entry, before: Effective, run: &Run) {
@@ -1705,6 +1716,104 @@ mod tests {
         assert_eq!(get(&mut app, "/readyz").await.status, 503);
         let detail = get(&mut app, "/health/db").await.json();
         assert_eq!(detail["reason"], "stale: no result within max_age of 12s");
+    }
+
+    /// Jitter lengthens each time between runs, while passing and while
+    /// failing, by a random part of up to its share of the interval in
+    /// force, drawn anew for every run. The first run and a run `recheck`
+    /// brings forward are not delayed.
+    #[tokio::test(start_paused = true)]
+    async fn jitter_lengthens_each_wait_by_a_random_part_drawn_per_run() {
+        let (origin, healthy, starts, health) = recorded_db(
+            Duration::ZERO,
+            CheckOptions::new()
+                .interval(secs(10))
+                .failing_interval(secs(2))
+                .jitter_percent(50),
+        );
+        let gaps = |runs: &[u128]| -> Vec<u128> { runs.windows(2).map(|w| w[1] - w[0]).collect() };
+        let distinct = |gaps: &[u128]| gaps.iter().collect::<std::collections::BTreeSet<_>>().len();
+
+        advance(secs(400)).await;
+        let passing = millis_since(origin, &starts);
+        assert_eq!(passing[0], 0, "the first run is not delayed");
+        let between = gaps(&passing);
+        // 400 s of 10 to 15 s waits (the timer fires on the millisecond).
+        assert!(between.len() >= 26, "{between:?}");
+        assert!(
+            between.iter().all(|gap| (10_000..=15_000).contains(gap)),
+            "{between:?}"
+        );
+        assert!(distinct(&between) > between.len() / 2, "{between:?}");
+
+        // Asked for, the next run comes at once (the last ended over a
+        // spacing ago) or a spacing after it, without jitter.
+        let last = *passing.last().unwrap();
+        let now = (tokio::time::Instant::now() - origin).as_millis();
+        assert!(health.recheck("db"));
+        settle().await;
+        let asked = millis_since(origin, &starts);
+        assert_eq!(asked.len(), passing.len() + 1);
+        assert_eq!(*asked.last().unwrap(), now.max(last + 1_000));
+
+        // Failing: 2 to 3 s between runs.
+        healthy.store(false, Ordering::SeqCst);
+        advance(secs(15)).await;
+        let first_failed = millis_since(origin, &starts).len() - 1;
+        advance(secs(100)).await;
+        let failing = millis_since(origin, &starts);
+        let between = gaps(&failing[first_failed..]);
+        assert!(between.len() >= 32, "{between:?}");
+        assert!(
+            between.iter().all(|gap| (2_000..=3_000).contains(gap)),
+            "{between:?}"
+        );
+        assert!(distinct(&between) > between.len() / 2, "{between:?}");
+    }
+
+    /// The share is at most 100 %, the default `max_age` allows for the
+    /// longest wait (it tolerates one late run), and the longest interval
+    /// with jitter stays within the longest duration.
+    #[test]
+    fn jitter_is_bounded_and_the_default_max_age_allows_for_it() {
+        let options = CheckOptions::new()
+            .interval(secs(10))
+            .timeout(secs(2))
+            .jitter_percent(1_000)
+            .normalized();
+        assert_eq!(options.jitter_percent, 100);
+        assert_eq!(options.wait_after(true, || 0.0), secs(10));
+        assert_eq!(options.wait_after(true, || 0.5), secs(15));
+        assert_eq!(options.max_age_after(true), secs(2 * 20 + 2));
+
+        let options = CheckOptions::new()
+            .interval(secs(10))
+            .failing_interval(secs(60))
+            .jitter_percent(10)
+            .normalized();
+        assert_eq!(options.wait_after(false, || 0.5), secs(63));
+        assert_eq!(options.longest_interval(), secs(66));
+        assert_eq!(options.max_age_after(true), secs(2 * 11 + 2));
+        assert_eq!(options.max_age_after(false), secs(2 * 66 + 2));
+        // Without jitter, nothing is drawn.
+        let exact = CheckOptions::new().normalized();
+        assert_eq!(exact.wait_after(true, || unreachable!()), secs(5));
+
+        let longest = CheckOptions::new()
+            .interval(Duration::MAX)
+            .jitter_percent(100)
+            .normalized();
+        assert_eq!(longest.wait_after(true, || 0.99), super::LONGEST);
+        assert_eq!(longest.max_age_after(true), super::LONGEST * 2 + secs(2));
+    }
+
+    /// `spread` stays in `[0, 1)` and differs from call to call.
+    #[test]
+    fn spread_is_a_fraction_that_changes() {
+        let drawn: Vec<f64> = (0..1_000).map(|_| super::spread()).collect();
+        assert!(drawn.iter().all(|f| (0.0..1.0).contains(f)), "{drawn:?}");
+        let halves = drawn.iter().filter(|f| **f < 0.5).count();
+        assert!((300..700).contains(&halves), "{halves} of 1000 below 0.5");
     }
 
     /// A heartbeat dropped while the instance drains is a component
