@@ -167,26 +167,39 @@ where
             answer => answer,
         };
         match answer {
-            Ok(Answer::Pong(::redis::Value::SimpleString(s))) if s == "PONG" => {
-                CheckResult::healthy()
-            }
-            Ok(Answer::Pong(::redis::Value::BulkString(b))) if b == b"PONG" => {
-                CheckResult::healthy()
-            }
-            Ok(Answer::Pong(other)) => CheckResult::unhealthy(format!(
-                "Redis answered PING with {other:?} instead of PONG; check that the address \
-                 points at a Redis server (not a proxy or another service)"
-            )),
-            Ok(Answer::Role(answer)) => role(&answer),
+            Ok(answer) => judge(&answer),
             Err(e) => CheckResult::unhealthy(format!("Redis {what} failed: {e}; {}", hint(&e))),
         }
     }
 }
 
-/// What a run got back: `PING`'s answer or, with `expect_writable`, `ROLE`'s.
+/// What a run got back: `PING`'s answer and, with `expect_writable`,
+/// `ROLE`'s.
+#[derive(Debug)]
 enum Answer {
     Pong(::redis::Value),
-    Role(::redis::Value),
+    PongAndRole(::redis::Value, ::redis::Value),
+}
+
+/// Judges a run's answer: `PING` must have answered `PONG`, and `ROLE`, if
+/// asked, `master`.
+fn judge(answer: &Answer) -> CheckResult {
+    let (pong, role_answer) = match answer {
+        Answer::Pong(pong) => (pong, None),
+        Answer::PongAndRole(pong, role) => (pong, Some(role)),
+    };
+    let ponged = match pong {
+        ::redis::Value::SimpleString(s) => s == "PONG",
+        ::redis::Value::BulkString(b) => b == b"PONG",
+        _ => false,
+    };
+    if !ponged {
+        return CheckResult::unhealthy(format!(
+            "Redis answered PING with {pong:?} instead of PONG; check that the address points \
+             at a Redis server (not a proxy or another service)"
+        ));
+    }
+    role_answer.map_or_else(CheckResult::healthy, role)
 }
 
 impl<C> RedisCheck<C>
@@ -211,7 +224,7 @@ where
                 .cmd("ROLE")
                 .query_async::<(::redis::Value, ::redis::Value)>(connection)
                 .await
-                .map(|(_, role)| Answer::Role(role))
+                .map(|(pong, role)| Answer::PongAndRole(pong, role))
         } else {
             ::redis::cmd("PING")
                 .query_async::<::redis::Value>(connection)
@@ -225,6 +238,8 @@ where
 /// `["slave", host, port, state, offset]` or `["sentinel", masters]`.
 fn role(answer: &::redis::Value) -> CheckResult {
     use ::redis::Value;
+
+    use crate::Status;
     let text = |value: Option<&Value>| match value {
         Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
         Some(Value::SimpleString(s)) => s.clone(),
@@ -291,6 +306,53 @@ fn hint(e: &::redis::RedisError) -> &'static str {
             "check that the server is running and reachable from this host (a \
              ConnectionManager reconnects by itself, a MultiplexedConnection must be replaced \
              by the application)"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ::redis::Value;
+
+    use crate::Status;
+
+    use super::*;
+
+    fn master() -> Value {
+        Value::Array(vec![
+            Value::BulkString(b"master".to_vec()),
+            Value::Int(0),
+            Value::Array(Vec::new()),
+        ])
+    }
+
+    /// `PONG` as either string type passes; anything else fails, with
+    /// `expect_writable`'s `ROLE` too: a proxy that answers `PING` itself
+    /// and passes `ROLE` on must not pass on `ROLE` alone.
+    #[test]
+    fn ping_must_answer_pong_whether_or_not_role_is_asked() {
+        for pong in [
+            Value::SimpleString("PONG".to_owned()),
+            Value::BulkString(b"PONG".to_vec()),
+        ] {
+            assert_eq!(judge(&Answer::Pong(pong.clone())).status(), Status::Healthy);
+            let both = judge(&Answer::PongAndRole(pong, master()));
+            assert_eq!(both.status(), Status::Healthy);
+        }
+        for other in [
+            Value::SimpleString("HELLO".to_owned()),
+            Value::Nil,
+            Value::Int(1),
+        ] {
+            for answer in [
+                Answer::Pong(other.clone()),
+                Answer::PongAndRole(other.clone(), master()),
+            ] {
+                let result = judge(&answer);
+                assert_eq!(result.status(), Status::Unhealthy, "{answer:?}");
+                let message = result.message().unwrap_or_default();
+                assert!(message.contains("instead of PONG"), "{message}");
+            }
         }
     }
 }

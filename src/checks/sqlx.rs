@@ -68,7 +68,8 @@
 //! application that writes asks for more with
 //! [`expect_writable`](SqlxCheck::expect_writable) (PostgreSQL and MySQL):
 //! each run asks the server, instead of `SELECT 1`, whether it takes writes,
-//! and a standby, a read-only session or a `read_only` server is unhealthy.
+//! and a standby, a read-only session or a `read_only` (or `innodb_read_only`)
+//! server is unhealthy.
 //! That is what a failover leaves behind when a pool keeps its connections
 //! to the old primary, now a replica, or a DNS name still points at it.
 //!
@@ -189,7 +190,10 @@ expect_writable!(
     ::sqlx::MySql,
     super::writable::MYSQL,
     "Fails unless the server takes writes: a server with `@@global.read_only` \
-     on, as replicas are, is unhealthy."
+     on, as replicas are, or with `@@global.innodb_read_only` on, as an Aurora \
+     MySQL reader instance is, is unhealthy, with a message that says which. \
+     A read-only default for transactions (`transaction_read_only`, \
+     `tx_read_only`) is not asked: the two servers know it by different names."
 );
 
 impl<DB: Database> Clone for SqlxCheck<DB> {

@@ -59,11 +59,22 @@ fn postgres(answer: &str) -> Option<String> {
 /// user, without `SUPER`, cannot write while it is on. Its value is 0 or 1
 /// in MySQL, `OFF` or `ON` in MariaDB 10, and since MariaDB 12 also
 /// `NO_LOCK` or `NO_LOCK_NO_ADMIN` (read-only too): compared as text, since
-/// a word counts as 0 in a numeric context.
+/// a word counts as 0 in a numeric context. `innodb_read_only` is how
+/// Aurora MySQL marks a reader instance (its `read_only` stays off), and
+/// what `--innodb-read-only` sets: no user can write to InnoDB tables then.
+///
+/// Not asked: a read-only default for transactions (`transaction_read_only`
+/// in MySQL 8, `tx_read_only` in MariaDB before 11.1), because no variable
+/// name is known to both, and one statement naming an unknown variable
+/// fails on the server that lacks it.
 #[cfg(feature = "mysql")]
 pub(super) const MYSQL: Writable = Writable {
-    label: "the writability query (@@global.read_only)",
-    query: "SELECT IF(CAST(@@global.read_only AS CHAR) IN ('0', 'OFF'), 'writable', 'read-only')",
+    label: "the writability query (@@global.read_only, @@global.innodb_read_only)",
+    query: "SELECT CASE \
+            WHEN CAST(@@global.read_only AS CHAR) NOT IN ('0', 'OFF') THEN 'read-only' \
+            WHEN CAST(@@global.innodb_read_only AS CHAR) NOT IN ('0', 'OFF') \
+            THEN 'innodb-read-only' \
+            ELSE 'writable' END",
     judge: mysql,
 };
 
@@ -76,6 +87,14 @@ fn mysql(answer: &str) -> Option<String> {
              reaches a replica, not the source, or the server was fenced during a failover. \
              Check that the URL (or the name it resolves) points at the writable server, and \
              that the pool has replaced the connections it opened to the old one"
+                .to_owned(),
+        ),
+        "innodb-read-only" => Some(
+            "MySQL server's InnoDB is read-only (@@global.innodb_read_only is on), as on an \
+             Aurora reader instance or a server started with --innodb-read-only: the pool \
+             reaches a reader, not the writer. Check that the URL is the cluster's writer \
+             endpoint (not the reader endpoint or an instance's own name), and that the pool \
+             has replaced the connections it opened to the old writer"
                 .to_owned(),
         ),
         other => Some(format!(
@@ -116,23 +135,44 @@ mod tests {
         let mut connection = sqlx::MySqlConnection::connect(&url)
             .await
             .unwrap_or_else(|e| panic!("MariaDB/MySQL at {url} is needed: {e}"));
-        for (value, answer) in [
-            ("0", "writable"),
-            ("1", "read-only"),
-            ("'0'", "writable"),
-            ("'1'", "read-only"),
-            ("'OFF'", "writable"),
-            ("'ON'", "read-only"),
-            ("'NO_LOCK'", "read-only"),
-            ("'NO_LOCK_NO_ADMIN'", "read-only"),
+        // (read_only, innodb_read_only, answer)
+        for (read_only, innodb, answer) in [
+            ("0", "0", "writable"),
+            ("1", "0", "read-only"),
+            ("'0'", "0", "writable"),
+            ("'1'", "0", "read-only"),
+            ("'OFF'", "'OFF'", "writable"),
+            ("'ON'", "'OFF'", "read-only"),
+            ("'NO_LOCK'", "0", "read-only"),
+            ("'NO_LOCK_NO_ADMIN'", "0", "read-only"),
+            ("0", "1", "innodb-read-only"),
+            ("'OFF'", "'ON'", "innodb-read-only"),
+            ("1", "1", "read-only"),
         ] {
-            let query = MYSQL.query.replace("@@global.read_only", value);
+            let query = MYSQL
+                .query
+                .replace("@@global.read_only", read_only)
+                .replace("@@global.innodb_read_only", innodb);
             let row = sqlx::raw_sql(&query)
                 .fetch_one(&mut connection)
                 .await
                 .unwrap_or_else(|e| panic!("{query}: {e}"));
-            assert_eq!(row.get::<String, _>(0), answer, "read_only = {value}");
+            assert_eq!(
+                row.get::<String, _>(0),
+                answer,
+                "read_only = {read_only}, innodb_read_only = {innodb}"
+            );
         }
+        // And the query as it is, on this server: both variables exist.
+        let row = sqlx::raw_sql(MYSQL.query)
+            .fetch_one(&mut connection)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", MYSQL.query));
+        let answer = row.get::<String, _>(0);
+        assert!(
+            ["writable", "read-only", "innodb-read-only"].contains(&answer.as_str()),
+            "{answer}"
+        );
     }
 
     #[cfg(feature = "mysql")]
@@ -140,7 +180,10 @@ mod tests {
     fn mysql_answers() {
         assert_eq!((MYSQL.judge)("writable"), None);
         let message = (MYSQL.judge)("read-only").expect("not writable");
-        assert!(message.contains("read_only is on"), "{message}");
+        assert!(message.contains("(@@global.read_only is on)"), "{message}");
+        let message = (MYSQL.judge)("innodb-read-only").expect("not writable");
+        assert!(message.contains("innodb_read_only is on"), "{message}");
+        assert!(message.contains("Aurora reader"), "{message}");
         assert!((MYSQL.judge)("1").is_some());
     }
 }
