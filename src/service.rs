@@ -430,8 +430,9 @@ fn answer<B>(
         path.strip_prefix('/').unwrap_or(path)
     };
     if let Route::Probe(probe) = route {
+        // Only plain JSON has a detailed form.
         let cached = fresh
-            && !query.detailed
+            && !(query.detailed && format == Format::Json)
             && query.exclude.is_empty()
             && !reveal
             && (format != Format::Text || text_name() == probe.name());
@@ -1114,6 +1115,19 @@ mod http_tests {
              warn: some health checks cannot be excluded: no matches for \
              \"x\\\"\\n[+]db ok\\nreadyz check passed\",\"zz\"\n\
              readyz check failed\n"
+        );
+
+        // Many names: the first 16 (sorted) are listed, the rest counted.
+        let query: String = (0..100).map(|i| format!("&exclude=n{i:03}")).collect();
+        let many = get(&mut app, &format!("/readyz?verbose{query}")).await;
+        let listed: Vec<String> = (0..16).map(|i| format!("\"n{i:03}\"")).collect();
+        assert!(
+            many.body.contains(&format!(
+                "no matches for {} and 84 more\n",
+                listed.join(",")
+            )),
+            "{}",
+            many.body
         );
 
         // A name longer than any check's is cut: the answer does not grow

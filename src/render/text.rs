@@ -16,6 +16,10 @@ use crate::{
     snapshot::{Answer, Judged, MARK_STARTED, Probe, ProbeStatus, View},
 };
 
+/// The most unmatched `?exclude=` names the warning lists; the rest are
+/// counted (`and 3 more`).
+const MAX_UNMATCHED_LISTED: usize = 16;
+
 pub(crate) fn probe(view: &View<'_>, probe: Probe) -> Answer {
     render(view, probe, probe.name(), &[])
 }
@@ -104,12 +108,13 @@ pub(crate) fn render(view: &View<'_>, probe: Probe, name: &str, unmatched: &[&st
         // with its escapes (Rust's, not Go's), joined by commas; so a name
         // from the query (decoded, it may hold a newline) cannot add lines
         // of its own. A name longer than any check's can match nothing
-        // anywhere: it is cut, so the answer does not grow with the query.
+        // anywhere: it is cut; and only the first few names are listed, so
+        // the answer does not grow with the query.
         let mut names = unmatched.to_vec();
         names.sort_unstable();
         names.dedup();
         out.push_str("warn: some health checks cannot be excluded: no matches for ");
-        for (i, name) in names.iter().enumerate() {
+        for (i, name) in names.iter().take(MAX_UNMATCHED_LISTED).enumerate() {
             let separator = if i == 0 { "" } else { "," };
             match name.char_indices().nth(MAX_NAME_LEN) {
                 None => {
@@ -119,6 +124,11 @@ pub(crate) fn render(view: &View<'_>, probe: Probe, name: &str, unmatched: &[&st
                     let _ = write!(out, "{separator}{:?}…", &name[..cut]);
                 }
             }
+        }
+        if let Some(more) = names.len().checked_sub(MAX_UNMATCHED_LISTED)
+            && more > 0
+        {
+            let _ = write!(out, " and {more} more");
         }
         out.push('\n');
     }
