@@ -363,16 +363,11 @@ pub(crate) type BoxCheckFuture<'a> = Pin<Box<dyn Future<Output = CheckResult> + 
 /// Object-safe form of [`Check`], so checks of different types share one list.
 pub(crate) trait DynCheck: Send + Sync + 'static {
     fn run(&self) -> BoxCheckFuture<'_>;
-    fn component_type(&self) -> &'static str;
 }
 
 impl<C: Check> DynCheck for C {
     fn run(&self) -> BoxCheckFuture<'_> {
         Box::pin(self.check())
-    }
-
-    fn component_type(&self) -> &'static str {
-        Check::component_type(self)
     }
 }
 

@@ -546,6 +546,24 @@ pub(crate) struct Registration {
     pub(crate) name: String,
     pub(crate) check: Arc<dyn DynCheck>,
     pub(crate) options: CheckOptions,
+    /// The options' component type, or else the check's own: asked once,
+    /// here, since the check's is the application's code and the runner
+    /// would otherwise call it under its lock at every publish.
+    pub(crate) component_type: &'static str,
+}
+
+impl Registration {
+    fn new(name: impl Into<String>, check: impl Check, options: CheckOptions) -> Self {
+        let component_type = options
+            .component_type
+            .unwrap_or_else(|| check.component_type());
+        Self {
+            name: name.into(),
+            check: Arc::new(check),
+            options: options.normalized(),
+            component_type,
+        }
+    }
 }
 
 /// Collects checks and settings, then starts the refresher.
@@ -602,11 +620,7 @@ impl HealthChecksBuilder {
         check: impl Check,
         options: CheckOptions,
     ) -> Self {
-        self.checks.push(Registration {
-            name: name.into(),
-            check: Arc::new(check),
-            options: options.normalized(),
-        });
+        self.checks.push(Registration::new(name, check, options));
         self
     }
 
@@ -747,11 +761,8 @@ impl HealthHandle {
         check: impl Check,
         options: CheckOptions,
     ) -> Result<(), Error> {
-        self.shared().add_check(Registration {
-            name: name.into(),
-            check: Arc::new(check),
-            options: options.normalized(),
-        })
+        self.shared()
+            .add_check(Registration::new(name, check, options))
     }
 
     /// Removes a check while running. Returns whether it existed.
@@ -788,8 +799,8 @@ impl HealthHandle {
     ///
     /// Returns whether a check of that name is registered (a heartbeat's
     /// name is not a check's) and the checker still runs: `true` even when
-    /// the ask changes nothing (the check is failing, has not had its first
-    /// run, or runs sooner anyway). A name that is not a check's is logged
+    /// the ask changes nothing (the check is failing, has not started its
+    /// first run, or runs sooner anyway). A name that is not a check's is logged
     /// at `debug`. A check removed and added again starts over, with its
     /// first run at once.
     ///

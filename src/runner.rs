@@ -99,6 +99,8 @@ struct Entry {
     name: Arc<str>,
     check: Arc<dyn DynCheck>,
     options: CheckOptions,
+    /// See [`Registration::component_type`].
+    component_type: &'static str,
     /// The run in flight, if any: `remove_check` aborts it.
     running: Option<Running>,
     /// `recheck` was asked while a run was in flight: the next run comes
@@ -242,6 +244,7 @@ impl State {
             name: Arc::from(registration.name),
             check: registration.check,
             options: registration.options,
+            component_type: registration.component_type,
             running: None,
             recheck: false,
             #[cfg(feature = "metrics")]
@@ -271,7 +274,12 @@ impl Shared {
     }
 
     pub(crate) fn stop(&self) {
+        // Set under the lock, under which registrations look at it: one
+        // racing a shutdown is either refused or in before it, like one
+        // registered earlier, never accepted into a checker that stopped.
+        let state = self.lock();
         self.stopped.store(true, Ordering::SeqCst);
+        drop(state);
         self.wake.notify_one();
     }
 
@@ -279,13 +287,26 @@ impl Shared {
         self.stopped.load(Ordering::SeqCst)
     }
 
-    /// `Err(ShutDown)` for a registration after the checker stopped; a
-    /// warning too if that is because the refresher vanished.
-    fn refuse_if_stopped(&self, what: &str, name: &str) -> Result<(), Error> {
-        if !self.is_stopped() {
-            return Ok(());
+    /// Why a registration of `name` is refused, if it is: the checker
+    /// stopped (looked at under the lock, as `stop` sets it), a bad name, a
+    /// name taken.
+    fn refusal(&self, state: &State, name: &str) -> Option<Error> {
+        if self.is_stopped() {
+            return Some(Error::ShutDown);
         }
-        if self.lost.load(Ordering::SeqCst) {
+        if let Err(e) = validate_name(name) {
+            return Some(e);
+        }
+        state
+            .name_taken(name)
+            .then(|| Error::DuplicateName(name.to_owned()))
+    }
+
+    /// Logs a warning for a registration refused because the refresher
+    /// vanished (called without the lock: the subscriber is the
+    /// application's code).
+    fn explain(&self, refused: &Error, what: &str, name: &str) {
+        if matches!(refused, Error::ShutDown) && self.lost.load(Ordering::SeqCst) {
             tracing::warn!(
                 name,
                 "health: {what} not added: the refresher task is gone (it panicked, or the Tokio \
@@ -293,7 +314,6 @@ impl Shared {
                  run"
             );
         }
-        Err(Error::ShutDown)
     }
 
     /// Marks the checker stopped because the refresher is gone without a
@@ -350,14 +370,14 @@ impl Shared {
     }
 
     pub(crate) fn add_check(&self, registration: Registration) -> Result<(), Error> {
-        self.refuse_if_stopped("check", &registration.name)?;
-        validate_name(&registration.name)?;
         let mut state = self.lock();
-        if state.name_taken(&registration.name) {
+        if let Some(refused) = self.refusal(&state, &registration.name) {
             // The rejected check is dropped after the lock is released: its
             // drop may run user code (e.g. drop a `Heartbeat`).
             drop(state);
-            return Err(Error::DuplicateName(registration.name));
+            self.explain(&refused, "check", &registration.name);
+            drop(registration);
+            return Err(refused);
         }
         let name = registration.name.clone();
         let for_startup = registration.options.probes.contains(Probes::STARTUP);
@@ -518,16 +538,18 @@ impl Shared {
         deadline: Duration,
         options: &HeartbeatOptions,
     ) -> Result<Heartbeat, Error> {
-        this.refuse_if_stopped("heartbeat", &name)?;
-        validate_name(&name)?;
         let mut state = this.lock();
         // A heartbeat whose handle was dropped (its task died) can be
         // replaced by a restarted component.
-        state
-            .heartbeats
-            .retain(|h| !(*h.name == *name && h.is_dropped()));
-        if state.name_taken(&name) {
-            return Err(Error::DuplicateName(name));
+        if !this.is_stopped() {
+            state
+                .heartbeats
+                .retain(|h| !(*h.name == *name && h.is_dropped()));
+        }
+        if let Some(refused) = this.refusal(&state, &name) {
+            drop(state);
+            this.explain(&refused, "heartbeat", &name);
+            return Err(refused);
         }
         let slot = Arc::new(HeartbeatSlot::new(
             Arc::from(name),
@@ -581,10 +603,7 @@ impl Shared {
                 name: entry.name.clone(),
                 probes: entry.options.probes,
                 critical: entry.options.critical,
-                component_type: entry
-                    .options
-                    .component_type
-                    .unwrap_or_else(|| entry.check.component_type()),
+                component_type: entry.component_type,
                 kind: Kind::Check(entry.view.clone()),
             });
         }
@@ -1814,6 +1833,49 @@ mod tests {
         assert!(drawn.iter().all(|f| (0.0..1.0).contains(f)), "{drawn:?}");
         let halves = drawn.iter().filter(|f| **f < 0.5).count();
         assert!((300..700).contains(&halves), "{halves} of 1000 below 0.5");
+    }
+
+    /// A check's own component type is the application's code: asked once,
+    /// at registration, not at every publish under the runner's lock.
+    #[tokio::test(start_paused = true)]
+    async fn a_check_s_component_type_is_asked_once() {
+        struct Queue(Arc<AtomicUsize>);
+        impl crate::Check for Queue {
+            async fn check(&self) -> CheckResult {
+                CheckResult::healthy()
+            }
+            fn component_type(&self) -> &'static str {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                "queue"
+            }
+        }
+        let asked = Arc::new(AtomicUsize::new(0));
+        let health = HealthChecks::builder()
+            .check_with(
+                "jobs",
+                Queue(asked.clone()),
+                CheckOptions::new().interval(secs(1)),
+            )
+            .build()
+            .unwrap();
+        health
+            .add_check("mail", Queue(asked.clone()), CheckOptions::new())
+            .unwrap();
+        let mut app = app(&health);
+        // Ten runs of `jobs`, each published.
+        advance(secs(10)).await;
+        assert_eq!(asked.load(Ordering::SeqCst), 2, "once per registration");
+        let reply =
+            crate::test_util::send(&mut app, crate::test_util::health_json("/health")).await;
+        let checks = &reply.json()["checks"];
+        assert_eq!(
+            checks["jobs:responseTime"][0]["componentType"], "queue",
+            "{checks}"
+        );
+        assert_eq!(
+            checks["mail:responseTime"][0]["componentType"], "queue",
+            "{checks}"
+        );
     }
 
     /// A heartbeat dropped while the instance drains is a component

@@ -238,8 +238,6 @@ where
 /// `["slave", host, port, state, offset]` or `["sentinel", masters]`.
 fn role(answer: &::redis::Value) -> CheckResult {
     use ::redis::Value;
-
-    use crate::Status;
     let text = |value: Option<&Value>| match value {
         Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
         Some(Value::SimpleString(s)) => s.clone(),
