@@ -114,6 +114,7 @@
         feature = "deadpool-postgres",
         feature = "disk",
         feature = "http-client",
+        feature = "https",
         feature = "metrics",
         feature = "mysql",
         feature = "postgres",

@@ -35,11 +35,24 @@
 //! timeout, on another connection: a new one, unless the pool holds another
 //! idle connection to the upstream. A refused or unreachable upstream is
 //! never retried, and neither is a request of [`HttpCheck::new`]'s, whose
-//! connection is always new: an upstream that drops it fails the run. For
-//! HTTPS, or to share the application's own client and its pool, pass a
-//! client to
-//! [`HttpCheck::with_client`] (for example one built on `hyper-rustls`'s
-//! connector, around a [`Connector`]).
+//! connection is always new: an upstream that drops it fails the run. To
+//! share the application's own client and its pool, pass it to
+//! [`HttpCheck::with_client`].
+//!
+//! # HTTPS
+//!
+//! With feature `https`, [`HttpCheck::new`] reaches `https://` URLs under
+//! TLS (rustls), verifying the upstream's certificate against the system's
+//! root certificates; an upstream whose certificate comes from a private
+//! authority is reached through a connector that also trusts it
+//! ([`Connector::add_root_certificates_pem`], then
+//! [`HttpCheck::with_connector`]). A failed verification fails the run and
+//! says why ("invalid peer certificate: UnknownIssuer", "certificate not
+//! valid for name ..."). Without the feature, `HttpCheck::new` speaks plain
+//! HTTP only; a client of your own with a TLS connector (hyper-rustls's or
+//! hyper-tls's, around a [`Connector`] with
+//! [`enforce_http(false)`](Connector::enforce_http) if you like) goes to
+//! [`HttpCheck::with_client`].
 //!
 //! Observations: `status_code` and `body_bytes` (bytes of body read). The
 //! messages name the URL without its user info and query string, which can
@@ -92,7 +105,10 @@ use http_body::Body;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::{
-    client::legacy::{self, Client, connect::Connect},
+    client::legacy::{
+        self, Client,
+        connect::{Connect, Connected, Connection},
+    },
     rt::{TokioExecutor, TokioIo},
 };
 use tokio::net::TcpStream;
@@ -123,30 +139,43 @@ pub struct HttpCheck<C = Connector, B = Empty<Bytes>> {
     status: RangeInclusive<u16>,
     body_contains: Option<Vec<u8>>,
     max_body_bytes: usize,
-    /// Made by [`HttpCheck::new`], whose client cannot speak TLS and keeps
-    /// no connection between requests.
+    /// Made by [`HttpCheck::new`] or [`HttpCheck::with_connector`], whose
+    /// client keeps no connection between requests.
     own_client: bool,
+    /// The own client's connector speaks TLS ([`Connector::https`]).
+    own_tls: bool,
 }
 
 impl HttpCheck {
-    /// A check of `uri` with its own plain-HTTP client (`http://` only; a
-    /// run of an `https://` URL fails and says to use
-    /// [`with_client`](Self::with_client)). Every run connects anew through
-    /// a [`Connector`] of the check's own, looking the host name up again;
-    /// no connection is kept between runs.
+    /// A check of `uri` with a client of its own. Every run connects anew
+    /// through a [`Connector`] of the check's own, looking the host name up
+    /// again; no connection is kept between runs.
+    ///
+    /// With feature `https`, `https://` URLs are reached under TLS,
+    /// verifying the upstream's certificate against the system's root
+    /// certificates ([`Connector::https`]). Without it the client speaks
+    /// plain HTTP only, and a run of an `https://` URL fails saying so.
     pub fn new(uri: Uri) -> Self {
-        Self::connecting_through(Connector::new(), uri)
+        #[cfg(feature = "https")]
+        let connector = Connector::new().https();
+        #[cfg(not(feature = "https"))]
+        let connector = Connector::new();
+        Self::with_connector(connector, uri)
     }
 
-    /// [`new`](Self::new), on a given connector (tests give it their own
-    /// name lookups).
-    fn connecting_through(connector: Connector, uri: Uri) -> Self {
+    /// [`new`](Self::new), through the given connector: for instance one
+    /// that also trusts a private certificate authority
+    /// ([`Connector::add_root_certificates_pem`]). Every run connects anew;
+    /// no connection is kept between runs.
+    pub fn with_connector(connector: Connector, uri: Uri) -> Self {
+        let own_tls = connector.speaks_tls();
         // No idle connection is kept: each request gets its own.
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
             .build(connector);
         Self {
             own_client: true,
+            own_tls,
             ..Self::with_client(client, uri)
         }
     }
@@ -212,6 +241,8 @@ impl HttpCheck {
 pub struct Connector {
     lookups: Lookups,
     enforce_http: bool,
+    #[cfg(feature = "https")]
+    tls: Option<tls::Tls>,
 }
 
 impl Default for Connector {
@@ -219,6 +250,8 @@ impl Default for Connector {
         Self {
             lookups: Lookups::default(),
             enforce_http: true,
+            #[cfg(feature = "https")]
+            tls: None,
         }
     }
 }
@@ -230,12 +263,84 @@ impl Connector {
     }
 
     /// Whether `https://` URLs are refused (`true`, the default). Pass
-    /// `false` only for a connector a TLS connector wraps: on its own, a
-    /// `Connector` speaks plain TCP.
+    /// `false` only for a connector a TLS connector wraps: without
+    /// [`https`](Self::https), a `Connector` speaks plain TCP. (A
+    /// connector with `https` handles `https://` URLs itself, whatever
+    /// this says: do not wrap it in another TLS connector.)
     #[must_use]
     pub fn enforce_http(mut self, enforce: bool) -> Self {
         self.enforce_http = enforce;
         self
+    }
+
+    /// Connects to `https://` URLs under TLS (feature `https`): rustls,
+    /// with its ring provider, TLS 1.2 and 1.3, ALPN `http/1.1`, the
+    /// server's certificate verified against the system's root
+    /// certificates (as `rustls-native-certs` finds them: the platform's
+    /// store, or the files named by `SSL_CERT_FILE` / `SSL_CERT_DIR`),
+    /// loaded once per process. `http://` URLs are connected as before.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_health::checks::http::{Connector, HttpCheck};
+    ///
+    /// // What HttpCheck::new does with feature `https`.
+    /// let check = HttpCheck::with_connector(
+    ///     Connector::new().https(),
+    ///     "https://payments.internal/health".parse()?,
+    /// );
+    /// # drop(check);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "https")))]
+    #[cfg(feature = "https")]
+    #[must_use]
+    pub fn https(mut self) -> Self {
+        if self.tls.is_none() {
+            self.tls = Some(tls::Tls::system());
+        }
+        self
+    }
+
+    /// Also trusts the certificates in `pem` (one or more `CERTIFICATE`
+    /// blocks) as roots, beside the system's, and connects to `https://`
+    /// URLs under TLS as [`https`](Self::https) does (feature `https`): for
+    /// an upstream whose certificate comes from a private certificate
+    /// authority.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidData` if `pem` holds no certificate, or one that cannot be
+    /// read or used as a root.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_health::checks::http::{Connector, HttpCheck};
+    ///
+    /// let pem = std::fs::read("/etc/ssl/private-ca.pem")?;
+    /// let connector = Connector::new().add_root_certificates_pem(&pem)?;
+    /// let check = HttpCheck::with_connector(connector, "https://ledger.internal/health".parse()?);
+    /// # drop(check);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "https")))]
+    #[cfg(feature = "https")]
+    pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> io::Result<Self> {
+        let tls = self.tls.take().unwrap_or_else(tls::Tls::system);
+        self.tls = Some(tls.adding(pem)?);
+        Ok(self)
+    }
+
+    /// Whether `https://` URLs are connected under TLS.
+    fn speaks_tls(&self) -> bool {
+        #[cfg(feature = "https")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "https"))]
+        false
     }
 }
 
@@ -246,7 +351,7 @@ impl fmt::Debug for Connector {
 }
 
 impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
+    type Response = Stream;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
 
@@ -256,7 +361,9 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let lookups = self.lookups.clone();
-        let enforce_http = self.enforce_http;
+        let enforce_http = self.enforce_http && !self.speaks_tls();
+        #[cfg(feature = "https")]
+        let tls = self.tls.clone();
         Box::pin(async move {
             let target = target(&uri, enforce_http)?;
             let addrs = lookups
@@ -270,8 +377,233 @@ impl tower_service::Service<Uri> for Connector {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(error = %e, "health: TCP_NODELAY not set");
             }
-            Ok(TokioIo::new(stream))
+            #[cfg(feature = "https")]
+            if let Some(tls) = tls
+                && uri.scheme_str() == Some("https")
+            {
+                let stream = tls.connect(&uri, stream).await?;
+                return Ok(Stream(Inner::Tls(Box::new(TokioIo::new(stream)))));
+            }
+            Ok(Stream(Inner::Plain(TokioIo::new(stream))))
         })
+    }
+}
+
+/// A connection a [`Connector`] made: TCP, under TLS for an `https://` URL
+/// of a connector with [`https`](Connector::https). hyper reads and writes
+/// it; nothing else is public.
+pub struct Stream(Inner);
+
+enum Inner {
+    Plain(TokioIo<TcpStream>),
+    #[cfg(feature = "https")]
+    Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>),
+}
+
+impl Stream {
+    /// The TCP connection's peer.
+    #[cfg(test)]
+    fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match &self.0 {
+            Inner::Plain(stream) => stream.inner().peer_addr(),
+            #[cfg(feature = "https")]
+            Inner::Tls(stream) => stream.inner().get_ref().0.peer_addr(),
+        }
+    }
+}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.0 {
+            Inner::Plain(_) => "tcp",
+            #[cfg(feature = "https")]
+            Inner::Tls(_) => "tls",
+        };
+        f.debug_tuple("Stream").field(&kind).finish()
+    }
+}
+
+/// Calls `$method` on the stream inside, whichever it is.
+macro_rules! each {
+    ($self:ident, $stream:ident => $body:expr) => {
+        match &mut $self.get_mut().0 {
+            Inner::Plain($stream) => $body,
+            #[cfg(feature = "https")]
+            Inner::Tls($stream) => $body,
+        }
+    };
+}
+
+impl hyper::rt::Read for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        each!(self, stream => Pin::new(stream).poll_read(cx, buf))
+    }
+}
+
+impl hyper::rt::Write for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        each!(self, stream => Pin::new(stream).poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each!(self, stream => Pin::new(stream).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each!(self, stream => Pin::new(stream).poll_shutdown(cx))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.0 {
+            Inner::Plain(stream) => stream.is_write_vectored(),
+            #[cfg(feature = "https")]
+            Inner::Tls(stream) => stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        each!(self, stream => Pin::new(stream).poll_write_vectored(cx, bufs))
+    }
+}
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        match &self.0 {
+            Inner::Plain(stream) => stream.connected(),
+            // ALPN offers only `http/1.1`: nothing to negotiate.
+            #[cfg(feature = "https")]
+            Inner::Tls(_) => Connected::new(),
+        }
+    }
+}
+
+/// TLS for [`Connector::https`].
+#[cfg(feature = "https")]
+mod tls {
+    use std::{
+        io::{self, ErrorKind},
+        sync::{Arc, OnceLock},
+    };
+
+    use http::Uri;
+    use tokio::net::TcpStream;
+    use tokio_rustls::{
+        TlsConnector,
+        client::TlsStream,
+        rustls::{
+            ClientConfig, RootCertStore,
+            pki_types::{CertificateDer, ServerName, pem::PemObject},
+        },
+    };
+
+    /// The roots a connector trusts, and the client configuration made of
+    /// them (shared by clones).
+    #[derive(Clone)]
+    pub(super) struct Tls {
+        roots: Arc<RootCertStore>,
+        config: Arc<ClientConfig>,
+    }
+
+    impl Tls {
+        /// The system's roots, loaded on first use.
+        pub(super) fn system() -> Self {
+            static SYSTEM: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+            let roots = SYSTEM.get_or_init(|| Arc::new(load_system_roots())).clone();
+            Self::of(roots)
+        }
+
+        fn of(roots: Arc<RootCertStore>) -> Self {
+            let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+            let mut config = ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("the ring provider supports TLS 1.2 and 1.3")
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Self {
+                roots,
+                config: Arc::new(config),
+            }
+        }
+
+        /// These roots and those in `pem`.
+        pub(super) fn adding(self, pem: &[u8]) -> io::Result<Self> {
+            let invalid = |what: String| io::Error::new(ErrorKind::InvalidData, what);
+            let mut roots = Arc::unwrap_or_clone(self.roots);
+            let mut added = 0;
+            for certificate in CertificateDer::pem_slice_iter(pem) {
+                let certificate = certificate
+                    .map_err(|e| invalid(format!("a PEM certificate could not be read: {e}")))?;
+                roots.add(certificate).map_err(|e| {
+                    invalid(format!("a PEM certificate cannot be used as a root: {e}"))
+                })?;
+                added += 1;
+            }
+            if added == 0 {
+                return Err(invalid("no CERTIFICATE block in the PEM".to_owned()));
+            }
+            Ok(Self::of(Arc::new(roots)))
+        }
+
+        /// The TLS handshake on `stream`, for `uri`'s host.
+        pub(super) async fn connect(
+            &self,
+            uri: &Uri,
+            stream: TcpStream,
+        ) -> io::Result<TlsStream<TcpStream>> {
+            let host = uri.host().unwrap_or_default();
+            // An IPv6 address keeps its brackets in a URL, not in a name.
+            let host = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            let name = ServerName::try_from(host.to_owned()).map_err(|e| {
+                io::Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("{host:?} cannot be checked against a certificate: {e}"),
+                )
+            })?;
+            TlsConnector::from(self.config.clone())
+                .connect(name, stream)
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("tls handshake error: {e}")))
+        }
+    }
+
+    /// The system's root certificates; what could not be loaded is logged.
+    fn load_system_roots() -> RootCertStore {
+        let found = rustls_native_certs::load_native_certs();
+        for error in &found.errors {
+            tracing::warn!(%error, "health: a system root certificate could not be loaded");
+        }
+        let mut roots = RootCertStore::empty();
+        let (added, ignored) = roots.add_parsable_certificates(found.certs);
+        if ignored > 0 {
+            tracing::debug!(
+                ignored,
+                "health: system root certificates that rustls cannot use"
+            );
+        }
+        if added == 0 {
+            tracing::warn!(
+                "health: no system root certificates found: https:// checks will fail to \
+                 verify their upstreams (install the ca-certificates package, set \
+                 SSL_CERT_FILE, or add roots with Connector::add_root_certificates_pem)"
+            );
+        }
+        roots
     }
 }
 
@@ -323,6 +655,7 @@ where
             body_contains: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             own_client: false,
+            own_tls: false,
         }
     }
 
@@ -408,22 +741,28 @@ where
     }
 
     async fn run(&self) -> CheckResult {
-        if self.own_client && self.uri.scheme_str() == Some("https") {
+        if self.own_client && !self.own_tls && self.uri.scheme_str() == Some("https") {
             return CheckResult::unhealthy(format!(
-                "{} is https, which HttpCheck::new's plain-HTTP client cannot reach: build the \
-                 check with HttpCheck::with_client and a client with a TLS connector",
+                "{} is https, which a plain-HTTP connector cannot reach: enable tower-health's \
+                 feature `https` (or use Connector::https), or build the check with \
+                 HttpCheck::with_client and a client with a TLS connector",
                 self.shown
             ));
         }
         let response = match self.send().await {
             Ok(response) => response,
             Err(e) => {
+                let error = error_chain(&e);
+                let advice = if error.contains("invalid peer certificate") {
+                    "check the upstream's certificate: it must name the URL's host, be in its \
+                     validity period, and come from an authority among the system's root \
+                     certificates or those added with Connector::add_root_certificates_pem"
+                } else {
+                    "check that the upstream is running and reachable from this host"
+                };
                 return CheckResult::unhealthy(format!(
-                    "{} {} failed: {}; check that the upstream is running and reachable from \
-                     this host",
-                    self.method,
-                    self.shown,
-                    error_chain(&e)
+                    "{} {} failed: {error}; {advice}",
+                    self.method, self.shown,
                 ));
             }
         };
@@ -703,20 +1042,155 @@ mod tests {
             .call(https)
             .await
             .unwrap();
-        assert_eq!(stream.inner().peer_addr().unwrap(), addr);
+        assert_eq!(stream.peer_addr().unwrap(), addr);
         server.abort();
     }
 
+    /// Without feature `https` (here: on a plain connector), a run of an
+    /// `https://` URL says what to do instead of trying.
     #[tokio::test]
-    async fn new_says_it_cannot_reach_https() {
-        let check = HttpCheck::new("https://127.0.0.1:1/health?token=x".parse().unwrap());
+    async fn a_plain_connector_says_it_cannot_reach_https() {
+        let check = HttpCheck::with_connector(
+            Connector::new(),
+            "https://127.0.0.1:1/health?token=x".parse().unwrap(),
+        );
         let result = check.check().await;
         assert_eq!(result.status(), crate::Status::Unhealthy);
         let message = result.message().unwrap();
         assert!(
-            message.contains("https://127.0.0.1:1/health?…") && message.contains("with_client"),
+            message.contains("https://127.0.0.1:1/health?…")
+                && message.contains("feature `https`")
+                && message.contains("with_client"),
             "{message}"
         );
+    }
+
+    /// A certificate authority of the test's own, and a server on a
+    /// loopback port whose certificate it issued for `localhost` only,
+    /// answering 200 `tls ok` over HTTP/1.1 under TLS.
+    #[cfg(feature = "https")]
+    async fn tls_server() -> (String, SocketAddr, tokio::task::JoinHandle<()>) {
+        use std::{convert::Infallible, sync::Arc};
+
+        use http_body_util::Full;
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        use tokio_rustls::rustls::{
+            ServerConfig,
+            pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer},
+        };
+
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends here.
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let answer = hyper::service::service_fn(|_| async {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"tls ok"))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), answer)
+                        .await;
+                });
+            }
+        });
+        (ca.pem(), addr, server)
+    }
+
+    /// With feature `https` a check reaches an `https://` URL, verifying
+    /// the certificate: against the roots it was given, for the URL's host.
+    #[cfg(feature = "https")]
+    #[tokio::test]
+    async fn https_urls_are_reached_with_the_certificate_verified() {
+        let (ca, addr, server) = tls_server().await;
+        let trusting = Connector::new()
+            .add_root_certificates_pem(ca.as_bytes())
+            .unwrap();
+        let port = addr.port();
+
+        let check = HttpCheck::with_connector(
+            trusting.clone(),
+            format!("https://localhost:{port}/health").parse().unwrap(),
+        )
+        .expect_body_contains("tls ok");
+        let result = check.check().await;
+        assert_eq!(result.status(), crate::Status::Healthy, "{result:?}");
+
+        // Not issued for 127.0.0.1.
+        let check = HttpCheck::with_connector(
+            trusting,
+            format!("https://127.0.0.1:{port}/health").parse().unwrap(),
+        );
+        let result = check.check().await;
+        assert_eq!(result.status(), crate::Status::Unhealthy);
+        let message = result.message().unwrap();
+        assert!(
+            message.contains("invalid peer certificate") && message.contains("not valid for name"),
+            "{message}"
+        );
+        assert!(message.contains("must name the URL's host"), "{message}");
+
+        // `new` trusts the system's roots only, which did not issue it.
+        let check = HttpCheck::new(format!("https://localhost:{port}/health").parse().unwrap());
+        let result = check.check().await;
+        assert_eq!(result.status(), crate::Status::Unhealthy);
+        let message = result.message().unwrap();
+        assert!(message.contains("UnknownIssuer"), "{message}");
+        assert!(message.contains("add_root_certificates_pem"), "{message}");
+        server.abort();
+    }
+
+    /// `http://` URLs through a connector with TLS are connected as before.
+    #[cfg(feature = "https")]
+    #[tokio::test]
+    async fn a_tls_connector_still_reaches_http_urls() {
+        let (addr, server) = ok_server().await;
+        let check = HttpCheck::new(format!("http://{addr}/").parse().unwrap());
+        assert_eq!(check.check().await.status(), crate::Status::Healthy);
+        server.abort();
+    }
+
+    /// Roots that cannot be read are an error, not a connector that
+    /// trusts nothing new.
+    #[cfg(feature = "https")]
+    #[test]
+    fn unreadable_roots_are_an_error() {
+        for (pem, says) in [
+            (&b"not a certificate"[..], "no CERTIFICATE block"),
+            (
+                &b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"[..],
+                "cannot be used as a root",
+            ),
+        ] {
+            let e = Connector::new().add_root_certificates_pem(pem).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidData);
+            assert!(e.to_string().contains(says), "{e}");
+        }
     }
 
     /// A server answering 200 to everything, on a loopback port.
@@ -789,10 +1263,10 @@ mod tests {
         *MOVING.lock().unwrap() = vec![old];
         let connector = Connector {
             lookups: Lookups::with(moving),
-            enforce_http: true,
+            ..Connector::default()
         };
         let check =
-            HttpCheck::connecting_through(connector, "http://moved.test/health".parse().unwrap());
+            HttpCheck::with_connector(connector, "http://moved.test/health".parse().unwrap());
         for run in 1..=2 {
             assert_eq!(check.check().await.status(), Status::Healthy);
             assert_eq!(
@@ -829,7 +1303,7 @@ mod tests {
         let client: Client<_, Empty<Bytes>> =
             Client::builder(TokioExecutor::new()).build(Connector {
                 lookups: Lookups::with(listed),
-                enforce_http: true,
+                ..Connector::default()
             });
         let check = HttpCheck::with_client(client, "http://replicas.test/health".parse().unwrap());
         // Bounded only so that a regression fails instead of hanging.
@@ -848,7 +1322,7 @@ mod tests {
         let port = addr.port();
         let connector = Connector {
             lookups: Lookups::with(dns::hanging),
-            enforce_http: true,
+            ..Connector::default()
         };
         let client: Client<_, Empty<Bytes>> =
             Client::builder(TokioExecutor::new()).build(connector);
