@@ -323,8 +323,11 @@ pub trait Check: Send + Sync + 'static {
     /// database and Redis checks say `"datastore"`, the disk and runtime checks
     /// `"system"`, as the IETF draft's examples do.
     /// [`CheckOptions::component_type`](crate::CheckOptions::component_type)
-    /// overrides it per registration. A check that wraps another should
-    /// forward it.
+    /// overrides it per registration (and then this is not called). A check
+    /// that wraps another should forward it. Called once, when the check is
+    /// registered ([`check_with`](crate::HealthChecksBuilder::check_with),
+    /// [`add_check`](crate::HealthHandle::add_check)): the answer stands
+    /// for as long as the check is registered.
     ///
     /// ```
     /// use tower_health::{Check, CheckResult};

@@ -55,7 +55,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /health` | 200 `{"status":"healthy"}`, 200 `{"status":"degraded","reason":"degraded: cache"}`, 503 `{"status":"unhealthy","reason":"failing: database"}` |
-//! | `GET /health?detailed=true` | adds `components` (per check: `status`, `duration_ms`, `checked_at`, `consecutive_failures`, `failing_since`, ...), `uptime_seconds`, `version` |
+//! | `GET /health?detailed=true` | in plain JSON, adds `components` (per check: `status`, `duration_ms`, `checked_at`, `consecutive_failures`, `failing_since`, ...), `uptime_seconds`, `version` |
 //! | `GET /health/{name}` | one component; 404 `{"status":"error",...}` for an unknown name |
 //! | `GET /livez` (`/healthz`) | liveness checks and liveness heartbeats only |
 //! | `GET /readyz` | started, not draining or out of rotation, not busy, readiness checks and heartbeats pass |
@@ -96,6 +96,37 @@
 //!   [`build`](HealthChecksBuilder::build) ran in was dropped), no check
 //!   will run again, so liveness fails too, with readiness and `/health`
 //!   ("health checks stopped running"): only a restart helps.
+//!
+//! # Shutdown
+//!
+//! [`graceful_shutdown`](HealthHandle::graceful_shutdown) takes a signal
+//! (feature `signal`: [`shutdown_signal`], SIGTERM or Ctrl-C) and returns
+//! the future to give a server's own graceful shutdown (axum's
+//! `with_graceful_shutdown`, tonic's `serve_with_shutdown`): on the signal,
+//! readiness answers 503 `draining` at once while every route is still
+//! served, and after the [`drain_delay`](HealthChecksBuilder::drain_delay)
+//! (5 s by default) the future completes and the server stops accepting.
+//!
+//! # Details and privacy
+//!
+//! Answers name a failing check (`failing: database`) but not its error:
+//! error texts go to `tracing`, and responses show them, with the checks'
+//! observations (pool sizes, free space), only to requests that
+//! [`reveal_details_if`](HealthLayer::reveal_details_if) allows, such as
+//! those carrying a [`BearerToken`]; the rest read
+//! "reason withheld". The `x-process-time-ms` header tells every client how
+//! long the handler took: on a public port where that time depends on a
+//! secret, turn it off with
+//! [`without_process_time_header`](HealthLayer::without_process_time_header).
+//!
+//! # Features
+//!
+//! None is on by default. The built-in checks ([`checks`]) each need
+//! their own (`postgres`, `mysql`, `sqlite`, `deadpool-postgres`, `redis`,
+//! `http-client` and `https`, `tcp`, `disk`), except the blocking and
+//! runtime checks; `axum` adds [`HealthLayer::wrap_axum`], `tonic-health`
+//! the gRPC health service and check, `metrics` the metrics, `signal`
+//! [`shutdown_signal`].
 
 #![forbid(unsafe_code)]
 #![warn(

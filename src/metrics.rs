@@ -32,7 +32,8 @@
 //! task, and every status series is 0. To alert on it directly, compare
 //! the last run's age with the check's interval plus timeout (the longer
 //! interval, with a
-//! [`failing_interval`](crate::CheckOptions::failing_interval)), e.g. in
+//! [`failing_interval`](crate::CheckOptions::failing_interval), and at its
+//! longest with [`jitter_percent`](crate::CheckOptions::jitter_percent)), e.g. in
 //! Prometheus `time() - health_check_last_run_timestamp_seconds > 30` for
 //! checks every 5 s with a 2 s timeout. A removed check's timestamp is set
 //! to NaN, which no comparison matches, so such an alert stays quiet for

@@ -305,7 +305,10 @@ impl CheckOptions {
     /// run; after a run that leaves the next one a
     /// [`failing_interval`](Self::failing_interval) away, that interval
     /// counts instead, and with [`jitter_percent`](Self::jitter_percent)
-    /// the interval counts at its longest. For "never stale", pass `Duration::MAX`: values over
+    /// the interval counts at its longest. A `max_age` set by hand shorter
+    /// than the longer interval (at its longest with jitter) plus the
+    /// timeout logs a warning when the check is registered: its result
+    /// would turn stale between runs. For "never stale", pass `Duration::MAX`: values over
     /// 100 years are lowered to 100 years.
     #[must_use]
     pub const fn max_age(mut self, max_age: Duration) -> Self {
@@ -363,7 +366,9 @@ impl CheckOptions {
     /// Replicas that start together (a deployment, a scale-up, a node
     /// coming back) would otherwise check a shared dependency in step, all
     /// of them in the same instant of every interval, for as long as they
-    /// run; a few percent spreads them over the interval within a few runs.
+    /// run. With jitter they part after their first wait and drift further
+    /// apart at every run: slowly at a few percent (two replicas are about
+    /// `p % × interval × √(runs / 6)` apart), quickly at 50 or more.
     /// Runs only ever come later than the interval, never sooner, so the
     /// dependency gets no more checks than without jitter. The first run
     /// is not delayed (startup waits for it), nor is one that

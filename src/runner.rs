@@ -236,7 +236,8 @@ impl State {
                 max_age_ms = set.as_millis() as u64,
                 interval_plus_timeout_ms = refresh.as_millis() as u64,
                 "health check max_age is shorter than its interval (the longer one, with a \
-                 failing_interval) + timeout: its result will turn stale between runs"
+                 failing_interval, at its longest with jitter) + timeout: its result will turn \
+                 stale between runs"
             );
         }
         self.checks.push(Entry {
@@ -321,10 +322,14 @@ impl Shared {
     /// readiness and `/health` unless draining, since no check will run
     /// again. `false` if it had stopped already.
     fn lose(self: &Arc<Self>) -> bool {
+        // Under the lock, as `stop` (see there), and `lost` with it: a
+        // registration refused for it says why.
+        let state = self.lock();
         if self.stopped.swap(true, Ordering::SeqCst) {
             return false;
         }
         self.lost.store(true, Ordering::SeqCst);
+        drop(state);
         let publish = |shared: &Self| {
             // Nothing here should panic, but a bug must not take the
             // process down with it.
