@@ -15,8 +15,9 @@
 //!   Without a substring to find, the status alone decides, and a slow or
 //!   streaming body is not waited for (100 ms at most).
 //!
-//! [`HttpCheck::new`] builds a plain-HTTP client on a [`Connector`] that
-//! opens a new connection for every run, as Kubernetes' own HTTP probes do:
+//! [`HttpCheck::new`] builds a client on a [`Connector`] (plain HTTP, and
+//! HTTPS with feature `https`, see [below](#https)) that opens a new
+//! connection for every run, as Kubernetes' own HTTP probes do:
 //! each run looks the host name up again, so it follows a DNS change (a
 //! blue/green switch, a failover) even while the old address still answers,
 //! and it proves that the upstream still accepts connections, which a
@@ -206,10 +207,11 @@ impl HttpCheck {
 /// Connections have `TCP_NODELAY` set, and no TCP keepalive: a check's
 /// connection is never idle long enough for a keepalive probe to matter
 /// ([`HttpCheck::new`] keeps none between runs; a pooling client drops idle
-/// ones after its `pool_idle_timeout`). Like `HttpConnector`, a `Connector`
-/// refuses `https://` URLs, so that a request meant to be encrypted is never
-/// sent in plain text; a TLS connector wrapped around it (which hands it
-/// `https://` URLs to open the TCP connection under TLS) needs
+/// ones after its `pool_idle_timeout`). Without [`https`](Self::https) a
+/// `Connector`, like `HttpConnector`, refuses `https://` URLs, so that a
+/// request meant to be encrypted is never sent in plain text; a TLS
+/// connector wrapped around it (which hands it `https://` URLs to open the
+/// TCP connection under TLS) needs
 /// [`enforce_http(false)`](Self::enforce_http).
 ///
 /// A client passed to [`HttpCheck::with_client`] keeps its own connector;
@@ -274,11 +276,14 @@ impl Connector {
     }
 
     /// Connects to `https://` URLs under TLS (feature `https`): rustls,
-    /// with its ring provider, TLS 1.2 and 1.3, ALPN `http/1.1`, the
-    /// server's certificate verified against the system's root
-    /// certificates (as `rustls-native-certs` finds them: the platform's
-    /// store, or the files named by `SSL_CERT_FILE` / `SSL_CERT_DIR`),
-    /// loaded once per process. `http://` URLs are connected as before.
+    /// with its ring provider, TLS 1.2 and 1.3, the server's certificate
+    /// verified against the system's root certificates (as
+    /// `rustls-native-certs` finds them: the platform's store, or the files
+    /// named by `SSL_CERT_FILE` / `SSL_CERT_DIR`), loaded once per process,
+    /// at the first `https://` connection. Every connection verifies the
+    /// certificate: no TLS session is resumed. ALPN offers `http/1.1` only,
+    /// so a client built on it speaks HTTP/1.1 (not `http2_only`).
+    /// `http://` URLs are connected as before.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -299,7 +304,7 @@ impl Connector {
     #[must_use]
     pub fn https(mut self) -> Self {
         if self.tls.is_none() {
-            self.tls = Some(tls::Tls::system());
+            self.tls = Some(tls::Tls::default());
         }
         self
     }
@@ -330,7 +335,7 @@ impl Connector {
     #[cfg_attr(docsrs, doc(cfg(feature = "https")))]
     #[cfg(feature = "https")]
     pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> io::Result<Self> {
-        let tls = self.tls.take().unwrap_or_else(tls::Tls::system);
+        let tls = self.tls.take().unwrap_or_default();
         self.tls = Some(tls.adding(pem)?);
         Ok(self)
     }
@@ -482,9 +487,10 @@ impl Connection for Stream {
     fn connected(&self) -> Connected {
         match &self.0 {
             Inner::Plain(stream) => stream.connected(),
-            // ALPN offers only `http/1.1`: nothing to negotiate.
+            // The TCP connection's addresses; ALPN offers only `http/1.1`,
+            // so there is no HTTP/2 to report.
             #[cfg(feature = "https")]
-            Inner::Tls(_) => Connected::new(),
+            Inner::Tls(stream) => stream.inner().get_ref().0.connected(),
         }
     }
 }
@@ -504,57 +510,77 @@ mod tls {
         client::TlsStream,
         rustls::{
             ClientConfig, RootCertStore,
+            client::Resumption,
             pki_types::{CertificateDer, ServerName, pem::PemObject},
         },
     };
 
-    /// The roots a connector trusts, and the client configuration made of
-    /// them (shared by clones).
-    #[derive(Clone)]
+    /// The roots a connector trusts besides the system's, and the client
+    /// configuration made of both on its first `https://` connection
+    /// (shared by clones): a connector that only ever reaches `http://`
+    /// URLs never loads the system's roots.
+    #[derive(Clone, Default)]
     pub(super) struct Tls {
-        roots: Arc<RootCertStore>,
-        config: Arc<ClientConfig>,
+        added: Arc<Vec<CertificateDer<'static>>>,
+        config: Arc<OnceLock<Arc<ClientConfig>>>,
     }
 
     impl Tls {
-        /// The system's roots, loaded on first use.
-        pub(super) fn system() -> Self {
-            static SYSTEM: OnceLock<Arc<RootCertStore>> = OnceLock::new();
-            let roots = SYSTEM.get_or_init(|| Arc::new(load_system_roots())).clone();
-            Self::of(roots)
-        }
-
-        fn of(roots: Arc<RootCertStore>) -> Self {
-            let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-            let mut config = ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("the ring provider supports TLS 1.2 and 1.3")
-                .with_root_certificates(roots.clone())
-                .with_no_client_auth();
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Self {
-                roots,
-                config: Arc::new(config),
-            }
-        }
-
-        /// These roots and those in `pem`.
+        /// These roots and those in `pem`, which must all be usable.
         pub(super) fn adding(self, pem: &[u8]) -> io::Result<Self> {
             let invalid = |what: String| io::Error::new(ErrorKind::InvalidData, what);
-            let mut roots = Arc::unwrap_or_clone(self.roots);
-            let mut added = 0;
+            let mut added = Arc::unwrap_or_clone(self.added);
+            let before = added.len();
             for certificate in CertificateDer::pem_slice_iter(pem) {
                 let certificate = certificate
                     .map_err(|e| invalid(format!("a PEM certificate could not be read: {e}")))?;
-                roots.add(certificate).map_err(|e| {
-                    invalid(format!("a PEM certificate cannot be used as a root: {e}"))
-                })?;
-                added += 1;
+                // Tried now, so that a bad one is an error here rather
+                // than at the first run.
+                RootCertStore::empty()
+                    .add(certificate.clone())
+                    .map_err(|e| {
+                        invalid(format!("a PEM certificate cannot be used as a root: {e}"))
+                    })?;
+                added.push(certificate);
             }
-            if added == 0 {
+            if added.len() == before {
                 return Err(invalid("no CERTIFICATE block in the PEM".to_owned()));
             }
-            Ok(Self::of(Arc::new(roots)))
+            Ok(Self {
+                added: Arc::new(added),
+                config: Arc::default(),
+            })
+        }
+
+        /// The client configuration: the system's roots and the added ones.
+        /// Sessions are not resumed: a resumed handshake does not verify
+        /// the certificate again, and every run must (one that expired or
+        /// was replaced fails the next run).
+        pub(super) fn config(&self) -> Arc<ClientConfig> {
+            self.config
+                .get_or_init(|| {
+                    let roots = self.roots();
+                    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+                    let mut config = ClientConfig::builder_with_provider(provider)
+                        .with_safe_default_protocol_versions()
+                        .expect("the ring provider supports TLS 1.2 and 1.3")
+                        .with_root_certificates(roots)
+                        .with_no_client_auth();
+                    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                    config.resumption = Resumption::disabled();
+                    Arc::new(config)
+                })
+                .clone()
+        }
+
+        /// The system's roots and the added ones.
+        fn roots(&self) -> RootCertStore {
+            let mut roots = system_roots().clone();
+            for certificate in self.added.iter() {
+                // Each was added to an empty store already.
+                let _ = roots.add(certificate.clone());
+            }
+            roots
         }
 
         /// The TLS handshake on `stream`, for `uri`'s host.
@@ -563,47 +589,91 @@ mod tls {
             uri: &Uri,
             stream: TcpStream,
         ) -> io::Result<TlsStream<TcpStream>> {
-            let host = uri.host().unwrap_or_default();
-            // An IPv6 address keeps its brackets in a URL, not in a name.
-            let host = host
-                .strip_prefix('[')
-                .and_then(|h| h.strip_suffix(']'))
-                .unwrap_or(host);
-            let name = ServerName::try_from(host.to_owned()).map_err(|e| {
-                io::Error::new(
-                    ErrorKind::InvalidInput,
-                    format!("{host:?} cannot be checked against a certificate: {e}"),
-                )
-            })?;
-            TlsConnector::from(self.config.clone())
+            let name = server_name(uri)?;
+            TlsConnector::from(self.config())
                 .connect(name, stream)
                 .await
                 .map_err(|e| io::Error::new(e.kind(), format!("tls handshake error: {e}")))
         }
     }
 
-    /// The system's root certificates; what could not be loaded is logged.
-    fn load_system_roots() -> RootCertStore {
-        let found = rustls_native_certs::load_native_certs();
-        for error in &found.errors {
-            tracing::warn!(%error, "health: a system root certificate could not be loaded");
+    /// The name the certificate must have: the URL's host, a DNS name or
+    /// an IP address (an IPv6 one without the brackets a URL puts around
+    /// it).
+    pub(super) fn server_name(uri: &Uri) -> io::Result<ServerName<'static>> {
+        let host = uri.host().unwrap_or_default();
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        ServerName::try_from(host.to_owned()).map_err(|e| {
+            io::Error::new(
+                ErrorKind::InvalidInput,
+                format!("{host:?} cannot be checked against a certificate: {e}"),
+            )
+        })
+    }
+
+    /// The system's root certificates, loaded once per process; what could
+    /// not be loaded is logged.
+    fn system_roots() -> &'static RootCertStore {
+        static SYSTEM: OnceLock<RootCertStore> = OnceLock::new();
+        SYSTEM.get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            for error in &found.errors {
+                tracing::warn!(%error, "health: a system root certificate could not be loaded");
+            }
+            let mut roots = RootCertStore::empty();
+            let (added, ignored) = roots.add_parsable_certificates(found.certs);
+            if ignored > 0 {
+                tracing::debug!(
+                    ignored,
+                    "health: system root certificates that rustls cannot use"
+                );
+            }
+            if added == 0 {
+                tracing::warn!(
+                    "health: no system root certificates found: https:// checks can only \
+                     verify upstreams whose roots were added with \
+                     Connector::add_root_certificates_pem (install the ca-certificates \
+                     package, or set SSL_CERT_FILE)"
+                );
+            }
+            roots
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn added_roots_are_trusted_beside_the_system_s() {
+            let system = system_roots().len();
+            assert_eq!(Tls::default().roots().len(), system);
+            let ca = rcgen::CertificateParams::new(Vec::<String>::new())
+                .unwrap()
+                .self_signed(&rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+            let tls = Tls::default().adding(ca.pem().as_bytes()).unwrap();
+            assert_eq!(tls.roots().len(), system + 1);
         }
-        let mut roots = RootCertStore::empty();
-        let (added, ignored) = roots.add_parsable_certificates(found.certs);
-        if ignored > 0 {
-            tracing::debug!(
-                ignored,
-                "health: system root certificates that rustls cannot use"
+
+        #[test]
+        fn the_server_name_is_the_url_s_host() {
+            let name = |uri: &str| server_name(&uri.parse().unwrap()).unwrap();
+            assert!(
+                matches!(name("https://db.test:8443/x"), ServerName::DnsName(d) if d.as_ref() == "db.test")
             );
+            assert!(matches!(
+                name("https://127.0.0.1/"),
+                ServerName::IpAddress(_)
+            ));
+            assert!(matches!(
+                name("https://[::1]:8443/"),
+                ServerName::IpAddress(_)
+            ));
         }
-        if added == 0 {
-            tracing::warn!(
-                "health: no system root certificates found: https:// checks will fail to \
-                 verify their upstreams (install the ca-certificates package, set \
-                 SSL_CERT_FILE, or add roots with Connector::add_root_certificates_pem)"
-            );
-        }
-        roots
     }
 }
 
@@ -757,6 +827,9 @@ where
                     "check the upstream's certificate: it must name the URL's host, be in its \
                      validity period, and come from an authority among the system's root \
                      certificates or those added with Connector::add_root_certificates_pem"
+                } else if error.contains("tls handshake error") {
+                    "check that the upstream speaks TLS on that port (not plain HTTP) with TLS \
+                     1.2 or 1.3, and does not require a client certificate"
                 } else {
                     "check that the upstream is running and reachable from this host"
                 };
@@ -1069,7 +1142,12 @@ mod tests {
     /// loopback port whose certificate it issued for `localhost` only,
     /// answering 200 `tls ok` over HTTP/1.1 under TLS.
     #[cfg(feature = "https")]
-    async fn tls_server() -> (String, SocketAddr, tokio::task::JoinHandle<()>) {
+    async fn tls_server() -> (
+        String,
+        SocketAddr,
+        std::sync::Arc<std::sync::Mutex<Vec<tokio_rustls::rustls::HandshakeKind>>>,
+        tokio::task::JoinHandle<()>,
+    ) {
         use std::{convert::Infallible, sync::Arc};
 
         use http_body_util::Full;
@@ -1084,7 +1162,7 @@ mod tests {
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca = ca.self_signed(&ca_key).unwrap();
         let key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
             .unwrap()
             .signed_by(&key, &ca, &ca_key)
             .unwrap();
@@ -1101,15 +1179,20 @@ mod tests {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let kinds = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = kinds.clone();
         let server = tokio::spawn(async move {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
                 let acceptor = acceptor.clone();
+                let seen = seen.clone();
                 tokio::spawn(async move {
                     // A client that refuses the certificate ends here.
                     let Ok(stream) = acceptor.accept(stream).await else {
                         return;
                     };
+                    let kind = stream.get_ref().1.handshake_kind();
+                    seen.lock().unwrap().extend(kind);
                     let answer = hyper::service::service_fn(|_| async {
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"tls ok"))))
                     });
@@ -1119,7 +1202,24 @@ mod tests {
                 });
             }
         });
-        (ca.pem(), addr, server)
+        (ca.pem(), addr, kinds, server)
+    }
+
+    /// What [`tls_named`] resolves every name to: the TLS server.
+    #[cfg(feature = "https")]
+    static TLS_SERVER: std::sync::Mutex<Vec<SocketAddr>> = std::sync::Mutex::new(Vec::new());
+
+    #[cfg(feature = "https")]
+    fn tls_named(_: &str) -> io::Result<Vec<SocketAddr>> {
+        Ok(TLS_SERVER.lock().unwrap().clone())
+    }
+
+    /// A run, bounded: a handshake that hangs fails the test.
+    #[cfg(feature = "https")]
+    async fn bounded(check: &HttpCheck) -> CheckResult {
+        tokio::time::timeout(Duration::from_secs(20), check.check())
+            .await
+            .expect("a run within 20 s")
     }
 
     /// With feature `https` a check reaches an `https://` URL, verifying
@@ -1127,42 +1227,99 @@ mod tests {
     #[cfg(feature = "https")]
     #[tokio::test]
     async fn https_urls_are_reached_with_the_certificate_verified() {
-        let (ca, addr, server) = tls_server().await;
+        let (ca, addr, kinds, server) = tls_server().await;
         let trusting = Connector::new()
             .add_root_certificates_pem(ca.as_bytes())
             .unwrap();
         let port = addr.port();
 
+        // By name and by address, twice each: every run makes a full
+        // handshake (no resumed session, which would skip verifying the
+        // certificate).
+        for host in ["localhost", "127.0.0.1", "localhost", "127.0.0.1"] {
+            let check = HttpCheck::with_connector(
+                trusting.clone(),
+                format!("https://{host}:{port}/health").parse().unwrap(),
+            )
+            .expect_body_contains("tls ok");
+            let result = bounded(&check).await;
+            assert_eq!(
+                result.status(),
+                crate::Status::Healthy,
+                "{host}: {result:?}"
+            );
+        }
         let check = HttpCheck::with_connector(
             trusting.clone(),
             format!("https://localhost:{port}/health").parse().unwrap(),
-        )
-        .expect_body_contains("tls ok");
-        let result = check.check().await;
-        assert_eq!(result.status(), crate::Status::Healthy, "{result:?}");
-
-        // Not issued for 127.0.0.1.
-        let check = HttpCheck::with_connector(
-            trusting,
-            format!("https://127.0.0.1:{port}/health").parse().unwrap(),
         );
-        let result = check.check().await;
+        assert_eq!(bounded(&check).await.status(), crate::Status::Healthy);
+        use tokio_rustls::rustls::HandshakeKind::Full;
+        assert_eq!(*kinds.lock().unwrap(), [Full, Full, Full, Full, Full]);
+
+        // A name the certificate does not have (resolved to the server).
+        *TLS_SERVER.lock().unwrap() = vec![addr];
+        let elsewhere = Connector {
+            lookups: Lookups::with(tls_named),
+            ..trusting
+        };
+        let check = HttpCheck::with_connector(
+            elsewhere,
+            format!("https://elsewhere.test:{port}/health")
+                .parse()
+                .unwrap(),
+        );
+        let result = bounded(&check).await;
         assert_eq!(result.status(), crate::Status::Unhealthy);
         let message = result.message().unwrap();
         assert!(
-            message.contains("invalid peer certificate") && message.contains("not valid for name"),
+            message.contains("invalid peer certificate")
+                && (message.contains("not valid for name") || message.contains("NotValidForName")),
             "{message}"
         );
         assert!(message.contains("must name the URL's host"), "{message}");
 
         // `new` trusts the system's roots only, which did not issue it.
         let check = HttpCheck::new(format!("https://localhost:{port}/health").parse().unwrap());
-        let result = check.check().await;
+        let result = bounded(&check).await;
         assert_eq!(result.status(), crate::Status::Unhealthy);
         let message = result.message().unwrap();
         assert!(message.contains("UnknownIssuer"), "{message}");
         assert!(message.contains("add_root_certificates_pem"), "{message}");
+
+        // Plain HTTP to the TLS port is not a certificate problem.
+        let plain = HttpCheck::new(format!("http://127.0.0.1:{port}/health").parse().unwrap());
+        assert_eq!(bounded(&plain).await.status(), crate::Status::Unhealthy);
         server.abort();
+    }
+
+    /// TLS to a port that speaks plain HTTP fails the handshake, and the
+    /// advice says so rather than "reachable".
+    #[cfg(feature = "https")]
+    #[tokio::test]
+    async fn tls_to_a_plain_port_says_to_check_that_it_speaks_tls() {
+        let (addr, server) = ok_server().await;
+        let check = HttpCheck::new(format!("https://{addr}/").parse().unwrap());
+        let result = bounded(&check).await;
+        assert_eq!(result.status(), crate::Status::Unhealthy);
+        let message = result.message().unwrap();
+        assert!(
+            message.contains("tls handshake error") && message.contains("speaks TLS on that port"),
+            "{message}"
+        );
+        server.abort();
+    }
+
+    /// Without feature `https`, `new`'s run of an `https://` URL says to
+    /// enable it.
+    #[cfg(not(feature = "https"))]
+    #[tokio::test]
+    async fn without_the_feature_new_says_to_enable_it() {
+        let check = HttpCheck::new("https://127.0.0.1:1/health".parse().unwrap());
+        let result = check.check().await;
+        assert_eq!(result.status(), crate::Status::Unhealthy);
+        let message = result.message().unwrap();
+        assert!(message.contains("feature `https`"), "{message}");
     }
 
     /// `http://` URLs through a connector with TLS are connected as before.
