@@ -1771,11 +1771,13 @@ mod tests {
         assert!(distinct(&between) > between.len() / 2, "{between:?}");
 
         // Asked for, the next run comes at once (the last ended over a
-        // spacing ago) or a spacing after it, without jitter.
+        // spacing ago) or a spacing after it, without jitter (and long
+        // before the next jittered one, 10 s or more after the last).
         let last = *passing.last().unwrap();
         let now = (tokio::time::Instant::now() - origin).as_millis();
         assert!(health.recheck("db"));
-        settle().await;
+        let due = now.max(last + 1_000);
+        advance(Duration::from_millis(u64::try_from(due - now).unwrap() + 1)).await;
         let asked = millis_since(origin, &starts);
         assert_eq!(asked.len(), passing.len() + 1);
         assert_eq!(*asked.last().unwrap(), now.max(last + 1_000));
