@@ -2140,6 +2140,9 @@ mod tests {
             detail["reason"].as_str().unwrap().starts_with("stale"),
             "{detail}"
         );
+        // Refused, and not logged as a refresher gone missing: it was
+        // shut down.
+        let (guard, logged) = crate::test_util::capture(tracing::Level::WARN);
         assert_eq!(
             health.add_check(
                 "late",
@@ -2148,6 +2151,8 @@ mod tests {
             ),
             Err(crate::Error::ShutDown)
         );
+        drop(guard);
+        assert_eq!(logged.text(), "");
     }
 
     /// Checks that require `mark_started`, with a `migrations` check (for
@@ -2928,8 +2933,15 @@ mod tests {
         let reply = get(&mut app, "/livez").await;
         assert_eq!(reply.status, 503);
         assert_eq!(reply.json()["reason"], STOPPED);
+        let (guard, logged) = crate::test_util::capture(tracing::Level::WARN);
         let added = health.add_check("cache", switch(&healthy), CheckOptions::new());
         assert!(matches!(added, Err(crate::Error::ShutDown)), "{added:?}");
+        drop(guard);
+        let text = logged.text();
+        assert!(
+            text.contains("check not added: the refresher task is gone"),
+            "{text}"
+        );
         // Out of rotation does not hide the loss.
         health.take_out_of_rotation();
         assert_eq!(get(&mut app, "/readyz").await.json()["reason"], STOPPED);

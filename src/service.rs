@@ -1117,6 +1117,15 @@ mod http_tests {
              readyz check failed\n"
         );
 
+        // Exactly 16 unmatched names: all listed, nothing counted.
+        let query: String = (0..16).map(|i| format!("&exclude=n{i:03}")).collect();
+        let sixteen = get(&mut app, &format!("/readyz?verbose{query}")).await;
+        assert!(
+            sixteen.body.contains("\"n015\"\n") && !sixteen.body.contains("more"),
+            "{}",
+            sixteen.body
+        );
+
         // Many names: the first 16 (sorted) are listed, the rest counted.
         let query: String = (0..100).map(|i| format!("&exclude=n{i:03}")).collect();
         let many = get(&mut app, &format!("/readyz?verbose{query}")).await;
