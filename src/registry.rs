@@ -429,8 +429,13 @@ impl CheckOptions {
         if self.jitter_percent == 0 {
             return interval;
         }
-        let most = interval * self.jitter_percent / 100;
-        (interval + most.mul_f64(fraction().clamp(0.0, 1.0))).min(LONGEST)
+        let fraction = fraction();
+        let fraction = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        interval + (self.longest_wait(interval) - interval).mul_f64(fraction)
     }
 
     /// The longer of the two intervals, with its jitter at its longest: the

@@ -1785,10 +1785,11 @@ mod tests {
         // Failing: 2 to 3 s between runs.
         healthy.store(false, Ordering::SeqCst);
         advance(secs(15)).await;
-        let first_failed = millis_since(origin, &starts).len() - 1;
+        // A run in those 15 s failed: from it on, the failing interval.
+        let failed = millis_since(origin, &starts).len() - 1;
         advance(secs(100)).await;
         let failing = millis_since(origin, &starts);
-        let between = gaps(&failing[first_failed..]);
+        let between = gaps(&failing[failed..]);
         assert!(between.len() >= 32, "{between:?}");
         assert!(
             between.iter().all(|gap| (2_000..=3_000).contains(gap)),

@@ -428,7 +428,7 @@ impl fmt::Debug for Stream {
     }
 }
 
-/// Calls `$method` on the stream inside, whichever it is.
+/// `$body`, with `$stream` the stream inside, whichever it is.
 macro_rules! each {
     ($self:ident, $stream:ident => $body:expr) => {
         match &mut $self.get_mut().0 {
@@ -500,11 +500,11 @@ impl Connection for Stream {
 mod tls {
     use std::{
         io::{self, ErrorKind},
-        sync::{Arc, OnceLock},
+        sync::Arc,
     };
 
     use http::Uri;
-    use tokio::net::TcpStream;
+    use tokio::{net::TcpStream, sync::OnceCell};
     use tokio_rustls::{
         TlsConnector,
         client::TlsStream,
@@ -522,7 +522,7 @@ mod tls {
     #[derive(Clone, Default)]
     pub(super) struct Tls {
         added: Arc<Vec<CertificateDer<'static>>>,
-        config: Arc<OnceLock<Arc<ClientConfig>>>,
+        config: Arc<OnceCell<Arc<ClientConfig>>>,
     }
 
     impl Tls {
@@ -556,10 +556,10 @@ mod tls {
         /// Sessions are not resumed: a resumed handshake does not verify
         /// the certificate again, and every run must (one that expired or
         /// was replaced fails the next run).
-        pub(super) fn config(&self) -> Arc<ClientConfig> {
+        pub(super) async fn config(&self) -> Arc<ClientConfig> {
             self.config
-                .get_or_init(|| {
-                    let roots = self.roots();
+                .get_or_init(|| async {
+                    let roots = self.roots().await;
                     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
                     let mut config = ClientConfig::builder_with_provider(provider)
                         .with_safe_default_protocol_versions()
@@ -570,12 +570,13 @@ mod tls {
                     config.resumption = Resumption::disabled();
                     Arc::new(config)
                 })
+                .await
                 .clone()
         }
 
         /// The system's roots and the added ones.
-        fn roots(&self) -> RootCertStore {
-            let mut roots = system_roots().clone();
+        async fn roots(&self) -> RootCertStore {
+            let mut roots = system_roots().await.clone();
             for certificate in self.added.iter() {
                 // Each was added to an empty store already.
                 let _ = roots.add(certificate.clone());
@@ -590,7 +591,7 @@ mod tls {
             stream: TcpStream,
         ) -> io::Result<TlsStream<TcpStream>> {
             let name = server_name(uri)?;
-            TlsConnector::from(self.config())
+            TlsConnector::from(self.config().await)
                 .connect(name, stream)
                 .await
                 .map_err(|e| io::Error::new(e.kind(), format!("tls handshake error: {e}")))
@@ -614,11 +615,27 @@ mod tls {
         })
     }
 
-    /// The system's root certificates, loaded once per process; what could
-    /// not be loaded is logged.
-    fn system_roots() -> &'static RootCertStore {
-        static SYSTEM: OnceLock<RootCertStore> = OnceLock::new();
-        SYSTEM.get_or_init(|| {
+    /// The system's root certificates, loaded once per process, on a
+    /// blocking thread (it reads and parses files: a directory of them,
+    /// with `SSL_CERT_DIR`), so the runtime's workers, which serve the
+    /// probes, do not wait for it.
+    async fn system_roots() -> &'static RootCertStore {
+        static SYSTEM: OnceCell<RootCertStore> = OnceCell::const_new();
+        SYSTEM
+            .get_or_init(|| async {
+                tokio::task::spawn_blocking(load_system_roots)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "health: loading the system root certificates failed");
+                        RootCertStore::empty()
+                    })
+            })
+            .await
+    }
+
+    /// The system's root certificates; what could not be loaded is logged.
+    fn load_system_roots() -> RootCertStore {
+        {
             let found = rustls_native_certs::load_native_certs();
             for error in &found.errors {
                 tracing::warn!(%error, "health: a system root certificate could not be loaded");
@@ -640,23 +657,23 @@ mod tls {
                 );
             }
             roots
-        })
+        }
     }
 
     #[cfg(test)]
     mod tests {
         use super::*;
 
-        #[test]
-        fn added_roots_are_trusted_beside_the_system_s() {
-            let system = system_roots().len();
-            assert_eq!(Tls::default().roots().len(), system);
+        #[tokio::test]
+        async fn added_roots_are_trusted_beside_the_system_s() {
+            let system = system_roots().await.len();
+            assert_eq!(Tls::default().roots().await.len(), system);
             let ca = rcgen::CertificateParams::new(Vec::<String>::new())
                 .unwrap()
                 .self_signed(&rcgen::KeyPair::generate().unwrap())
                 .unwrap();
             let tls = Tls::default().adding(ca.pem().as_bytes()).unwrap();
-            assert_eq!(tls.roots().len(), system + 1);
+            assert_eq!(tls.roots().await.len(), system + 1);
         }
 
         #[test]
@@ -812,10 +829,13 @@ where
 
     async fn run(&self) -> CheckResult {
         if self.own_client && !self.own_tls && self.uri.scheme_str() == Some("https") {
+            #[cfg(feature = "https")]
+            let how = "give HttpCheck::with_connector a Connector::new().https()";
+            #[cfg(not(feature = "https"))]
+            let how = "enable tower-health's feature `https`";
             return CheckResult::unhealthy(format!(
-                "{} is https, which a plain-HTTP connector cannot reach: enable tower-health's \
-                 feature `https` (or use Connector::https), or build the check with \
-                 HttpCheck::with_client and a client with a TLS connector",
+                "{} is https, which a plain-HTTP connector cannot reach: {how}, or build the \
+                 check with HttpCheck::with_client and a client with a TLS connector",
                 self.shown
             ));
         }
@@ -1132,7 +1152,7 @@ mod tests {
         let message = result.message().unwrap();
         assert!(
             message.contains("https://127.0.0.1:1/health?…")
-                && message.contains("feature `https`")
+                && message.contains("plain-HTTP connector cannot reach")
                 && message.contains("with_client"),
             "{message}"
         );
@@ -1289,7 +1309,13 @@ mod tests {
 
         // Plain HTTP to the TLS port is not a certificate problem.
         let plain = HttpCheck::new(format!("http://127.0.0.1:{port}/health").parse().unwrap());
-        assert_eq!(bounded(&plain).await.status(), crate::Status::Unhealthy);
+        let result = bounded(&plain).await;
+        assert_eq!(result.status(), crate::Status::Unhealthy);
+        let message = result.message().unwrap();
+        assert!(
+            !message.contains("tls handshake") && !message.contains("certificate"),
+            "{message}"
+        );
         server.abort();
     }
 

@@ -193,7 +193,9 @@ expect_writable!(
      on, as replicas are, or with `@@global.innodb_read_only` on, as an Aurora \
      MySQL reader instance is, is unhealthy, with a message that says which. \
      A read-only default for transactions (`transaction_read_only`, \
-     `tx_read_only`) is not asked: the two servers know it by different names."
+     `tx_read_only`) is not asked: the two servers know it by different names. \
+     A MySQL-compatible server without `innodb_read_only` (one without InnoDB) \
+     fails the query, and so every run, naming the unknown variable."
 );
 
 impl<DB: Database> Clone for SqlxCheck<DB> {
