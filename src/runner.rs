@@ -158,7 +158,10 @@ pub(crate) fn start(builder: HealthChecksBuilder) -> Result<Owner, Error> {
         fresh_until: None,
     };
     for registration in builder.checks {
-        state.insert(registration, now)?;
+        if let Some(refused) = state.refusal(&registration.name) {
+            return Err(refused);
+        }
+        state.insert(registration, now);
     }
     for entry in &state.checks {
         warn_if_shadowed(&entry.name);
@@ -218,11 +221,18 @@ impl State {
             || self.heartbeats.iter().any(|h| &*h.name == name)
     }
 
-    fn insert(&mut self, registration: Registration, now: Instant) -> Result<(), Error> {
-        validate_name(&registration.name)?;
-        if self.name_taken(&registration.name) {
-            return Err(Error::DuplicateName(registration.name));
+    /// Why a registration of `name` is refused, if it is: a bad name, a
+    /// name taken.
+    fn refusal(&self, name: &str) -> Option<Error> {
+        if let Err(e) = validate_name(name) {
+            return Some(e);
         }
+        self.name_taken(name)
+            .then(|| Error::DuplicateName(name.to_owned()))
+    }
+
+    /// Adds a registration [`refusal`](Self::refusal) accepted.
+    fn insert(&mut self, registration: Registration, now: Instant) {
         self.next_id += 1;
         let max_age = registration.options.max_age_after(true);
         // The default always covers the wait for the next run; a max_age
@@ -261,7 +271,6 @@ impl State {
                 max_age,
             },
         });
-        Ok(())
     }
 }
 
@@ -289,18 +298,13 @@ impl Shared {
     }
 
     /// Why a registration of `name` is refused, if it is: the checker
-    /// stopped (looked at under the lock, as `stop` sets it), a bad name, a
-    /// name taken.
+    /// stopped (looked at under the lock, as `stop` sets it), or
+    /// [`State::refusal`].
     fn refusal(&self, state: &State, name: &str) -> Option<Error> {
         if self.is_stopped() {
             return Some(Error::ShutDown);
         }
-        if let Err(e) = validate_name(name) {
-            return Some(e);
-        }
-        state
-            .name_taken(name)
-            .then(|| Error::DuplicateName(name.to_owned()))
+        state.refusal(name)
     }
 
     /// Logs a warning for a registration refused because the refresher
@@ -386,23 +390,20 @@ impl Shared {
         }
         let name = registration.name.clone();
         let for_startup = registration.options.probes.contains(Probes::STARTUP);
-        let inserted = state.insert(registration, Instant::now());
+        state.insert(registration, Instant::now());
         let started = state.started;
         self.publish(&mut state);
         drop(state);
         self.wake.notify_one();
-        if inserted.is_ok() {
-            warn_if_shadowed(&name);
-            if for_startup && started {
-                tracing::warn!(
-                    check = name,
-                    "health: startup already passed, and it never fails again: this check does \
-                     not hold /startupz back (register it with the builder, or use \
-                     require_mark_started)"
-                );
-            }
+        warn_if_shadowed(&name);
+        if for_startup && started {
+            tracing::warn!(
+                check = name,
+                "health: startup already passed, and it never fails again: this check does not \
+                 hold /startupz back (register it with the builder, or use require_mark_started)"
+            );
         }
-        inserted
+        Ok(())
     }
 
     /// Brings the next run of `name` forward to `recheck_spacing` after

@@ -428,10 +428,11 @@ impl fmt::Debug for Stream {
     }
 }
 
-/// `$body`, with `$stream` the stream inside, whichever it is.
+/// `$body`, with `$stream` the stream in `$inner` (an `Inner`, by
+/// reference), whichever it is.
 macro_rules! each {
-    ($self:ident, $stream:ident => $body:expr) => {
-        match &mut $self.get_mut().0 {
+    ($inner:expr, $stream:ident => $body:expr) => {
+        match $inner {
             Inner::Plain($stream) => $body,
             #[cfg(feature = "https")]
             Inner::Tls($stream) => $body,
@@ -445,7 +446,7 @@ impl hyper::rt::Read for Stream {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        each!(self, stream => Pin::new(stream).poll_read(cx, buf))
+        each!(&mut self.get_mut().0, stream => Pin::new(stream).poll_read(cx, buf))
     }
 }
 
@@ -455,23 +456,19 @@ impl hyper::rt::Write for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        each!(self, stream => Pin::new(stream).poll_write(cx, buf))
+        each!(&mut self.get_mut().0, stream => Pin::new(stream).poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each!(self, stream => Pin::new(stream).poll_flush(cx))
+        each!(&mut self.get_mut().0, stream => Pin::new(stream).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each!(self, stream => Pin::new(stream).poll_shutdown(cx))
+        each!(&mut self.get_mut().0, stream => Pin::new(stream).poll_shutdown(cx))
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.0 {
-            Inner::Plain(stream) => stream.is_write_vectored(),
-            #[cfg(feature = "https")]
-            Inner::Tls(stream) => stream.is_write_vectored(),
-        }
+        each!(&self.0, stream => stream.is_write_vectored())
     }
 
     fn poll_write_vectored(
@@ -479,7 +476,7 @@ impl hyper::rt::Write for Stream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        each!(self, stream => Pin::new(stream).poll_write_vectored(cx, bufs))
+        each!(&mut self.get_mut().0, stream => Pin::new(stream).poll_write_vectored(cx, bufs))
     }
 }
 
@@ -519,10 +516,19 @@ mod tls {
     /// configuration made of both on its first `https://` connection
     /// (shared by clones): a connector that only ever reaches `http://`
     /// URLs never loads the system's roots.
-    #[derive(Clone, Default)]
+    #[derive(Clone)]
     pub(super) struct Tls {
-        added: Arc<Vec<CertificateDer<'static>>>,
+        added: Arc<RootCertStore>,
         config: Arc<OnceCell<Arc<ClientConfig>>>,
+    }
+
+    impl Default for Tls {
+        fn default() -> Self {
+            Self {
+                added: Arc::new(RootCertStore::empty()),
+                config: Arc::default(),
+            }
+        }
     }
 
     impl Tls {
@@ -534,14 +540,9 @@ mod tls {
             for certificate in CertificateDer::pem_slice_iter(pem) {
                 let certificate = certificate
                     .map_err(|e| invalid(format!("a PEM certificate could not be read: {e}")))?;
-                // Tried now, so that a bad one is an error here rather
-                // than at the first run.
-                RootCertStore::empty()
-                    .add(certificate.clone())
-                    .map_err(|e| {
-                        invalid(format!("a PEM certificate cannot be used as a root: {e}"))
-                    })?;
-                added.push(certificate);
+                added.add(certificate).map_err(|e| {
+                    invalid(format!("a PEM certificate cannot be used as a root: {e}"))
+                })?;
             }
             if added.len() == before {
                 return Err(invalid("no CERTIFICATE block in the PEM".to_owned()));
@@ -577,10 +578,7 @@ mod tls {
         /// The system's roots and the added ones.
         async fn roots(&self) -> RootCertStore {
             let mut roots = system_roots().await.clone();
-            for certificate in self.added.iter() {
-                // Each was added to an empty store already.
-                let _ = roots.add(certificate.clone());
-            }
+            roots.roots.extend(self.added.roots.iter().cloned());
             roots
         }
 

@@ -125,9 +125,8 @@ pub(crate) fn render(view: &View<'_>, probe: Probe, name: &str, unmatched: &[&st
                 }
             }
         }
-        if let Some(more) = names.len().checked_sub(MAX_UNMATCHED_LISTED)
-            && more > 0
-        {
+        let more = names.len().saturating_sub(MAX_UNMATCHED_LISTED);
+        if more > 0 {
             let _ = write!(out, " and {more} more");
         }
         out.push('\n');
