@@ -259,34 +259,42 @@ impl HeartbeatSlot {
         beat
     }
 
-    /// Logs `beat` if it differs from what was last published: a missed
-    /// deadline or a dropped handle is why a probe fails (for liveness,
-    /// why Kubernetes restarts the container), so it must be in the logs.
+    /// The log event for `beat` if it differs from what was last
+    /// published: a missed deadline or a dropped handle is why a probe
+    /// fails (for liveness, why Kubernetes restarts the container), so it
+    /// must be in the logs. The runner emits it once its lock is released.
     /// (A handle dropped while draining is removed instead, and logged at
-    /// `debug` where it is: `Shared::heartbeat_dropped`.)
-    pub(crate) fn report(&self, beat: Beat, now: Instant) {
+    /// `debug`: `Shared::heartbeat_dropped`.)
+    pub(crate) fn report(&self, beat: Beat, now: Instant) -> Option<Box<dyn FnOnce() + Send>> {
         if self.reported.swap(beat.kind(), Ordering::Relaxed) == beat.kind() {
-            return;
+            return None;
         }
-        let name = &*self.name;
+        let name = self.name.clone();
         // As u64, like the crate's other `_ms` fields (tracing records a
         // u128 as a string); durations here are at most 100 years.
         let deadline_ms = self.deadline.as_millis() as u64;
-        match beat {
-            Beat::Missed { last } => tracing::warn!(
-                heartbeat = name,
-                deadline_ms,
-                since_last_beat_ms = now.saturating_duration_since(last).as_millis() as u64,
-                "heartbeat missed its deadline"
-            ),
-            Beat::Dropped => tracing::warn!(
-                heartbeat = name,
-                "heartbeat handle dropped without retire (its task ended or panicked)"
-            ),
-            Beat::Alive { .. } => {
-                tracing::info!(heartbeat = name, deadline_ms, "heartbeat recovered");
+        Some(match beat {
+            Beat::Missed { last } => {
+                let since_last_beat_ms = now.saturating_duration_since(last).as_millis() as u64;
+                Box::new(move || {
+                    tracing::warn!(
+                        heartbeat = &*name,
+                        deadline_ms,
+                        since_last_beat_ms,
+                        "heartbeat missed its deadline"
+                    );
+                })
             }
-        }
+            Beat::Dropped => Box::new(move || {
+                tracing::warn!(
+                    heartbeat = &*name,
+                    "heartbeat handle dropped without retire (its task ended or panicked)"
+                );
+            }),
+            Beat::Alive { .. } => Box::new(move || {
+                tracing::info!(heartbeat = &*name, deadline_ms, "heartbeat recovered");
+            }),
+        })
     }
 
     fn beat(&self) {

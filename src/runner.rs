@@ -9,6 +9,11 @@
 //! and "answers reflect the change at once" holds. The request path never
 //! touches the lock: it loads the published `Arc<Snapshot>` from an
 //! `ArcSwap`.
+//!
+//! No application code runs under the lock. Log events raised there wait
+//! in `State::later` and are emitted once it is released (see [`Locked`]):
+//! a `tracing` subscriber is the application's, and one that called back
+//! into the handle, or dropped its last clone, would otherwise deadlock.
 
 use std::{
     any::Any,
@@ -92,6 +97,44 @@ struct State {
     /// The published snapshot's `fresh_until`: the runner publishes again
     /// when it passes.
     fresh_until: Option<Instant>,
+    /// Log events raised under the lock, emitted after it ([`Locked`]).
+    later: Vec<Later>,
+}
+
+/// A log event waiting for the lock to be released.
+type Later = Box<dyn FnOnce() + Send>;
+
+/// The runner's state, locked. Dropping it releases the lock, then emits
+/// the log events raised meanwhile ([`State::later`]), in order.
+struct Locked<'a>(Option<MutexGuard<'a, State>>);
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        self.0.as_ref().expect("locked until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.0.as_mut().expect("locked until dropped")
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let Some(mut state) = self.0.take() else {
+            return;
+        };
+        let later = std::mem::take(&mut state.later);
+        drop(state);
+        // A subscriber that panicked here, while this thread is already
+        // unwinding, would abort the process: those events are dropped.
+        if !std::thread::panicking() {
+            later.into_iter().for_each(|emit| emit());
+        }
+    }
 }
 
 struct Entry {
@@ -156,9 +199,11 @@ pub(crate) fn start(builder: HealthChecksBuilder) -> Result<Owner, Error> {
         born: now,
         next_id: 0,
         fresh_until: None,
+        later: Vec::new(),
     };
     for registration in builder.checks {
         if let Some(refused) = state.refusal(&registration.name) {
+            state.later.into_iter().for_each(|emit| emit());
             return Err(refused);
         }
         state.insert(registration, now);
@@ -241,14 +286,17 @@ impl State {
         if let Some(set) = registration.options.max_age
             && set < refresh
         {
-            tracing::warn!(
-                check = registration.name,
-                max_age_ms = set.as_millis() as u64,
-                interval_plus_timeout_ms = refresh.as_millis() as u64,
-                "health check max_age is shorter than its interval (the longer one, with a \
-                 failing_interval, at its longest with jitter) + timeout: its result will turn \
-                 stale between runs"
-            );
+            let name = registration.name.clone();
+            self.later.push(Box::new(move || {
+                tracing::warn!(
+                    check = name,
+                    max_age_ms = set.as_millis() as u64,
+                    interval_plus_timeout_ms = refresh.as_millis() as u64,
+                    "health check max_age is shorter than its interval (the longer one, with a \
+                     failing_interval, at its longest with jitter) + timeout: its result will \
+                     turn stale between runs"
+                );
+            }));
         }
         self.checks.push(Entry {
             id: self.next_id,
@@ -275,12 +323,14 @@ impl State {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> Locked<'_> {
         // A panic while holding the lock cannot leave `State` half-changed
         // in a way that matters more than stopping health reporting would.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        Locked(Some(
+            self.state
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        ))
     }
 
     pub(crate) fn stop(&self) {
@@ -581,10 +631,13 @@ impl Shared {
         // shows it as dropped first.
         if state.draining {
             state.heartbeats.retain(|h| !Arc::ptr_eq(h, slot));
-            tracing::debug!(
-                heartbeat = &*slot.name,
-                "heartbeat handle dropped without retire while draining: removed"
-            );
+            let name = slot.name.clone();
+            state.later.push(Box::new(move || {
+                tracing::debug!(
+                    heartbeat = &*name,
+                    "heartbeat handle dropped without retire while draining: removed"
+                );
+            }));
         } else {
             slot.mark_dropped();
         }
@@ -614,7 +667,9 @@ impl Shared {
             });
         }
         for slot in &state.heartbeats {
-            slot.report(slot.observe(now), now);
+            if let Some(report) = slot.report(slot.observe(now), now) {
+                state.later.push(report);
+            }
             components.push(Component {
                 name: slot.name.clone(),
                 probes: slot.probes,
@@ -644,7 +699,9 @@ impl Shared {
         if !snapshot.started && snapshot.startup_done(now) {
             state.started = true;
             snapshot.started = true;
-            tracing::info!("health: startup complete");
+            state
+                .later
+                .push(Box::new(|| tracing::info!("health: startup complete")));
         }
         snapshot.render_cache(now);
         self.closing.store(
@@ -692,10 +749,14 @@ impl Shared {
                 // spans) is tied to the check, and a tracer sees each run
                 // as a short trace of its own, never as part of an endless
                 // one (the refresher's task, where a runtime traces tasks).
-                let span = tracing::info_span!(parent: None, "health_check", check = &*entry.name);
-                let task = tasks.spawn(
-                    run_once(entry.id, entry.check.clone(), entry.options.timeout).instrument(span),
-                );
+                // Made in the task, not here: the subscriber is the
+                // application's code, not to be called under the lock.
+                let (id, check, timeout) = (entry.id, entry.check.clone(), entry.options.timeout);
+                let name = entry.name.clone();
+                let task = tasks.spawn(async move {
+                    let span = tracing::info_span!(parent: None, "health_check", check = &*name);
+                    run_once(id, check, timeout).instrument(span).await
+                });
                 entry.running = Some(Running { task, started: now });
             } else {
                 next = Some(next.map_or(entry.next_due, |n| n.min(entry.next_due)));
@@ -774,12 +835,13 @@ impl Shared {
         if std::mem::take(&mut entry.recheck) && settled {
             entry.next_due = entry.next_due.min(now + entry.options.recheck_spacing);
         }
-        log_run(entry, before, &run);
+        let log = log_run(entry, before, &run);
         #[cfg(feature = "metrics")]
         let (name, gauged) = {
             crate::metrics::track(&mut entry.gauged, &run);
             (entry.name.clone(), entry.gauged.clone())
         };
+        state.later.push(log);
         self.publish(&mut state);
         // The recorder is the application's code: called without the lock,
         // and a panic in it must not end the refresher.
@@ -817,68 +879,78 @@ fn spread() -> f64 {
     (bits >> 11) as f64 / (1_u64 << 53) as f64
 }
 
-fn log_run(entry: &Entry, before: Effective, run: &Run) {
-    let name = &*entry.name;
-    let duration_ms = run.duration.as_secs_f64() * 1000.0;
+/// The log events for a run `record` has just applied to `entry`, to emit
+/// once the lock is released.
+fn log_run(entry: &Entry, before: Effective, run: &Arc<Run>) -> Later {
+    let name = entry.name.clone();
+    let run = run.clone();
+    let after = entry.view.effective;
+    let failures = entry.view.failures;
+    let threshold = entry.options.failure_threshold;
+    let grace_ms = entry.options.failure_grace.as_millis() as u64;
     // A run cut at its timeout is logged as timed out below (as failing, or
     // as a timeout below the failure threshold), not as slow.
-    if run.duration > entry.options.effective_slow_threshold()
-        && !matches!(run.failure, Some(Failure::TimedOut(_)))
-    {
-        tracing::warn!(check = name, duration_ms, "health check slow");
-    }
-    let message = run.message.as_deref().unwrap_or("");
+    let slow = run.duration > entry.options.effective_slow_threshold()
+        && !matches!(run.failure, Some(Failure::TimedOut(_)));
     // How long the current streak of failed runs has lasted (0 at its
     // first run, and after a passing run).
     let failing_ms = entry.view.first_failure.as_ref().map_or(0, |first| {
         run.at.saturating_duration_since(first.at).as_millis() as u64
     });
-    match (before, entry.view.effective) {
-        (Effective::Failing, Effective::Failing) => {
-            tracing::debug!(check = name, error = message, "health check still failing");
+    Box::new(move || {
+        let name = &*name;
+        if slow {
+            let duration_ms = run.duration.as_secs_f64() * 1000.0;
+            tracing::warn!(check = name, duration_ms, "health check slow");
         }
-        (_, Effective::Failing) => {
-            tracing::warn!(check = name, error = message, failure = ?run.failure, failing_ms, "health check failing");
+        let message = run.message.as_deref().unwrap_or("");
+        match (before, after) {
+            (Effective::Failing, Effective::Failing) => {
+                tracing::debug!(check = name, error = message, "health check still failing");
+            }
+            (_, Effective::Failing) => {
+                tracing::warn!(check = name, error = message, failure = ?run.failure, failing_ms, "health check failing");
+            }
+            (Effective::Failing, Effective::Passing(status)) => {
+                tracing::info!(check = name, %status, "health check recovered");
+            }
+            (Effective::Passing(a), Effective::Passing(b)) if a != b => {
+                // Not `message`: the event's own text has that name, and a
+                // subscriber writes it unquoted, newlines and all.
+                tracing::info!(check = name, from = %a, to = %b, reason = message, "health check status changed");
+            }
+            (Effective::Pending, Effective::Passing(status)) => {
+                tracing::debug!(check = name, %status, "health check first result");
+            }
+            _ => {}
         }
-        (Effective::Failing, Effective::Passing(status)) => {
-            tracing::info!(check = name, %status, "health check recovered");
+        if run.status == Status::Unhealthy && after != Effective::Failing {
+            // A timeout is worth a warning even below the threshold: it is
+            // the "slow" warning this run did not log.
+            if let Some(Failure::TimedOut(timeout)) = run.failure {
+                tracing::warn!(
+                    check = name,
+                    timeout_ms = timeout.as_millis() as u64,
+                    error = message,
+                    failures,
+                    threshold,
+                    grace_ms,
+                    failing_ms,
+                    "health check timed out, below its failure threshold"
+                );
+            } else {
+                tracing::debug!(
+                    check = name,
+                    error = message,
+                    failures,
+                    threshold,
+                    grace_ms,
+                    failing_ms,
+                    "health check failed below its failure threshold"
+                );
+            }
         }
-        (Effective::Passing(a), Effective::Passing(b)) if a != b => {
-            // Not `message`: the event's own text has that name, and a
-            // subscriber writes it unquoted, newlines and all.
-            tracing::info!(check = name, from = %a, to = %b, reason = message, "health check status changed");
-        }
-        (Effective::Pending, Effective::Passing(status)) => {
-            tracing::debug!(check = name, %status, "health check first result");
-        }
-        _ => {}
-    }
-    if run.status == Status::Unhealthy && entry.view.effective != Effective::Failing {
-        // A timeout is worth a warning even below the threshold: it is the
-        // "slow" warning this run did not log.
-        if let Some(Failure::TimedOut(timeout)) = run.failure {
-            tracing::warn!(
-                check = name,
-                timeout_ms = timeout.as_millis() as u64,
-                error = message,
-                failures = entry.view.failures,
-                threshold = entry.options.failure_threshold,
-                grace_ms = entry.options.failure_grace.as_millis() as u64,
-                failing_ms,
-                "health check timed out, below its failure threshold"
-            );
-        } else {
-            tracing::debug!(
-                check = name,
-                error = message,
-                failures = entry.view.failures,
-                threshold = entry.options.failure_threshold,
-                grace_ms = entry.options.failure_grace.as_millis() as u64,
-                failing_ms,
-                "health check failed below its failure threshold"
-            );
-        }
-    }
+    })
 }
 
 struct Finished {
@@ -3183,5 +3255,138 @@ mod tests {
         assert_eq!(get(&mut app, "/livez").await.status, 503);
         health.drain();
         assert_eq!(get(&mut app, "/readyz").await.json()["status"], "draining");
+    }
+
+    /// Records, for every event and span raised on this thread, its
+    /// message (or the span's name) and whether the runner's lock was held.
+    struct LockWatch {
+        shared: Arc<std::sync::OnceLock<Arc<super::Shared>>>,
+        seen: Arc<std::sync::Mutex<Vec<(String, bool)>>>,
+    }
+
+    impl LockWatch {
+        fn note(&self, what: String) {
+            let Some(shared) = self.shared.get() else {
+                return;
+            };
+            let held = matches!(
+                shared.state.try_lock(),
+                Err(std::sync::TryLockError::WouldBlock)
+            );
+            self.seen.lock().unwrap().push((what, held));
+        }
+    }
+
+    struct Message(String);
+
+    impl tracing::field::Visit for Message {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                self.0 = format!("{value:?}");
+            }
+        }
+    }
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LockWatch {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let mut message = Message(String::new());
+            event.record(&mut message);
+            self.note(message.0);
+        }
+
+        fn on_new_span(
+            &self,
+            attributes: &tracing::span::Attributes<'_>,
+            _: &tracing::span::Id,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            self.note(format!("span {}", attributes.metadata().name()));
+        }
+    }
+
+    /// The refresher's log events and its runs' spans reach the subscriber
+    /// after the runner's lock is released, never under it: a subscriber
+    /// is the application's code, and one that called back into the
+    /// handle (or dropped its last clone) would deadlock on it.
+    #[tokio::test(start_paused = true)]
+    async fn log_events_and_spans_are_raised_without_the_runners_lock() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        let shared = Arc::new(std::sync::OnceLock::new());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let watch = LockWatch {
+            shared: shared.clone(),
+            seen: seen.clone(),
+        };
+        let _guard = crate::test_util::listen(tracing_subscriber::registry().with(watch));
+
+        let healthy = Arc::new(AtomicBool::new(true));
+        let health = HealthChecks::builder()
+            .check_with(
+                "db",
+                switch(&healthy),
+                CheckOptions::new().interval(secs(5)).failure_threshold(2),
+            )
+            .build()
+            .unwrap();
+        shared.set(health.owner.shared.clone()).ok().unwrap();
+        settle().await;
+        // A max_age shorter than the interval: a warning at registration.
+        health
+            .add_check(
+                "cache",
+                || async { CheckResult::healthy() },
+                CheckOptions::new().interval(secs(60)).max_age(secs(1)),
+            )
+            .unwrap();
+        healthy.store(false, Ordering::SeqCst);
+        advance(secs(5)).await; // below the threshold
+        advance(secs(5)).await; // failing
+        advance(secs(5)).await; // still failing
+        healthy.store(true, Ordering::SeqCst);
+        advance(secs(5)).await; // recovered
+        let worker = health.heartbeat("worker", secs(3)).unwrap();
+        advance(secs(4)).await; // missed
+        worker.beat(); // recovered
+        settle().await;
+        drop(worker); // dropped
+        let leaving = health.heartbeat("leaving", secs(60)).unwrap();
+        health.drain();
+        drop(leaving); // removed while draining
+        settle().await;
+
+        let seen = seen.lock().unwrap().clone();
+        let under_lock: Vec<&str> = seen
+            .iter()
+            .filter(|(_, held)| *held)
+            .map(|(what, _)| what.as_str())
+            .collect();
+        assert!(
+            under_lock.is_empty(),
+            "raised under the lock: {under_lock:?}"
+        );
+        for expected in [
+            "span health_check",
+            "health check first result",
+            "health: startup complete",
+            "health check max_age is shorter than its interval",
+            "health check failed below its failure threshold",
+            "health check failing",
+            "health check still failing",
+            "health check recovered",
+            "heartbeat missed its deadline",
+            "heartbeat recovered",
+            "heartbeat handle dropped without retire (its task",
+            "heartbeat handle dropped without retire while draining",
+        ] {
+            assert!(
+                seen.iter().any(|(what, _)| what.starts_with(expected)),
+                "{expected:?} not among {seen:#?}"
+            );
+        }
     }
 }

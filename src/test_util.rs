@@ -193,7 +193,6 @@ impl tracing::Subscriber for Anchor {
 /// current-thread runtime's tasks log, too), as `tracing-subscriber`'s
 /// plain format would, until the guard is dropped.
 pub(crate) fn capture(level: tracing::Level) -> (tracing::subscriber::DefaultGuard, Logged) {
-    std::sync::LazyLock::force(&ANCHOR);
     let logged = Logged::default();
     let writer = logged.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -202,8 +201,17 @@ pub(crate) fn capture(level: tracing::Level) -> (tracing::subscriber::DefaultGua
         .without_time()
         .with_writer(move || writer.clone())
         .finish();
+    (listen(subscriber), logged)
+}
+
+/// Makes `subscriber` this thread's (and its current-thread runtime's
+/// tasks') until the guard is dropped, beside [`ANCHOR`].
+pub(crate) fn listen(
+    subscriber: impl tracing::Subscriber + Send + Sync + 'static,
+) -> tracing::subscriber::DefaultGuard {
+    std::sync::LazyLock::force(&ANCHOR);
     let guard = tracing::subscriber::set_default(subscriber);
     // Callsites cached as "never" before these two were registered.
     tracing::callsite::rebuild_interest_cache();
-    (guard, logged)
+    guard
 }
