@@ -70,11 +70,11 @@ fn postgres(answer: &str) -> Option<String> {
 #[cfg(feature = "mysql")]
 pub(super) const MYSQL: Writable = Writable {
     label: "the writability query (@@global.read_only, @@global.innodb_read_only)",
-    query: "SELECT CASE \
+    query: "SELECT CONVERT(CASE \
             WHEN CAST(@@global.read_only AS CHAR) NOT IN ('0', 'OFF') THEN 'read-only' \
             WHEN CAST(@@global.innodb_read_only AS CHAR) NOT IN ('0', 'OFF') \
             THEN 'innodb-read-only' \
-            ELSE 'writable' END",
+            ELSE 'writable' END USING utf8mb4)",
     judge: mysql,
 };
 

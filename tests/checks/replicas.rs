@@ -430,6 +430,26 @@ async fn a_read_only_mariadb_fails_expect_writable_until_made_writable() {
     pool.close().await;
 }
 
+/// A pool whose connections use a binary collation (`utf8mb4_bin`)
+/// still gets a readable answer: MySQL marks such text columns binary,
+/// which sqlx will not decode as a `String`.
+#[tokio::test]
+async fn expect_writable_reads_its_answer_under_a_binary_collation() {
+    let Some(options) = crate::mysql::options().await else {
+        return;
+    };
+    for (charset, collation) in [("utf8mb4", "utf8mb4_bin"), ("binary", "binary")] {
+        let pool = MySqlPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone().charset(charset).collation(collation))
+            .await
+            .unwrap_or_else(|e| panic!("connect with collation {collation}: {e}"));
+        let result = run(&SqlxCheck::new(pool.clone()).expect_writable()).await;
+        assert_eq!(result.status(), Status::Healthy, "{collation}: {result:?}");
+        pool.close().await;
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Redis
 
