@@ -11,9 +11,10 @@
 //! `ArcSwap`.
 //!
 //! No application code runs under the lock. Log events raised there wait
-//! in `State::later` and are emitted once it is released (see [`Locked`]):
-//! a `tracing` subscriber is the application's, and one that called back
-//! into the handle, or dropped its last clone, would otherwise deadlock.
+//! in `State::later` and are emitted, in order, once it is released (see
+//! [`Locked`] and `Shared::emit_later`): a `tracing` subscriber is the
+//! application's, and one that called back into the handle, or dropped its
+//! last clone, would otherwise deadlock.
 
 use std::{
     any::Any,
@@ -55,6 +56,8 @@ pub(crate) type InFlightFilter = Arc<dyn Fn(&http::request::Parts) -> bool + Sen
 
 pub(crate) struct Shared {
     state: Mutex<State>,
+    /// Held by the thread emitting [`State::later`]'s events.
+    emitter: Mutex<()>,
     pub(crate) snapshot: ArcSwap<Snapshot>,
     wake: Notify,
     stopped: AtomicBool,
@@ -97,7 +100,8 @@ struct State {
     /// The published snapshot's `fresh_until`: the runner publishes again
     /// when it passes.
     fresh_until: Option<Instant>,
-    /// Log events raised under the lock, emitted after it ([`Locked`]).
+    /// Log events raised under the lock, in the order raised, waiting to
+    /// be emitted after it ([`Shared::emit_later`]).
     later: Vec<Later>,
 }
 
@@ -105,34 +109,37 @@ struct State {
 type Later = Box<dyn FnOnce() + Send>;
 
 /// The runner's state, locked. Dropping it releases the lock, then emits
-/// the log events raised meanwhile ([`State::later`]), in order.
-struct Locked<'a>(Option<MutexGuard<'a, State>>);
+/// the log events raised meanwhile ([`State::later`]).
+struct Locked<'a> {
+    shared: &'a Shared,
+    state: Option<MutexGuard<'a, State>>,
+}
 
 impl std::ops::Deref for Locked<'_> {
     type Target = State;
 
     fn deref(&self) -> &State {
-        self.0.as_ref().expect("locked until dropped")
+        self.state.as_ref().expect("locked until dropped")
     }
 }
 
 impl std::ops::DerefMut for Locked<'_> {
     fn deref_mut(&mut self) -> &mut State {
-        self.0.as_mut().expect("locked until dropped")
+        self.state.as_mut().expect("locked until dropped")
     }
 }
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        let Some(mut state) = self.0.take() else {
+        let Some(state) = self.state.take() else {
             return;
         };
-        let later = std::mem::take(&mut state.later);
+        let raised = !state.later.is_empty();
         drop(state);
         // A subscriber that panicked here, while this thread is already
-        // unwinding, would abort the process: those events are dropped.
-        if !std::thread::panicking() {
-            later.into_iter().for_each(|emit| emit());
+        // unwinding, would abort the process: the next unlock emits them.
+        if raised && !std::thread::panicking() {
+            self.shared.emit_later();
         }
     }
 }
@@ -227,6 +234,7 @@ pub(crate) fn start(builder: HealthChecksBuilder) -> Result<Owner, Error> {
     let (overview, _) = watch::channel(placeholder.overview(now));
     let shared = Arc::new(Shared {
         state: Mutex::new(state),
+        emitter: Mutex::new(()),
         snapshot: ArcSwap::from_pointee(placeholder),
         wake: Notify::new(),
         stopped: AtomicBool::new(false),
@@ -324,13 +332,53 @@ impl State {
 
 impl Shared {
     fn lock(&self) -> Locked<'_> {
+        Locked {
+            shared: self,
+            state: Some(self.lock_raw()),
+        }
+    }
+
+    /// The lock, without emitting log events when released.
+    fn lock_raw(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave `State` half-changed
         // in a way that matters more than stopping health reporting would.
-        Locked(Some(
-            self.state
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        ))
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Emits the log events raised under the lock ([`State::later`]), on
+    /// one thread at a time and in the order they were raised, without
+    /// the lock: a subscriber is the application's code. A thread that
+    /// finds another emitting (or this one, further up its stack: a
+    /// subscriber that called into the handle) leaves its events to it.
+    /// Emitting without that order, a heartbeat's "missed" raised on one
+    /// thread could be written after the "recovered" a beat on another
+    /// raised next, leaving the log saying it is missed.
+    fn emit_later(&self) {
+        loop {
+            let emitter = match self.emitter.try_lock() {
+                Ok(emitter) => emitter,
+                // A subscriber panicked while emitting: the order still
+                // holds.
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return,
+            };
+            loop {
+                let later = std::mem::take(&mut self.lock_raw().later);
+                if later.is_empty() {
+                    break;
+                }
+                later.into_iter().for_each(|emit| emit());
+            }
+            drop(emitter);
+            // Raised after the last look, by a thread that found this one
+            // still emitting: emitted here, unless another thread has
+            // taken over.
+            if self.lock_raw().later.is_empty() {
+                return;
+            }
+        }
     }
 
     pub(crate) fn stop(&self) {
@@ -3388,5 +3436,150 @@ mod tests {
                 "{expected:?} not among {seen:#?}"
             );
         }
+    }
+
+    /// Log events raised on two threads are emitted in the order they were
+    /// raised: a heartbeat's "missed", still being written on the
+    /// refresher's thread when a beat on another thread raises
+    /// "recovered", is not followed by it out of order (the log would end
+    /// saying the heartbeat is missed).
+    #[tokio::test(start_paused = true)]
+    async fn log_events_raised_on_two_threads_are_emitted_in_order() {
+        use std::sync::mpsc;
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        /// Holds this thread's "missed" until `go`, telling `held` first.
+        struct Ordered {
+            written: Arc<std::sync::Mutex<Vec<String>>>,
+            held: std::sync::Mutex<Option<mpsc::Sender<()>>>,
+            go: std::sync::Mutex<Option<mpsc::Receiver<()>>>,
+        }
+
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Ordered {
+            fn on_event(
+                &self,
+                event: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                let mut message = Message(String::new());
+                event.record(&mut message);
+                if !message.0.starts_with("heartbeat") {
+                    return;
+                }
+                if message.0.starts_with("heartbeat missed")
+                    && let Some(held) = self.held.lock().unwrap().take()
+                {
+                    held.send(()).unwrap();
+                    let go = self.go.lock().unwrap().take().unwrap();
+                    // The other thread's beat, while this event is written.
+                    let _ = go.recv_timeout(Duration::from_secs(10));
+                }
+                self.written.lock().unwrap().push(message.0);
+            }
+        }
+
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (held_tx, held_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel();
+        let _guard = crate::test_util::listen(tracing_subscriber::registry().with(Ordered {
+            written: written.clone(),
+            held: std::sync::Mutex::new(Some(held_tx)),
+            go: std::sync::Mutex::new(Some(go_rx)),
+        }));
+        let health = HealthChecks::builder().build().unwrap();
+        let worker = health.heartbeat("worker", secs(3)).unwrap();
+        let beater = {
+            let written = written.clone();
+            // In the runtime's context, for its paused clock.
+            let runtime = tokio::runtime::Handle::current();
+            std::thread::spawn(move || {
+                let _runtime = runtime.enter();
+                let _guard =
+                    crate::test_util::listen(tracing_subscriber::registry().with(Ordered {
+                        written,
+                        held: std::sync::Mutex::new(None),
+                        go: std::sync::Mutex::new(None),
+                    }));
+                held_rx
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("the refresher writes \"missed\"");
+                worker.beat();
+                go_tx.send(()).unwrap();
+                worker
+            })
+        };
+        // The deadline passes: the refresher publishes it missed, and is
+        // held writing that while the other thread beats.
+        advance(secs(4)).await;
+        let worker = beater.join().unwrap();
+        settle().await;
+
+        assert_eq!(
+            *written.lock().unwrap(),
+            ["heartbeat missed its deadline", "heartbeat recovered"]
+        );
+        worker.retire();
+    }
+
+    /// A subscriber that calls into the handle from an event (here, adds a
+    /// check whose `max_age` draws a warning) neither deadlocks nor loses
+    /// the events its call raises: they follow the one being written.
+    #[tokio::test(start_paused = true)]
+    async fn a_subscriber_may_call_into_the_handle() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        struct CallsBack {
+            handle: Arc<std::sync::OnceLock<crate::HealthHandle>>,
+            written: Arc<std::sync::Mutex<Vec<String>>>,
+        }
+
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CallsBack {
+            fn on_event(
+                &self,
+                event: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                let mut message = Message(String::new());
+                event.record(&mut message);
+                let failing = message.0 == "health check failing";
+                self.written.lock().unwrap().push(message.0);
+                if failing && let Some(handle) = self.handle.get() {
+                    handle
+                        .add_check(
+                            "fallback",
+                            || async { CheckResult::healthy() },
+                            CheckOptions::new().interval(secs(60)).max_age(secs(1)),
+                        )
+                        .unwrap();
+                }
+            }
+        }
+
+        let handle = Arc::new(std::sync::OnceLock::new());
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let _guard = crate::test_util::listen(tracing_subscriber::registry().with(CallsBack {
+            handle: handle.clone(),
+            written: written.clone(),
+        }));
+        let healthy = Arc::new(AtomicBool::new(false));
+        let (health, mut app) = serve_switch(&healthy, CheckOptions::new()).await;
+        // The first run failed before the subscriber had the handle.
+        handle.set(health.clone()).unwrap();
+        healthy.store(true, Ordering::SeqCst);
+        advance(secs(5)).await;
+        healthy.store(false, Ordering::SeqCst);
+        advance(secs(5)).await;
+
+        let written = written.lock().unwrap().clone();
+        let failing = written
+            .iter()
+            .rposition(|m| m == "health check failing")
+            .expect("the check failed");
+        assert!(
+            written[failing + 1].starts_with("health check max_age is shorter"),
+            "{written:#?}"
+        );
+        let status = get(&mut app, "/health/fallback").await.status;
+        assert_eq!(status, 200);
     }
 }
