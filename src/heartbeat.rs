@@ -16,7 +16,10 @@
 //! `retire`, which removes it. While the instance drains (a shutdown
 //! signal reached `graceful_shutdown`, or `drain` was called), a dropped
 //! handle is a component stopping with the process: it is removed as if
-//! retired, and no longer counts.
+//! retired, and no longer counts. So is one dropped before the drain
+//! began, when it began: a worker woken by the same signal may stop before
+//! `graceful_shutdown` does, and a liveness probe failing during the drain
+//! could have the container killed before it ends.
 //!
 //! Beat from the component's own loop, where its work happens: a task of
 //! its own that only beats on a timer proves that the timer runs, not that
@@ -264,7 +267,7 @@ impl HeartbeatSlot {
     /// fails (for liveness, why Kubernetes restarts the container), so it
     /// must be in the logs. The runner emits it once its lock is released.
     /// (A handle dropped while draining is removed instead, and logged at
-    /// `debug`: `Shared::heartbeat_dropped`.)
+    /// `debug`: `Shared::heartbeat_dropped`, `Shared::drain`.)
     pub(crate) fn report(&self, beat: Beat, now: Instant) -> Option<Box<dyn FnOnce() + Send>> {
         if self.reported.swap(beat.kind(), Ordering::Relaxed) == beat.kind() {
             return None;

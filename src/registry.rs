@@ -845,9 +845,10 @@ impl HealthHandle {
     }
 
     /// Flips readiness (and `/health`) to 503 `{"status":"draining"}` at
-    /// once. Liveness stays as it was; a heartbeat whose handle is dropped
-    /// from now on is removed as if retired (a component stopping with the
-    /// process), and HTTP/1 responses to requests received from now on
+    /// once. Liveness stays as it was, but for heartbeats: one whose
+    /// handle was dropped already, or is dropped from now on, is removed
+    /// as if retired (a component stopping with the process), and HTTP/1
+    /// responses to requests received from now on
     /// carry `Connection: close` (see
     /// [`HealthLayer::without_connection_close`](crate::HealthLayer::without_connection_close)).
     /// There is no way back: draining is the start of shutdown.

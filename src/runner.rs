@@ -607,8 +607,33 @@ impl Shared {
         self.set_flag(|state| &mut state.marked, true);
     }
 
+    /// Starts the drain. Heartbeats whose handle was dropped already are
+    /// removed, as one dropped from now on is: a component that stops with
+    /// the process may have stopped just before the drain began (its task
+    /// woken by the same signal), and the process is stopping anyway.
     pub(crate) fn drain(&self) {
-        self.set_flag(|state| &mut state.draining, true);
+        let mut state = self.lock();
+        if state.draining {
+            return;
+        }
+        state.draining = true;
+        let mut removed = Vec::new();
+        state.heartbeats.retain(|h| {
+            let dropped = h.is_dropped();
+            if dropped {
+                removed.push(h.name.clone());
+            }
+            !dropped
+        });
+        for name in removed {
+            state.later.push(Box::new(move || {
+                tracing::debug!(
+                    heartbeat = &*name,
+                    "heartbeat whose handle was dropped without retire removed as the drain began"
+                );
+            }));
+        }
+        self.publish(&mut state);
     }
 
     /// Takes the instance out of rotation (`true`) or returns it.
@@ -2039,10 +2064,11 @@ mod tests {
 
     /// A component stopped with the process drops its heartbeat while the
     /// instance drains: that is no failure, and must not have the
-    /// container killed mid-drain. A handle dropped before the drain is
-    /// still a failure.
+    /// container killed mid-drain. Nor is a handle dropped just before the
+    /// drain began (a worker woken by the same signal that finished first):
+    /// a dropped handle fails liveness until the drain, which removes it.
     #[tokio::test(start_paused = true)]
-    async fn a_heartbeat_dropped_while_draining_leaves_liveness_passing() {
+    async fn a_heartbeat_dropped_while_or_before_draining_leaves_liveness_passing() {
         let health = HealthChecks::builder().build().unwrap();
         let mut app = crate::test_util::app(&health);
         let worker = health.heartbeat("worker", secs(10)).unwrap();
@@ -2057,14 +2083,27 @@ mod tests {
         // The name is free again, as after `retire`.
         health.heartbeat("worker", secs(10)).unwrap().retire();
 
-        let died = HealthChecks::builder().build().unwrap();
-        let mut died_app = crate::test_util::app(&died);
-        drop(died.heartbeat("worker", secs(10)).unwrap());
+        let (guard, logged) = crate::test_util::capture(tracing::Level::DEBUG);
+        let first = HealthChecks::builder().build().unwrap();
+        let mut first_app = crate::test_util::app(&first);
+        drop(first.heartbeat("worker", secs(10)).unwrap());
         settle().await;
-        died.drain();
-        settle().await;
-        let live = get(&mut died_app, "/livez").await;
+        let live = get(&mut first_app, "/livez").await;
         assert_eq!(live.status, 503, "{}", live.body);
+        first.drain();
+        settle().await;
+        let live = get(&mut first_app, "/livez").await;
+        assert_eq!(live.status, 200, "{}", live.body);
+        let all = get(&mut first_app, "/health?detailed=true").await.json();
+        assert!(all["components"].get("worker").is_none(), "{all}");
+        drop(guard);
+        let text = logged.text();
+        assert!(
+            text.contains(
+                r#"DEBUG tower_health::runner: heartbeat whose handle was dropped without retire removed as the drain began heartbeat="worker""#
+            ),
+            "{text}"
+        );
     }
 
     /// Startup passes once: with nothing registered at `build` it has
