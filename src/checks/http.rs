@@ -497,11 +497,14 @@ impl Connection for Stream {
 mod tls {
     use std::{
         io::{self, ErrorKind},
-        sync::Arc,
+        sync::{Arc, OnceLock},
     };
 
     use http::Uri;
-    use tokio::{net::TcpStream, sync::OnceCell};
+    use tokio::{
+        net::TcpStream,
+        sync::{OnceCell, watch},
+    };
     use tokio_rustls::{
         TlsConnector,
         client::TlsStream,
@@ -577,7 +580,7 @@ mod tls {
 
         /// The system's roots and the added ones.
         async fn roots(&self) -> RootCertStore {
-            let mut roots = system_roots().await.clone();
+            let mut roots = RootCertStore::clone(&*system_roots().await);
             roots.roots.extend(self.added.roots.iter().cloned());
             roots
         }
@@ -614,21 +617,59 @@ mod tls {
     }
 
     /// The system's root certificates, loaded once per process, on a
-    /// blocking thread (it reads and parses files: a directory of them,
-    /// with `SSL_CERT_DIR`), so the runtime's workers, which serve the
-    /// probes, do not wait for it.
-    async fn system_roots() -> &'static RootCertStore {
-        static SYSTEM: OnceCell<RootCertStore> = OnceCell::const_new();
+    /// thread of its own (it reads and parses files: a directory of them,
+    /// with `SSL_CERT_DIR`, maybe on a slow mount), so the runtime's
+    /// workers, which serve the probes, do not wait for it, and a run cut
+    /// at its timeout meanwhile does not start the load again.
+    async fn system_roots() -> Arc<RootCertStore> {
+        static SYSTEM: Background<RootCertStore> = Background::new();
         SYSTEM
-            .get_or_init(|| async {
-                tokio::task::spawn_blocking(load_system_roots)
-                    .await
-                    .unwrap_or_else(|e| {
-                        tracing::warn!(error = %e, "health: loading the system root certificates failed");
-                        RootCertStore::empty()
-                    })
-            })
+            .get("tower-health-roots", load_system_roots)
             .await
+            .unwrap_or_else(|| {
+                tracing::warn!("health: loading the system root certificates failed");
+                Arc::new(RootCertStore::empty())
+            })
+    }
+
+    /// A value computed once, on a thread of its own, for whoever waits:
+    /// a waiter dropped meanwhile (a run cut at its timeout) leaves the
+    /// computation going, and the next waits for the same one instead of
+    /// starting another.
+    pub(super) struct Background<T> {
+        value: OnceLock<watch::Receiver<Option<Arc<T>>>>,
+    }
+
+    impl<T: Send + Sync + 'static> Background<T> {
+        pub(super) const fn new() -> Self {
+            Self {
+                value: OnceLock::new(),
+            }
+        }
+
+        /// The value, computed by `compute` on a thread named `name` at
+        /// the first call. `None` if that panicked, or the thread could
+        /// not be started.
+        pub(super) async fn get(
+            &self,
+            name: &str,
+            compute: impl FnOnce() -> T + Send + 'static,
+        ) -> Option<Arc<T>> {
+            let mut value = self
+                .value
+                .get_or_init(|| {
+                    let (send, value) = watch::channel(None);
+                    let _ = std::thread::Builder::new()
+                        .name(name.to_owned())
+                        .spawn(move || {
+                            let _ = send.send(Some(Arc::new(compute())));
+                        });
+                    value
+                })
+                .clone();
+            let computed = value.wait_for(Option::is_some).await.ok()?;
+            computed.clone()
+        }
     }
 
     /// The system's root certificates; what could not be loaded is logged.
@@ -661,6 +702,55 @@ mod tls {
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        /// A waiter cut while the value is computed leaves the computation
+        /// going: the next waits for the same one, and no other starts.
+        #[tokio::test]
+        async fn a_background_value_is_computed_once_whoever_waits_or_gives_up() {
+            static COMPUTED: std::sync::atomic::AtomicUsize =
+                std::sync::atomic::AtomicUsize::new(0);
+            let background = Background::new();
+            let (release, released) = std::sync::mpsc::channel::<()>();
+            let released = Arc::new(std::sync::Mutex::new(released));
+            let compute = move || {
+                COMPUTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = released
+                    .lock()
+                    .unwrap()
+                    .recv_timeout(std::time::Duration::from_secs(10));
+                42
+            };
+            // Cut before the computation ends, twice.
+            for _ in 0..2 {
+                let cut = tokio::time::timeout(
+                    std::time::Duration::from_millis(20),
+                    background.get("test-background", compute.clone()),
+                )
+                .await;
+                assert!(cut.is_err(), "not computed yet");
+            }
+            release.send(()).unwrap();
+            let value = background.get("test-background", compute.clone()).await;
+            assert_eq!(value.as_deref(), Some(&42));
+            assert_eq!(
+                background.get("test-background", compute).await.as_deref(),
+                Some(&42)
+            );
+            assert_eq!(COMPUTED.load(std::sync::atomic::Ordering::SeqCst), 1);
+        }
+
+        /// A computation that panics gives `None`, to every waiter.
+        #[tokio::test]
+        async fn a_background_value_whose_computation_panicked_is_none() {
+            let background = Background::<u8>::new();
+            assert!(
+                background
+                    .get("test-panics", || panic!("no value"))
+                    .await
+                    .is_none()
+            );
+            assert!(background.get("test-panics", || 1).await.is_none());
+        }
 
         #[tokio::test]
         async fn added_roots_are_trusted_beside_the_system_s() {
