@@ -117,6 +117,26 @@ use super::{PoolState, writable::Writable};
 #[allow(unused_imports)] // used by the per-database impls, each behind a feature
 use crate::{Check, CheckResult};
 
+/// A connection the run took from the pool, closed instead of returned
+/// if the run is cut before the server answered: sqlx would otherwise
+/// ping it before taking it back, with no time limit, and a connection to
+/// a server that stopped answering would stay counted in the pool (one
+/// more for every cut run, up to its maximum) until the operating system
+/// gave up on it, long after a failover. Closing is bounded (sqlx gives
+/// it 5 s).
+struct CloseIfCut<DB: Database> {
+    connection: ::sqlx::pool::PoolConnection<DB>,
+    answered: bool,
+}
+
+impl<DB: Database> Drop for CloseIfCut<DB> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.connection.close_on_drop();
+        }
+    }
+}
+
 /// Checks an sqlx pool with `SELECT 1` (SQLite: `PRAGMA schema_version`),
 /// queuing for a connection if needed, and reports its saturation.
 ///
@@ -144,7 +164,6 @@ impl<DB: Database> SqlxCheck<DB> {
     }
 }
 
-#[allow(dead_code)] // used by the per-database impls, each behind a feature
 fn pool_state<DB: Database>(pool: &Pool<DB>) -> PoolState {
     PoolState {
         size: u64::from(pool.size()),
@@ -253,30 +272,37 @@ macro_rules! impl_check {
                 let waiting = state.report_waiting(read.clone(), $what, $server);
                 // A connection as the application's queries get one: an idle
                 // one, a new one that then stays in the pool, or the first
-                // one released. It goes back to the pool when dropped.
+                // one released. It goes back to the pool when dropped, or
+                // is closed if the run is cut before the answer.
                 let answered = match self.pool.acquire().await {
-                    Ok(mut connection) => {
+                    Ok(connection) => {
                         drop(waiting);
                         let _querying = PoolState::report_querying(read, $what, label, $server);
+                        let mut connection = CloseIfCut {
+                            connection,
+                            answered: false,
+                        };
                         // `Executor`'s own methods, whose boxed futures keep
                         // this one `Send` (`RawSql::execute` on a
                         // `&mut Connection` trips rustc's higher-ranked
                         // lifetime check).
-                        let connection = &mut *connection;
-                        match self.writable {
+                        let answer = &mut *connection.connection;
+                        let answered = match self.writable {
                             None => {
-                                ::sqlx::Executor::execute(connection, ::sqlx::raw_sql($query))
+                                ::sqlx::Executor::execute(answer, ::sqlx::raw_sql($query))
                                     .await
                                     .map(|_| None)
                             }
                             Some(writable) => ::sqlx::Executor::fetch_one(
-                                connection,
+                                answer,
                                 ::sqlx::raw_sql(writable.query),
                             )
                             .await
                             .and_then(|row| row.try_get::<String, _>(0))
                             .map(|answer| (writable.judge)(&answer)),
-                        }
+                        };
+                        connection.answered = true;
+                        answered
                     }
                     Err(e) => Err(e),
                 };

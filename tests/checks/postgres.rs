@@ -255,6 +255,40 @@ async fn closed_pool_and_unknown_database_are_unhealthy() {
     );
 }
 
+/// A run cut while the server sits on its query gives its connection
+/// up: it is closed, not handed back to the pool through a ping that a
+/// server which stopped answering never answers (which kept it counted in
+/// the pool, one more for every cut run, until the operating system gave
+/// up on it).
+#[tokio::test]
+async fn a_run_cut_mid_query_does_not_keep_its_connection() {
+    let Some(options) = options().await else {
+        return;
+    };
+    let (proxy, pool) = proxied_pool(options).await;
+    let check = SqlxCheck::new(pool.clone());
+    assert_eq!(check.check().await.status(), Status::Healthy);
+    support::settle(&pool, 1).await;
+    assert_eq!((pool.size(), pool.num_idle()), (1, 1));
+
+    // The server stops answering on the open connection; the run is cut
+    // as the runner cuts it at its timeout.
+    proxy.stall().await;
+    let cut = tokio::time::timeout(Duration::from_millis(300), check.check()).await;
+    assert!(cut.is_err(), "a stalled server cannot answer: {cut:?}");
+    // sqlx gives a close 5 s; the ping it sent instead was never answered.
+    let start = Instant::now();
+    while pool.size() > 0 && start.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        pool.size(),
+        0,
+        "the cut run's connection is still counted in the pool after {:?}",
+        start.elapsed()
+    );
+}
+
 /// A pool of 2 that reaches the server through a [`Proxy`] and hands out
 /// idle connections without a ping.
 async fn proxied_pool(options: PgConnectOptions) -> (Proxy, PgPool) {
