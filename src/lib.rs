@@ -61,7 +61,7 @@
 //! | `GET /readyz` | started, not draining or out of rotation, not busy, readiness checks and heartbeats pass |
 //! | `GET /startupz` | latches once started |
 //! | `?verbose` | Kubernetes text: `[+]database ok` ... `readyz check passed` |
-//! | `?exclude=NAME` | leaves a check out (repeatable) |
+//! | `?exclude=NAME` | leaves a check out (repeatable, up to 64 times) |
 //! | `Accept: application/health+json` | the IETF health check draft format (with a `componentType` per check: [`Check::component_type`]) |
 //! | `HEAD` | as `GET`, no body; other methods 405 with `Allow: GET, HEAD` |
 //!

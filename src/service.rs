@@ -217,7 +217,8 @@ impl Drop for InFlightGuard {
 /// The query parameters the health paths understand.
 ///
 /// Unknown parameters are ignored (monitors add cache busters). A known
-/// parameter with a value that is not a boolean is a 400.
+/// parameter with a value that is not a boolean is a 400, and so are more
+/// than [`MAX_EXCLUDED`] `exclude` parameters.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Query<'a> {
     pub(crate) detailed: bool,
@@ -233,12 +234,22 @@ pub(crate) fn parse_query(query: Option<&str>) -> Result<Query<'_>, String> {
     }
 }
 
+/// The most `exclude` parameters a request may give: far more than any
+/// probe leaves out, and few enough that judging a probe without them
+/// (each check's name against each) stays cheap whoever asks.
+pub(crate) const MAX_EXCLUDED: usize = 64;
+
 fn parse_pairs(query: &str) -> Result<Query<'_>, String> {
     let mut parsed = Query::default();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         match &*key {
             "detailed" => parsed.detailed = parse_bool("detailed", &value)?,
             "verbose" => parsed.verbose = parse_bool("verbose", &value)?,
+            "exclude" if parsed.exclude.len() == MAX_EXCLUDED => {
+                return Err(format!(
+                    "too many exclude parameters: at most {MAX_EXCLUDED}"
+                ));
+            }
             "exclude" => parsed.exclude.push(value),
             _ => {}
         }
@@ -527,6 +538,17 @@ mod tests {
             parse_query(Some("exclude=%ZZ%ff")).unwrap().exclude.len(),
             1
         );
+        // Up to 64 exclude parameters; one more is an error that says so.
+        let excluding = |n: usize| {
+            (0..n)
+                .map(|i| format!("exclude=c{i}"))
+                .collect::<Vec<_>>()
+                .join("&")
+        };
+        let most = excluding(MAX_EXCLUDED);
+        assert_eq!(parse_query(Some(&most)).unwrap().exclude.len(), 64);
+        let err = parse_query(Some(&excluding(MAX_EXCLUDED + 1))).unwrap_err();
+        assert_eq!(err, "too many exclude parameters: at most 64");
     }
 
     #[test]
@@ -1298,6 +1320,13 @@ mod http_tests {
         assert_eq!(bad.status, 400);
         assert!(bad.json()["error"].as_str().unwrap().contains("verbose"));
         assert_eq!(get(&mut app, "/health?cachebuster=1").await.status, 503);
+        let many = format!("/readyz?verbose{}", "&exclude=x".repeat(65));
+        let bad = get(&mut app, &many).await;
+        assert_eq!(bad.status, 400);
+        assert_eq!(
+            bad.json()["error"],
+            "too many exclude parameters: at most 64"
+        );
 
         let missing = get(&mut app, "/health/nope").await;
         assert_eq!(missing.status, 404);
