@@ -18,8 +18,9 @@
 /// The handlers are installed when the future is first polled (for axum,
 /// when `axum::serve` starts), and from then on these signals no longer
 /// end the process by themselves: the server decides when to exit. A
-/// handler that cannot be installed is logged at `warn` and its signal
-/// is not waited for; the future never resolves because of such an error.
+/// handler that cannot be installed (on a runtime built without its IO
+/// driver, say) is logged at `warn` and its signal is not waited for; the
+/// future never resolves, nor panics, because of such an error.
 ///
 /// ```no_run
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -34,30 +35,39 @@
 /// # Ok(()) }
 /// ```
 pub async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::warn!(%error, "health: cannot listen for Ctrl-C (SIGINT)");
-            std::future::pending::<()>().await;
-        }
-    };
     #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                terminate.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "health: cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+    {
+        use tokio::signal::unix::SignalKind;
+        let interrupt = wait_for(SignalKind::interrupt(), "Ctrl-C (SIGINT)");
+        let terminate = wait_for(SignalKind::terminate(), "SIGTERM");
+        tokio::select! {
+            () = interrupt => {}
+            () = terminate => {}
         }
-    };
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
+    if let Err(error) = tokio::signal::ctrl_c().await {
+        tracing::warn!(%error, "health: cannot listen for Ctrl-C");
+        std::future::pending::<()>().await;
     }
     tracing::debug!("health: shutdown signal received");
+}
+
+/// Waits for `kind`, or forever if it cannot be listened for (logged).
+#[cfg(unix)]
+async fn wait_for(kind: tokio::signal::unix::SignalKind, name: &str) {
+    // Tokio panics, rather than return an error, on a runtime built
+    // without its IO driver, which delivers signals.
+    match std::panic::catch_unwind(|| tokio::signal::unix::signal(kind)) {
+        Ok(Ok(mut signal)) => {
+            signal.recv().await;
+            return;
+        }
+        Ok(Err(error)) => tracing::warn!(%error, "health: cannot listen for {name}"),
+        Err(_) => tracing::warn!(
+            "health: cannot listen for {name}: the Tokio runtime was built without its IO \
+             driver (Builder::enable_io or enable_all), which delivers signals"
+        ),
+    }
+    std::future::pending::<()>().await;
 }

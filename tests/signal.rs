@@ -41,3 +41,19 @@ async fn sigterm_and_sigint_each_end_the_wait() {
             .unwrap_or_else(|_| panic!("SIG{signal} did not end the wait"));
     }
 }
+
+/// On a runtime without its IO driver, which delivers signals, the wait
+/// cannot be set up: it is logged and the future waits forever, rather
+/// than panic in the server's shutdown future.
+#[test]
+fn without_the_io_driver_the_wait_neither_panics_nor_ends() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let waited = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(3600), tower_health::shutdown_signal()).await
+    });
+    assert!(waited.is_err(), "resolved without a signal");
+}
