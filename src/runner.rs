@@ -1041,7 +1041,14 @@ impl Finished {
             run: Run {
                 status: Status::Unhealthy,
                 failure: Some(Failure::Panicked),
-                message: Some("the check's future panicked while being dropped".into()),
+                // Outside the guard: in the check's future's drop, or in
+                // the tracing subscriber as the run's span was made or
+                // entered.
+                message: Some(
+                    "the run's task panicked outside the check (while dropping the check's \
+                     future, or in the tracing subscriber)"
+                        .into(),
+                ),
                 observations: Vec::new(),
                 duration: at.saturating_duration_since(started),
                 at,
