@@ -367,9 +367,9 @@ async fn outage_behind_a_proxy_refused_then_blackholed() {
 
 /// A run cut at its timeout says which wait it was cut in, with the pool's
 /// numbers at the cut: every connection held by the application, then a
-/// server that stops answering on open connections (the first run cut
-/// while querying, later ones waiting behind the connections it left
-/// stuck), then a server that never answers a new connection.
+/// server that stops answering on open connections (runs cut while
+/// querying, whose connections are closed, then runs cut opening a new
+/// one), then a server that never answers a new connection.
 #[tokio::test]
 async fn a_run_cut_at_its_timeout_says_what_it_was_waiting_for() {
     let Some(options) = options().await else {
@@ -390,6 +390,10 @@ async fn a_run_cut_at_its_timeout_says_what_it_was_waiting_for() {
         error.starts_with(&format!(
             "{timed_out}PostgreSQL pool had no free connection: all 2 were in use, none idle"
         )),
+        "{postgres}"
+    );
+    assert!(
+        error.ends_with("or they wait on a server that stopped answering"),
         "{postgres}"
     );
     assert_eq!(
@@ -425,9 +429,10 @@ async fn a_run_cut_at_its_timeout_says_what_it_was_waiting_for() {
     support::settle(&pool, 2).await;
     app.wait_for("/readyz", 200).await;
 
-    // The server stops answering on the open connections: the first run
-    // cut is cut in its query; it leaves its connection stuck, and once
-    // both are stuck, runs are cut waiting for one.
+    // The server stops answering on the open connections: each run is cut
+    // in its query, and its connection is closed rather than left stuck in
+    // the pool; once none is left, runs are cut opening a new one, with
+    // no connection but that one counted.
     proxy.stall().await;
     let postgres = app
         .wait_error("postgres", |e| e.contains("did not answer"))
@@ -443,14 +448,20 @@ async fn a_run_cut_at_its_timeout_says_what_it_was_waiting_for() {
         postgres["observed"]["max_connections"]["value"], 2,
         "{postgres}"
     );
-    let postgres = app
-        .wait_error("postgres", |e| e.contains("no free connection"))
+    let details = app
+        .wait_details("no connection to hand out, one counted", |details| {
+            let postgres = &details["components"]["postgres"];
+            postgres["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("no connection to hand out"))
+                && postgres["observed"]["connections"]["value"] == 1
+        })
         .await;
+    let postgres = &details["components"]["postgres"];
     assert!(
-        postgres["error"]
-            .as_str()
-            .unwrap()
-            .contains("or they wait on a server that stopped answering"),
+        postgres["error"].as_str().unwrap().starts_with(&format!(
+            "{timed_out}PostgreSQL pool had no connection to hand out: opening a new connection"
+        )),
         "{postgres}"
     );
 
