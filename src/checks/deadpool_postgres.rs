@@ -175,6 +175,18 @@ impl Check for DeadpoolPostgresCheck {
                         "a new connection took longer than the pool's create timeout; check \
                          that the server is reachable from this host and not overloaded"
                     }
+                    // Closed after the look above.
+                    PoolError::Closed => {
+                        "the pool was closed (Pool::close): the application cannot query the \
+                         database until it creates a new pool"
+                    }
+                    PoolError::PostCreateHook(_) => {
+                        "the pool's post_create hook refused the new connection; look at what \
+                         that hook checks"
+                    }
+                    // deadpool 0.13 never returns a recycle timeout (it
+                    // drops the client and tries another), and refuses
+                    // timeouts without a runtime when the pool is built.
                     _ => {
                         "check that the server is running and reachable from this host, and \
                          the pool's credentials and database name"

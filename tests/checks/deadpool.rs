@@ -199,3 +199,30 @@ async fn a_pool_wait_timeout_is_named_as_saturation() {
     let result = DeadpoolPostgresCheck::new(pool).check().await;
     assert_eq!(result.status(), Status::Healthy, "{result:?}");
 }
+
+/// A connection the pool's `post_create` hook refuses: the message names
+/// the hook, not the network.
+#[tokio::test]
+async fn a_connection_refused_by_the_pools_hook_says_so() {
+    use deadpool_postgres::{Hook, HookError, Manager, Pool};
+    if crate::postgres::options().await.is_none() {
+        return;
+    }
+    let config: deadpool_postgres::tokio_postgres::Config =
+        support::database_url().parse().unwrap();
+    let pool = Pool::builder(Manager::new(config, NoTls))
+        .max_size(1)
+        .post_create(Hook::sync_fn(|_, _| {
+            Err(HookError::message("not this one"))
+        }))
+        .build()
+        .unwrap();
+    let result = DeadpoolPostgresCheck::new(pool).check().await;
+    assert_eq!(result.status(), Status::Unhealthy, "{result:?}");
+    let message = result.message().unwrap();
+    assert!(
+        message.contains("post_create hook refused") && message.contains("not this one"),
+        "{message}"
+    );
+    assert!(!message.contains("reachable"), "{message}");
+}
