@@ -234,6 +234,16 @@ pub(crate) fn parse_query(query: Option<&str>) -> Result<Query<'_>, String> {
     }
 }
 
+/// What the text form's last line calls `probe` asked at `path`: the path,
+/// as Kubernetes names it (`/healthz` answers liveness as `healthz`), or
+/// the probe's own name at the root.
+fn text_name(path: &str, probe: Probe) -> &str {
+    match path.trim_start_matches('/') {
+        "" => probe.name(),
+        path => path,
+    }
+}
+
 /// The most `exclude` parameters a request may give: far more than any
 /// probe leaves out, and few enough that judging a probe without them
 /// (each check's name against each) stays cheap whoever asks.
@@ -434,19 +444,13 @@ fn answer<B>(
             .is_some_and(|limit| shared.in_flight.load(Ordering::Acquire) >= limit);
     let fresh = snapshot.fresh_until.is_none_or(|until| now < until);
 
-    // What the text form's last line calls the probe: its path, as
-    // Kubernetes names it (`/healthz` answers liveness as `healthz`).
-    let text_name = || {
-        let path = parts.uri.path();
-        path.strip_prefix('/').unwrap_or(path)
-    };
     if let Route::Probe(probe) = route {
         // Only plain JSON has a detailed form.
         let cached = fresh
             && !(query.detailed && format == Format::Json)
             && query.exclude.is_empty()
             && !reveal
-            && (format != Format::Text || text_name() == probe.name());
+            && (format != Format::Text || text_name(parts.uri.path(), probe) == probe.name());
         if cached {
             let Answer { status, body } = snapshot.cached.get(probe, busy, format);
             return respond(
@@ -478,7 +482,7 @@ fn answer<B>(
                     .filter(|name| !view.covers(probe, name))
                     .map(|name| &**name)
                     .collect();
-                text::render(&view, probe, text_name(), &unmatched)
+                text::render(&view, probe, text_name(parts.uri.path(), probe), &unmatched)
             }
         },
         Route::Component(offset) => {
@@ -1209,6 +1213,16 @@ mod http_tests {
                 assert_eq!(reply.status, 200, "{path}");
                 assert!(reply.body.ends_with(last), "{path}: {:?}", reply.body);
             }
+        }
+        // At the root, the path has no name: the probe's own.
+        let mut root = app_with(health.layer().path(Probe::Health, "/"));
+        for query in ["verbose", "verbose&exclude=nothing"] {
+            let reply = get(&mut root, &format!("/?{query}")).await;
+            assert!(
+                reply.body.ends_with("\nhealth check passed\n"),
+                "{query}: {:?}",
+                reply.body
+            );
         }
     }
 
