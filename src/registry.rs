@@ -661,6 +661,9 @@ impl HealthChecksBuilder {
     /// A request counts from the moment it enters the layer (including
     /// while it waits for the inner service to be ready) until its
     /// response body is finished or dropped. A limit of 0 is treated as 1.
+    /// Every layer of these checks a request passes through counts it:
+    /// put one in front of the service (`wrap_axum` around a router that
+    /// also has `.layer(health.layer())` counts each request twice).
     ///
     /// `busy` is judged at the instant of each probe, without the damping
     /// checks get: a probe that lands on a short burst fails. With a limit,
