@@ -981,6 +981,8 @@ where
         let mut read = 0usize;
         let mut found = self.body_contains.as_deref().is_some_and(<[u8]>::is_empty);
         let mut complete = false;
+        // The last frame had more than the limit let in.
+        let mut dropped_bytes = false;
         while read < self.max_body_bytes && !found {
             let frame = if self.body_contains.is_some() {
                 body.frame().await
@@ -1022,6 +1024,7 @@ where
                         continue;
                     };
                     let take = data.len().min(self.max_body_bytes - read);
+                    dropped_bytes = take < data.len();
                     read += take;
                     if let Some(needle) = &self.body_contains {
                         // `seen` holds only the tail of the body read so far
@@ -1035,6 +1038,9 @@ where
                 }
             }
         }
+        // A body of exactly the limit ends where reading stopped.
+        complete =
+            complete || (!dropped_bytes && read == self.max_body_bytes && body.is_end_stream());
         let result = match &self.body_contains {
             Some(needle) if !found => CheckResult::unhealthy(format!(
                 "{} {} answered {code}, but {} did not contain {:?}; check that the URL points \

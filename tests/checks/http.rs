@@ -105,6 +105,28 @@ async fn status_range_and_body_substring() {
         result.message().unwrap().contains("did not contain"),
         "{result:?}"
     );
+    // The message tells a whole body from the part read, also when the
+    // body is exactly as long as the limit.
+    let body = r#"{"status":"healthy"}"#.len();
+    for (limit, read) in [
+        (body + 1, format!("its {body}-byte body")),
+        (body, format!("its {body}-byte body")),
+        (
+            body - 1,
+            format!("the first {} bytes of its body", body - 1),
+        ),
+    ] {
+        let result = HttpCheck::new(uri(addr, "/ok"))
+            .expect_body_contains("degraded")
+            .max_body_bytes(limit)
+            .check()
+            .await;
+        let message = result.message().unwrap();
+        assert!(
+            message.contains(&format!("answered 200, but {read} did not contain")),
+            "limit {limit}: {message}"
+        );
+    }
 
     // A redirect is not followed; the message says where it points.
     let result = HttpCheck::new(uri(addr, "/moved")).check().await;
