@@ -19,6 +19,11 @@
 //! Error texts and observations are shown only to requests that send
 //! `Authorization: Bearer <HEALTH_TOKEN>` (default `demo-token`).
 //!
+//! `cargo run --example axum -- healthcheck` is what a container's
+//! `HEALTHCHECK` would run: it asks the running example's `/readyz` (on
+//! `PORT`) and exits 0 if it is ready, 1 otherwise, printing what it got
+//! (`tower_health::command`).
+//!
 //! `GET /metrics` is a Prometheus scrape of the checks' metrics (feature
 //! `metrics`, recorded by `metrics-exporter-prometheus`): runs, durations,
 //! the last run's time, the checks' observations and every probe's and
@@ -45,8 +50,24 @@ use tower_health::{
     details::BearerToken,
 };
 
+fn main() -> std::process::ExitCode {
+    // The container health-check command: the same binary, asking the
+    // server it runs beside (images without curl can still be checked).
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        let port = std::env::var("PORT").unwrap_or_else(|_| "3000".to_owned());
+        return tower_health::command::healthcheck(&format!("http://127.0.0.1:{port}/readyz"));
+    }
+    match serve() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -126,7 +126,8 @@
 //! `http-client` and `https`, `tcp`, `disk`), except the blocking and
 //! runtime checks; `axum` adds [`HealthLayer::wrap_axum`], `tonic-health`
 //! the gRPC health service and check, `metrics` the metrics, `signal`
-//! [`shutdown_signal`].
+//! [`shutdown_signal`], and `http-client` also the container health-check
+//! command ([`command`]).
 
 #![forbid(unsafe_code)]
 #![warn(
@@ -163,6 +164,9 @@
 pub mod axum;
 pub mod check;
 pub mod checks;
+#[cfg(feature = "http-client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http-client")))]
+pub mod command;
 pub mod details;
 #[cfg(feature = "tonic-health")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic-health")))]
