@@ -126,8 +126,9 @@
 //! `http-client` and `https`, `tcp`, `disk`), except the blocking and
 //! runtime checks; `axum` adds [`HealthLayer::wrap_axum`], `tonic-health`
 //! the gRPC health service and check, `metrics` the metrics, `signal`
-//! [`shutdown_signal`], and `http-client` also the container health-check
-//! command ([`command`]).
+//! [`shutdown_signal`], `systemd` the systemd notifications
+//! (`systemd::Notifier`: ready, watchdog, stopping), and `http-client` also
+//! the container health-check command ([`command`]).
 
 #![forbid(unsafe_code)]
 #![warn(
@@ -179,10 +180,17 @@ pub mod registry;
 #[cfg(feature = "signal")]
 #[cfg_attr(docsrs, doc(cfg(feature = "signal")))]
 pub mod signal;
+#[cfg(all(feature = "systemd", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "systemd", unix))))]
+pub mod systemd;
 
 mod body;
 mod clock;
-#[cfg(any(feature = "tonic-health", feature = "metrics"))]
+#[cfg(any(
+    feature = "tonic-health",
+    feature = "metrics",
+    all(feature = "systemd", unix)
+))]
 mod follow;
 mod future;
 mod layer;

@@ -453,7 +453,11 @@ impl Shared {
 
     /// Publishes again if the published answers expired and the refresher
     /// has not done it (it is held up, or gone).
-    #[cfg(any(feature = "tonic-health", feature = "metrics"))]
+    #[cfg(any(
+        feature = "tonic-health",
+        feature = "metrics",
+        all(feature = "systemd", unix)
+    ))]
     pub(crate) fn publish_if_expired(&self) {
         self.publish_expired(&mut self.lock(), Instant::now());
     }
