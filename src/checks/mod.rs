@@ -1,7 +1,8 @@
 //! Built-in checks for real dependencies, each behind its own cargo feature
-//! ([`BlockingCheck`], for your own blocking call, and
+//! ([`BlockingCheck`], for your own blocking call,
 //! [`SchedulingDelayCheck`](runtime::SchedulingDelayCheck), for the Tokio
-//! runtime itself, need none).
+//! runtime itself, and, on Linux, [`OpenFilesCheck`](files::OpenFilesCheck),
+//! for the process's file descriptors, need none).
 //!
 //! None of these features is on by default. Enable the ones you need:
 //!
@@ -23,6 +24,7 @@
 //! | [`TcpCheck`](tcp::TcpCheck) | `tcp` | opens (and closes) a TCP connection to `host:port` | none |
 //! | [`DiskSpaceCheck`](disk::DiskSpaceCheck) | `disk` (Unix) | `statvfs` on a path, on a thread of its own | `free_bytes`, `total_bytes`, `free_percent` |
 //! | [`BlockingCheck`] | none | your blocking call (a synchronous client), on a thread of its own, one call at a time | yours |
+//! | [`OpenFilesCheck`](files::OpenFilesCheck) | none (Linux) | counts `/proc/self/fd` against the soft limit on open files: connections or files leaking towards the point where the server can accept no connection; `degraded` above 80 % by default, `unhealthy` only above a threshold you set | `open`, `limit`, `used_percent` |
 //! | [`SchedulingDelayCheck`](runtime::SchedulingDelayCheck) | none | sets a 1 ms timer a few times and times how late the Tokio runtime gets back to the check: CPU-heavy work or blocking calls on its workers; `degraded` above 100 ms by default, `unhealthy` only above a threshold you set | `delay_ms`, `workers`, `alive_tasks`, `global_queue_depth` |
 //!
 //! The runner times every run, shown as `responseTime` (milliseconds) in
@@ -134,6 +136,10 @@ pub mod grpc;
 #[cfg(all(feature = "disk", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "disk", unix))))]
 pub mod disk;
+
+#[cfg(target_os = "linux")]
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
+pub mod files;
 
 pub mod runtime;
 
