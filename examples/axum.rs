@@ -143,6 +143,13 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
             SchedulingDelayCheck::new(),
             CheckOptions::new().interval(Duration::from_secs(2)),
         );
+    // The process's open file descriptors against its limit: a leak shows
+    // as degraded (above 80 %) long before `accept` starts failing.
+    #[cfg(target_os = "linux")]
+    let builder = builder.check(
+        "open-files",
+        tower_health::checks::files::OpenFilesCheck::new(),
+    );
     // Real dependencies, when DATABASE_URL / REDIS_URL are set.
     let builder = add_dependency_checks(builder)?;
     let health = builder.build()?;
