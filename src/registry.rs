@@ -516,9 +516,10 @@ pub(crate) fn validate_name(name: &str) -> Result<(), Error> {
     }
 }
 
-/// Logs a warning when `name`, a new check's or heartbeat's, is also a name
-/// the probes use for themselves: allowed, but ambiguous where both show.
-pub(crate) fn warn_if_shadowed(name: &str) {
+/// The warning to log when `name`, a new check's or heartbeat's, is also a
+/// name the probes use for themselves: allowed, but ambiguous where both
+/// show.
+pub(crate) fn warn_if_shadowed(name: &str) -> Option<impl FnOnce() + Send + 'static> {
     let shadows = match name {
         "liveness" | "readiness" => "the gRPC health service's name for that probe",
         "startup" => {
@@ -528,13 +529,16 @@ pub(crate) fn warn_if_shadowed(name: &str) {
         "started" | "shutdown" | "rotation" | "refresher" | "in-flight" | "mark_started" => {
             "a line of the `?verbose` text"
         }
-        _ => return,
+        _ => return None,
     };
-    tracing::warn!(
-        name,
-        "tower-health: {name:?} is also {shadows}, which then does not tell the two apart; \
-         another name avoids that"
-    );
+    let name = name.to_owned();
+    Some(move || {
+        tracing::warn!(
+            name,
+            "tower-health: {name:?} is also {shadows}, which then does not tell the two apart; \
+             another name avoids that"
+        );
+    })
 }
 
 /// Entry point: `HealthChecks::builder()`.

@@ -12,7 +12,8 @@
 //!
 //! No application code runs under the lock. Log events raised there wait
 //! in `State::later` and are emitted, in order, once it is released (see
-//! [`Locked`] and `Shared::emit_later`): a `tracing` subscriber is the
+//! [`Locked`] and `Shared::emit_later`), each to the subscriber and in the
+//! span current where it was raised: a `tracing` subscriber is the
 //! application's, and one that called back into the handle, or dropped its
 //! last clone, would otherwise deadlock.
 
@@ -105,8 +106,47 @@ struct State {
     later: Vec<Later>,
 }
 
-/// A log event waiting for the lock to be released.
-type Later = Box<dyn FnOnce() + Send>;
+/// A log event waiting for the lock to be released, with the subscriber
+/// and the span current where it was raised: whichever thread emits it,
+/// it goes where it would have gone at once.
+struct Later {
+    emit: Box<dyn FnOnce() + Send>,
+    dispatch: tracing::Dispatch,
+    span: tracing::Span,
+}
+
+impl Later {
+    fn new(emit: impl FnOnce() + Send + 'static) -> Self {
+        Self {
+            emit: Box::new(emit),
+            dispatch: tracing::dispatcher::get_default(Clone::clone),
+            span: tracing::Span::current(),
+        }
+    }
+
+    /// Emits it where it was raised. A subscriber that panics loses this
+    /// event, not the ones after it.
+    fn emit(self) {
+        let Self {
+            emit,
+            dispatch,
+            span,
+        } = self;
+        let emitted = catch_unwind(AssertUnwindSafe(|| {
+            tracing::dispatcher::with_default(&dispatch, || span.in_scope(emit));
+        }));
+        if let Err(payload) = emitted {
+            drop_quietly(payload);
+        }
+    }
+}
+
+impl State {
+    /// Raises a log event, emitted once the lock is released.
+    fn log(&mut self, emit: impl FnOnce() + Send + 'static) {
+        self.later.push(Later::new(emit));
+    }
+}
 
 /// The runner's state, locked. Dropping it releases the lock, then emits
 /// the log events raised meanwhile ([`State::later`]).
@@ -210,13 +250,18 @@ pub(crate) fn start(builder: HealthChecksBuilder) -> Result<Owner, Error> {
     };
     for registration in builder.checks {
         if let Some(refused) = state.refusal(&registration.name) {
-            state.later.into_iter().for_each(|emit| emit());
+            state.later.into_iter().for_each(Later::emit);
             return Err(refused);
         }
         state.insert(registration, now);
     }
-    for entry in &state.checks {
-        warn_if_shadowed(&entry.name);
+    let shadowed: Vec<_> = state
+        .checks
+        .iter()
+        .filter_map(|entry| warn_if_shadowed(&entry.name))
+        .collect();
+    for warning in shadowed {
+        state.log(warning);
     }
     let placeholder = Snapshot {
         components: Vec::new(),
@@ -295,7 +340,7 @@ impl State {
             && set < refresh
         {
             let name = registration.name.clone();
-            self.later.push(Box::new(move || {
+            self.log(move || {
                 tracing::warn!(
                     check = name,
                     max_age_ms = set.as_millis() as u64,
@@ -304,7 +349,7 @@ impl State {
                      failing_interval, at its longest with jitter) + timeout: its result will \
                      turn stale between runs"
                 );
-            }));
+            });
         }
         self.checks.push(Entry {
             id: self.next_id,
@@ -369,7 +414,7 @@ impl Shared {
                 if later.is_empty() {
                     break;
                 }
-                later.into_iter().for_each(|emit| emit());
+                later.into_iter().for_each(Later::emit);
             }
             drop(emitter);
             // Raised after the last look, by a thread that found this one
@@ -492,19 +537,23 @@ impl Shared {
         }
         let name = registration.name.clone();
         let for_startup = registration.options.probes.contains(Probes::STARTUP);
+        if let Some(warning) = warn_if_shadowed(&name) {
+            state.log(warning);
+        }
         state.insert(registration, Instant::now());
-        let started = state.started;
+        if for_startup && state.started {
+            state.log(move || {
+                tracing::warn!(
+                    check = name,
+                    "health: startup already passed, and it never fails again: this check does \
+                     not hold /startupz back (register it with the builder, or use \
+                     require_mark_started)"
+                );
+            });
+        }
         self.publish(&mut state);
         drop(state);
         self.wake.notify_one();
-        warn_if_shadowed(&name);
-        if for_startup && started {
-            tracing::warn!(
-                check = name,
-                "health: startup already passed, and it never fails again: this check does not \
-                 hold /startupz back (register it with the builder, or use require_mark_started)"
-            );
-        }
         Ok(())
     }
 
@@ -608,7 +657,11 @@ impl Shared {
     }
 
     pub(crate) fn mark_started(&self) {
-        self.set_flag(|state| &mut state.marked, true);
+        let mut state = self.lock();
+        if !state.marked {
+            state.marked = true;
+            self.publish(&mut state);
+        }
     }
 
     /// Starts the drain. Heartbeats whose handle was dropped already are
@@ -630,39 +683,31 @@ impl Shared {
             !dropped
         });
         for name in removed {
-            state.later.push(Box::new(move || {
+            state.log(move || {
                 tracing::debug!(
                     heartbeat = &*name,
                     "heartbeat whose handle was dropped without retire removed as the drain began"
                 );
-            }));
+            });
         }
         self.publish(&mut state);
     }
 
     /// Takes the instance out of rotation (`true`) or returns it.
     pub(crate) fn set_out_of_rotation(&self, out: bool) {
-        if !self.set_flag(|state| &mut state.out_of_rotation, out) {
+        let mut state = self.lock();
+        if state.out_of_rotation == out {
             return;
         }
+        state.out_of_rotation = out;
         if out {
-            tracing::info!("health: taken out of rotation: readiness reports draining");
+            state.log(|| {
+                tracing::info!("health: taken out of rotation: readiness reports draining")
+            });
         } else {
-            tracing::info!("health: returned to rotation");
+            state.log(|| tracing::info!("health: returned to rotation"));
         }
-    }
-
-    /// Sets one of the operators' flags to `value` and publishes, if that
-    /// changes it. Returns whether it did.
-    fn set_flag(&self, flag: impl FnOnce(&mut State) -> &mut bool, value: bool) -> bool {
-        let mut state = self.lock();
-        let slot = flag(&mut state);
-        if *slot == value {
-            return false;
-        }
-        *slot = value;
         self.publish(&mut state);
-        true
     }
 
     pub(crate) fn heartbeat(
@@ -691,10 +736,12 @@ impl Shared {
             Arc::downgrade(this),
         ));
         state.heartbeats.push(slot.clone());
+        if let Some(warning) = warn_if_shadowed(&slot.name) {
+            state.log(warning);
+        }
         this.publish(&mut state);
         drop(state);
         this.wake.notify_one();
-        warn_if_shadowed(&slot.name);
         Ok(Heartbeat::new(slot))
     }
 
@@ -709,12 +756,12 @@ impl Shared {
         if state.draining {
             state.heartbeats.retain(|h| !Arc::ptr_eq(h, slot));
             let name = slot.name.clone();
-            state.later.push(Box::new(move || {
+            state.log(move || {
                 tracing::debug!(
                     heartbeat = &*name,
                     "heartbeat handle dropped without retire while draining: removed"
                 );
-            }));
+            });
         } else {
             slot.mark_dropped();
         }
@@ -743,10 +790,9 @@ impl Shared {
                 kind: Kind::Check(entry.view.clone()),
             });
         }
+        let mut reports = Vec::new();
         for slot in &state.heartbeats {
-            if let Some(report) = slot.report(slot.observe(now), now) {
-                state.later.push(report);
-            }
+            reports.extend(slot.report(slot.observe(now), now));
             components.push(Component {
                 name: slot.name.clone(),
                 probes: slot.probes,
@@ -754,6 +800,9 @@ impl Shared {
                 component_type: "system",
                 kind: Kind::Heartbeat(slot.clone()),
             });
+        }
+        for report in reports {
+            state.log(report);
         }
         let mut snapshot = Snapshot {
             components,
@@ -776,9 +825,7 @@ impl Shared {
         if !snapshot.started && snapshot.startup_done(now) {
             state.started = true;
             snapshot.started = true;
-            state
-                .later
-                .push(Box::new(|| tracing::info!("health: startup complete")));
+            state.log(|| tracing::info!("health: startup complete"));
         }
         snapshot.render_cache(now);
         self.closing.store(
@@ -918,7 +965,9 @@ impl Shared {
             crate::metrics::track(&mut entry.gauged, &run);
             (entry.name.clone(), entry.gauged.clone())
         };
-        state.later.push(log);
+        if let Some(log) = log {
+            state.log(log);
+        }
         self.publish(&mut state);
         // The recorder is the application's code: called without the lock,
         // and a panic in it must not end the refresher.
@@ -957,8 +1006,13 @@ fn spread() -> f64 {
 }
 
 /// The log events for a run `record` has just applied to `entry`, to emit
-/// once the lock is released.
-fn log_run(entry: &Entry, before: Effective, run: &Arc<Run>) -> Later {
+/// once the lock is released; `None` if the run logs nothing (a passing
+/// run that changed nothing).
+fn log_run(
+    entry: &Entry,
+    before: Effective,
+    run: &Arc<Run>,
+) -> Option<impl FnOnce() + Send + 'static> {
     let name = entry.name.clone();
     let run = run.clone();
     let after = entry.view.effective;
@@ -974,7 +1028,17 @@ fn log_run(entry: &Entry, before: Effective, run: &Arc<Run>) -> Later {
     let failing_ms = entry.view.first_failure.as_ref().map_or(0, |first| {
         run.at.saturating_duration_since(first.at).as_millis() as u64
     });
-    Box::new(move || {
+    let transition = match (before, after) {
+        (Effective::Passing(a), Effective::Passing(b)) => a != b,
+        (Effective::Pending, Effective::Passing(_)) | (_, Effective::Failing) => true,
+        (Effective::Failing, Effective::Passing(_)) => true,
+        (_, Effective::Pending) => false,
+    };
+    let below_threshold = run.status == Status::Unhealthy && after != Effective::Failing;
+    if !(slow || transition || below_threshold) {
+        return None;
+    }
+    Some(move || {
         let name = &*name;
         if slow {
             let duration_ms = run.duration.as_secs_f64() * 1000.0;
@@ -3492,7 +3556,8 @@ mod tests {
     /// raised: a heartbeat's "missed", still being written on the
     /// refresher's thread when a beat on another thread raises
     /// "recovered", is not followed by it out of order (the log would end
-    /// saying the heartbeat is missed).
+    /// saying the heartbeat is missed). Each goes to the subscriber of the
+    /// thread that raised it, whichever thread writes it.
     #[tokio::test(start_paused = true)]
     async fn log_events_raised_on_two_threads_are_emitted_in_order() {
         use std::sync::mpsc;
@@ -3500,7 +3565,8 @@ mod tests {
 
         /// Holds this thread's "missed" until `go`, telling `held` first.
         struct Ordered {
-            written: Arc<std::sync::Mutex<Vec<String>>>,
+            label: &'static str,
+            written: Arc<std::sync::Mutex<Vec<(&'static str, String)>>>,
             held: std::sync::Mutex<Option<mpsc::Sender<()>>>,
             go: std::sync::Mutex<Option<mpsc::Receiver<()>>>,
         }
@@ -3524,7 +3590,7 @@ mod tests {
                     // The other thread's beat, while this event is written.
                     let _ = go.recv_timeout(Duration::from_secs(10));
                 }
-                self.written.lock().unwrap().push(message.0);
+                self.written.lock().unwrap().push((self.label, message.0));
             }
         }
 
@@ -3532,6 +3598,7 @@ mod tests {
         let (held_tx, held_rx) = mpsc::channel();
         let (go_tx, go_rx) = mpsc::channel();
         let _guard = crate::test_util::listen(tracing_subscriber::registry().with(Ordered {
+            label: "refresher",
             written: written.clone(),
             held: std::sync::Mutex::new(Some(held_tx)),
             go: std::sync::Mutex::new(Some(go_rx)),
@@ -3546,6 +3613,7 @@ mod tests {
                 let _runtime = runtime.enter();
                 let _guard =
                     crate::test_util::listen(tracing_subscriber::registry().with(Ordered {
+                        label: "worker",
                         written,
                         held: std::sync::Mutex::new(None),
                         go: std::sync::Mutex::new(None),
@@ -3566,14 +3634,20 @@ mod tests {
 
         assert_eq!(
             *written.lock().unwrap(),
-            ["heartbeat missed its deadline", "heartbeat recovered"]
+            [
+                ("refresher", "heartbeat missed its deadline".to_owned()),
+                ("worker", "heartbeat recovered".to_owned())
+            ]
         );
         worker.retire();
     }
 
     /// A subscriber that calls into the handle from an event (here, adds a
-    /// check whose `max_age` draws a warning) neither deadlocks nor loses
-    /// the events its call raises: they follow the one being written.
+    /// check whose `max_age` draws a warning) does not deadlock, and its
+    /// call takes effect. The events the call raises are raised inside the
+    /// subscriber, where `tracing` hands events to no subscriber (so that
+    /// one cannot recurse into itself): they are dropped, as they would be
+    /// if emitted at once; the events raised after it are not.
     #[tokio::test(start_paused = true)]
     async fn a_subscriber_may_call_into_the_handle() {
         use tracing_subscriber::layer::SubscriberExt as _;
@@ -3626,10 +3700,67 @@ mod tests {
             .rposition(|m| m == "health check failing")
             .expect("the check failed");
         assert!(
-            written[failing + 1].starts_with("health check max_age is shorter"),
+            !written
+                .iter()
+                .any(|m| m.starts_with("health check max_age")),
+            "{written:#?}"
+        );
+        // The added check's first run, after the call, is logged.
+        assert_eq!(
+            written[failing + 1],
+            "health check first result",
             "{written:#?}"
         );
         let status = get(&mut app, "/health/fallback").await.status;
         assert_eq!(status, 200);
+    }
+
+    /// A subscriber that panics on one event loses that event only: the
+    /// ones raised with it are written, and the refresher goes on.
+    #[tokio::test(start_paused = true)]
+    async fn a_subscriber_panicking_on_an_event_loses_only_that_one() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        struct Panicky(Arc<std::sync::Mutex<Vec<String>>>);
+
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Panicky {
+            fn on_event(
+                &self,
+                event: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                let mut message = Message(String::new());
+                event.record(&mut message);
+                assert_ne!(message.0, "health check first result", "a subscriber's bug");
+                self.0.lock().unwrap().push(message.0);
+            }
+        }
+
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let _guard =
+            crate::test_util::listen(tracing_subscriber::registry().with(Panicky(written.clone())));
+        let healthy = Arc::new(AtomicBool::new(true));
+        // The first run's result and "startup complete" are raised together.
+        let (_health, mut app) = serve_switch(&healthy, CheckOptions::new()).await;
+        assert_eq!(
+            *written.lock().unwrap(),
+            ["health: startup complete"],
+            "the event after the one the subscriber panicked on"
+        );
+        healthy.store(false, Ordering::SeqCst);
+        advance(secs(5)).await;
+        assert_eq!(
+            get(&mut app, "/readyz").await.status,
+            503,
+            "the refresher goes on"
+        );
+        assert!(
+            written
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|m| m == "health check failing"),
+            "{written:?}"
+        );
     }
 }

@@ -18,9 +18,13 @@
 /// The handlers are installed when the future is first polled (for axum,
 /// when `axum::serve` starts), and from then on these signals no longer
 /// end the process by themselves: the server decides when to exit. A
-/// handler that cannot be installed (on a runtime built without its IO
-/// driver, say) is logged at `warn` and its signal is not waited for; the
-/// future never resolves, nor panics, because of such an error.
+/// handler that cannot be installed is logged at `warn` and its signal is
+/// not waited for (it then still ends the process at once, without a
+/// drain); the future never resolves because of such an error. On a
+/// runtime built without its IO driver, which delivers signals, Tokio
+/// panics rather than return the error: that panic is caught (the panic
+/// hook still prints it, and a build with `panic = "abort"` aborts), so
+/// build the runtime with `enable_all()` or `enable_io()`.
 ///
 /// ```no_run
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -63,10 +67,14 @@ async fn wait_for(kind: tokio::signal::unix::SignalKind, name: &str) {
             signal.recv().await;
             return;
         }
-        Ok(Err(error)) => tracing::warn!(%error, "health: cannot listen for {name}"),
+        Ok(Err(error)) => tracing::warn!(
+            %error,
+            "health: cannot listen for {name}; it ends the process at once, without a drain"
+        ),
         Err(_) => tracing::warn!(
             "health: cannot listen for {name}: the Tokio runtime was built without its IO \
-             driver (Builder::enable_io or enable_all), which delivers signals"
+             driver (Builder::enable_io or enable_all), which delivers signals; {name} ends \
+             the process at once, without a drain"
         ),
     }
     std::future::pending::<()>().await;
