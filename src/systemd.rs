@@ -20,7 +20,12 @@
 //!   signal, or [`drain`](crate::HealthHandle::drain));
 //! - `STATUS=...` whenever a probe's answer changes, shown by
 //!   `systemctl status`: `readiness: unhealthy (failing: db); liveness:
-//!   healthy`. Names only, never error texts.
+//!   healthy`. Names only, never error texts, and cut at 1 KiB (systemd
+//!   ignores a notification over 4 KiB whole); it goes in a datagram of
+//!   its own, so a long one never takes a state change with it.
+//!
+//! A message that cannot be sent (the socket not there yet, the manager's
+//! queue full: sends never block) is sent again each second until it is.
 //!
 //! ```no_run
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -50,7 +55,6 @@
 
 use std::{
     ffi::OsString,
-    fmt::Write as _,
     future::Future,
     io,
     os::unix::{ffi::OsStrExt as _, net::UnixDatagram},
@@ -121,8 +125,9 @@ impl Notifier {
     /// future holds no handle, so it does not keep the checks running.
     ///
     /// A message that cannot be sent (no socket there, the manager's
-    /// buffer full) is logged at `warn` once, then at `debug`; the
-    /// notifier goes on, and never blocks its thread.
+    /// buffer full) is logged at `warn` once, then at `debug`, and sent
+    /// again each second until it is; the notifier never blocks its
+    /// thread.
     pub fn run(self, health: &HealthHandle) -> impl Future<Output = ()> + Send + 'static {
         let follow = Follow::new(&health.owner.shared);
         let shared = std::sync::Arc::downgrade(&health.owner.shared);
@@ -140,54 +145,81 @@ impl Notifier {
             let draining = shared
                 .upgrade()
                 .is_some_and(|shared| shared.snapshot.load().draining);
-            let mut message = String::new();
-            if !told.ready && overview.startup.is_passing() {
-                told.ready = true;
-                message.push_str("READY=1\n");
+            let now = Instant::now();
+            let live = overview.liveness.is_passing();
+            // The states in a datagram of their own, so that a long status
+            // line never takes them with it; each counts as told once
+            // sent, and is sent again after a failure.
+            let ready = !told.ready && overview.startup.is_passing();
+            let stopping = draining && !told.stopping;
+            let ping = self.watchdog.is_some() && live && now >= next_ping;
+            let mut states = String::new();
+            for (due, state) in [
+                (ready, "READY=1\n"),
+                (stopping, "STOPPING=1\n"),
+                (ping, "WATCHDOG=1\n"),
+            ] {
+                if due {
+                    states.push_str(state);
+                }
             }
-            if draining && !told.stopping {
-                told.stopping = true;
-                message.push_str("STOPPING=1\n");
+            let mut failed = false;
+            if !states.is_empty() {
+                if sender.send(&states) {
+                    told.ready |= ready;
+                    told.stopping |= stopping;
+                    if let (true, Some(interval)) = (ping, self.watchdog) {
+                        next_ping = now + interval / 2;
+                    }
+                } else {
+                    failed = true;
+                    if ping {
+                        next_ping = now + RETRY;
+                    }
+                }
             }
             let status = status_line(&shared, &overview);
             if told.status.as_deref() != Some(status.as_str()) {
-                let _ = writeln!(message, "STATUS={status}");
-                told.status = Some(status);
-            }
-            let now = Instant::now();
-            let live = overview.liveness.is_passing();
-            if let Some(interval) = self.watchdog {
-                if live && now >= next_ping {
-                    message.push_str("WATCHDOG=1\n");
-                    next_ping = now + interval / 2;
-                }
-                if live != told.live {
-                    if !live {
-                        tracing::warn!(
-                            watchdog_ms = interval.as_millis() as u64,
-                            "health: liveness fails: systemd's watchdog is no longer pinged, and \
-                             systemd restarts the service unless liveness passes again in time"
-                        );
-                    }
-                    told.live = live;
+                if sender.send(&format!("STATUS={status}\n")) {
+                    told.status = Some(status);
+                } else {
+                    failed = true;
                 }
             }
-            if !message.is_empty() {
-                sender.send(&message);
+            if let Some(interval) = self.watchdog
+                && live != told.live
+            {
+                if !live {
+                    tracing::warn!(
+                        watchdog_ms = interval.as_millis() as u64,
+                        "health: liveness fails: systemd's watchdog is no longer pinged, and \
+                         systemd restarts the service unless liveness passes again in time"
+                    );
+                }
+                told.live = live;
             }
-            let ping = async {
-                match self.watchdog {
-                    Some(_) if live => tokio::time::sleep_until(next_ping).await,
-                    _ => std::future::pending().await,
+            let wake = async {
+                let ping = (self.watchdog.is_some() && live).then_some(next_ping);
+                let retry = failed.then(|| now + RETRY);
+                match ping.into_iter().chain(retry).min() {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
                 }
             };
             tokio::select! {
                 changed = follow.changed() => if !changed { return },
-                () = ping => {}
+                () = wake => {}
             }
         }
     }
 }
+
+/// How soon a message that could not be sent is sent again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// The longest status line sent: systemd ignores a notification longer
+/// than its 4 KiB buffer, whole.
+const MAX_STATUS: usize = 1024;
 
 /// What systemd has been told.
 #[derive(Debug)]
@@ -237,9 +269,19 @@ fn status_line(shared: &Weak<Shared>, overview: &Overview) -> String {
     if !overview.startup.is_passing() {
         line = part("startup", overview.startup, startup) + "; ";
     }
-    line + &part("readiness", overview.readiness, readiness)
+    let mut line = line
+        + &part("readiness", overview.readiness, readiness)
         + "; "
-        + &part("liveness", overview.liveness, liveness)
+        + &part("liveness", overview.liveness, liveness);
+    if line.len() > MAX_STATUS {
+        let mut end = MAX_STATUS - '…'.len_utf8();
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push('…');
+    }
+    line
 }
 
 /// [`Notifier::from_env`] on the values given.
@@ -274,19 +316,23 @@ impl<'a> Sender<'a> {
         }
     }
 
-    fn send(&mut self, message: &str) {
-        if let Err(error) = self.try_send(message) {
-            if self.failed {
-                tracing::debug!(%error, socket = ?self.to, "health: systemd notification not sent");
-            } else {
-                self.failed = true;
-                tracing::warn!(
-                    %error,
-                    socket = ?self.to,
-                    "health: systemd notification not sent (later failures are logged at debug)"
-                );
-            }
+    /// Whether `message` was sent.
+    fn send(&mut self, message: &str) -> bool {
+        let Err(error) = self.try_send(message) else {
+            return true;
+        };
+        if self.failed {
+            tracing::debug!(%error, socket = ?self.to, "health: systemd notification not sent");
+        } else {
+            self.failed = true;
+            tracing::warn!(
+                %error,
+                socket = ?self.to,
+                "health: systemd notification not sent; it is sent again each second (later \
+                 failures are logged at debug)"
+            );
         }
+        false
     }
 
     fn try_send(&mut self, message: &str) -> io::Result<()> {
@@ -384,14 +430,18 @@ mod tests {
         assert_eq!(
             manager.received(),
             [
+                "WATCHDOG=1\n",
                 "STATUS=startup: starting (waiting for: db); readiness: starting (waiting for: \
-              db); liveness: healthy\nWATCHDOG=1\n"
+                 db); liveness: healthy\n"
             ]
         );
         advance(Duration::from_secs(1)).await;
         assert_eq!(
             manager.received(),
-            ["READY=1\nSTATUS=readiness: healthy; liveness: healthy\n"]
+            [
+                "READY=1\n",
+                "STATUS=readiness: healthy; liveness: healthy\n"
+            ]
         );
 
         // Pinged every 5 s (at 0, 5, ... 25 s) until the heartbeat misses
@@ -420,14 +470,20 @@ mod tests {
         advance(Duration::from_millis(10)).await;
         assert_eq!(
             manager.received(),
-            ["STATUS=readiness: healthy; liveness: healthy\nWATCHDOG=1\n"]
+            [
+                "WATCHDOG=1\n",
+                "STATUS=readiness: healthy; liveness: healthy\n"
+            ]
         );
 
         health.drain();
         advance(Duration::from_millis(10)).await;
         assert_eq!(
             manager.received(),
-            ["STOPPING=1\nSTATUS=readiness: draining (shutting down); liveness: healthy\n"]
+            [
+                "STOPPING=1\n",
+                "STATUS=readiness: draining (shutting down); liveness: healthy\n"
+            ]
         );
 
         worker.retire();
@@ -450,10 +506,7 @@ mod tests {
         advance(Duration::from_millis(10)).await;
         let mut buf = [0; 512];
         let n = manager.recv(&mut buf).unwrap();
-        assert_eq!(
-            std::str::from_utf8(&buf[..n]).unwrap(),
-            "READY=1\nSTATUS=readiness: healthy; liveness: healthy\n"
-        );
+        assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), "READY=1\n");
         task.abort();
     }
 
@@ -478,6 +531,65 @@ mod tests {
             1,
             "{text}"
         );
+        task.abort();
+    }
+
+    /// A message that could not be sent (no socket yet) is sent again a
+    /// second later, until it is.
+    #[tokio::test(start_paused = true)]
+    async fn a_message_not_sent_is_sent_again() {
+        let path =
+            std::env::temp_dir().join(format!("tower-health-notify-late-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let health = HealthChecks::builder().build().unwrap();
+        let task = tokio::spawn(Notifier::new(path.clone()).run(&health));
+        advance(Duration::from_millis(10)).await;
+        // The manager's socket appears.
+        let manager = UnixDatagram::bind(&path).unwrap();
+        manager.set_nonblocking(true).unwrap();
+        advance(Duration::from_secs(1)).await;
+        let mut buf = [0; 512];
+        let mut received = Vec::new();
+        while let Ok(n) = manager.recv(&mut buf) {
+            received.push(String::from_utf8(buf[..n].to_vec()).unwrap());
+        }
+        assert_eq!(
+            received,
+            [
+                "READY=1\n",
+                "STATUS=readiness: healthy; liveness: healthy\n"
+            ]
+        );
+        task.abort();
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// A status line naming many checks is cut: systemd drops a longer
+    /// notification whole.
+    #[tokio::test(start_paused = true)]
+    async fn a_long_status_is_cut() {
+        let manager = Manager::new();
+        let mut builder = HealthChecks::builder();
+        for i in 0..100 {
+            builder = builder.check(format!("a-dependency-with-a-long-name-{i:03}"), || async {
+                CheckResult::unhealthy("down")
+            });
+        }
+        let health = builder.build().unwrap();
+        let task = tokio::spawn(Notifier::new(manager.path.clone()).run(&health));
+        advance(Duration::from_millis(10)).await;
+        let received = manager.received();
+        let status = received.last().unwrap();
+        assert!(
+            status.starts_with("STATUS=readiness: unhealthy (failing: a-dependency"),
+            "{status}"
+        );
+        assert_eq!(
+            status.len(),
+            "STATUS=".len() + MAX_STATUS + "\n".len(),
+            "{status}"
+        );
+        assert!(status.ends_with("…\n"), "{status}");
         task.abort();
     }
 
