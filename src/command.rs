@@ -32,7 +32,10 @@
 //! on standard output (`200 {"status":"healthy"}`); the status and body, or
 //! why there was no answer, on standard error (`503 {"status":"unhealthy",
 //! "reason":"failing: db"}`, `no answer from GET http://127.0.0.1:3000/readyz
-//! within 5s`). Exit status 1 for any failure, never Docker's reserved 2.
+//! within 2s`). The body is cut at 512 bytes and its line breaks and other
+//! control characters shown as spaces; the URL is shown without its user
+//! info and query. Exit status 1 for any failure, never Docker's reserved
+//! 2.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -43,8 +46,12 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
 use crate::{check::error_chain, checks::http::Connector};
 
-/// How long [`healthcheck`] waits for the answer.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long [`healthcheck`] waits for the answer: a server answering
+/// its probes from a cache on the same host takes milliseconds, and this
+/// stays under the orchestrators' own timeouts (Docker's default is
+/// 30 s; the examples here use 3 s), so the command can say why it failed
+/// before it is killed.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The most body bytes the printed line shows.
 const SHOWN_BODY_BYTES: usize = 512;
@@ -56,7 +63,10 @@ const SHOWN_BODY_BYTES: usize = 512;
 ///
 /// It runs on a Tokio runtime of its own, on a thread of its own if it is
 /// called from within a runtime, so it can be called first thing in
-/// `main`, before the server's runtime is built, or from within it.
+/// `main`, before the server's runtime is built, or from within one. It
+/// blocks the calling thread until it has the answer: called from a task
+/// on a current-thread runtime, it holds that runtime, and a server on it
+/// cannot answer meanwhile.
 pub fn healthcheck(url: &str) -> ExitCode {
     healthcheck_within(url, DEFAULT_TIMEOUT)
 }
@@ -117,7 +127,9 @@ fn ask_blocking(url: &str, timeout: Duration) -> Asked {
 async fn ask(url: &str, timeout: Duration) -> Asked {
     let uri: Uri = match url.parse() {
         Ok(uri) => uri,
-        Err(e) => return Asked::failed(format!("{url:?} is not a URL: {e}")),
+        // Not repeated: a URL that does not parse may still hold a
+        // password, and the line goes to the container's health log.
+        Err(e) => return Asked::failed(format!("the health-check URL is not a valid URL: {e}")),
     };
     // Without user info or query, which may hold credentials.
     let shown = crate::checks::http::shown(&uri);
@@ -140,48 +152,69 @@ async fn ask(url: &str, timeout: Duration) -> Asked {
         Ok(request) => request,
         Err(e) => return Asked::failed(format!("cannot ask {shown}: {e}")),
     };
-    let answered = tokio::time::timeout(timeout, async {
-        let response = client.request(request).await?;
-        let status = response.status();
-        // The start of the body is enough to say why; a longer one is cut.
-        let mut body = Vec::new();
-        let mut frames = response.into_body();
-        while body.len() <= SHOWN_BODY_BYTES {
-            match frames.frame().await {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        body.extend_from_slice(&data);
-                    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let within = crate::snapshot::fmt_duration(timeout);
+    let response = match tokio::time::timeout_at(deadline, client.request(request)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => return Asked::failed(format!("GET {shown} failed: {}", error_chain(&e))),
+        Err(_) => return Asked::failed(format!("no answer from GET {shown} within {within}")),
+    };
+    // The status decides; the start of the body is enough to say why, and
+    // a longer one is cut.
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    let mut frames = response.into_body();
+    let mut late = false;
+    while body.len() <= SHOWN_BODY_BYTES {
+        match tokio::time::timeout_at(deadline, frames.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    body.extend_from_slice(&data);
                 }
-                // A body that broke off still shows what arrived.
-                Some(Err(_)) | None => break,
+            }
+            // A body that broke off still shows what arrived.
+            Ok(Some(Err(_)) | None) => break,
+            Err(_) => {
+                late = true;
+                break;
             }
         }
-        Ok::<_, hyper_util::client::legacy::Error>((status, body))
-    })
-    .await;
-    match answered {
-        Ok(Ok((status, mut body))) => {
-            let cut = body.len() > SHOWN_BODY_BYTES;
-            body.truncate(SHOWN_BODY_BYTES);
-            let body = String::from_utf8_lossy(&body);
-            let body = body.trim_end();
-            let line = match (body.is_empty(), cut) {
-                (true, _) => status.as_u16().to_string(),
-                (false, false) => format!("{} {body}", status.as_u16()),
-                (false, true) => format!("{} {body}…", status.as_u16()),
-            };
-            Asked {
-                healthy: (200..=399).contains(&status.as_u16()),
-                line,
-            }
-        }
-        Ok(Err(e)) => Asked::failed(format!("GET {shown} failed: {}", error_chain(&e))),
-        Err(_) => Asked::failed(format!(
-            "no answer from GET {shown} within {}",
-            crate::snapshot::fmt_duration(timeout)
-        )),
     }
+    let mut line = status.to_string();
+    let shown_body = one_line(&body);
+    if !shown_body.is_empty() {
+        line.push(' ');
+        line.push_str(&shown_body);
+    }
+    if late {
+        line.push_str(&format!(
+            " (the rest of the body did not arrive within {within})"
+        ));
+    }
+    Asked {
+        healthy: (200..=399).contains(&status),
+        line,
+    }
+}
+
+/// The start of `body` as one line of text: at most [`SHOWN_BODY_BYTES`]
+/// (cut on a character, `…` when cut), control characters (line breaks
+/// of a `?verbose` body, escapes) as spaces, trailing space trimmed.
+fn one_line(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut end = text.len().min(SHOWN_BODY_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut line: String = text[..end]
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    line.truncate(line.trim_end().len());
+    if end < text.len() {
+        line.push('…');
+    }
+    line
 }
 
 #[cfg(test)]
@@ -240,13 +273,14 @@ mod tests {
                 line: r#"503 {"status":"unhealthy","reason":"failing: db"}"#.to_owned()
             }
         );
-        // The text form is shown as it is.
+        // The text form, on one line.
         let verbose = ask(&format!("http://{addr}/readyz?verbose"), second).await;
-        assert!(!verbose.healthy);
-        assert!(
-            verbose.line.starts_with("503 [-]db failed")
-                && verbose.line.ends_with("readyz check failed"),
-            "{verbose:?}"
+        assert_eq!(
+            verbose,
+            Asked {
+                healthy: false,
+                line: "503 [-]db failed: reason withheld readyz check failed".to_owned()
+            }
         );
         let missing = ask(&format!("http://{addr}/nope"), second).await;
         assert!(
@@ -291,11 +325,16 @@ mod tests {
             ))
         );
 
-        let bad = ask("not a url at all", second).await;
+        // Not repeated: it may hold a password.
+        let bad = ask("http://admin:pa{ss@127.0.0.1/readyz", second).await;
         assert!(
-            !bad.healthy && bad.line.starts_with("\"not a url at all\" is not a URL"),
+            !bad.healthy
+                && bad
+                    .line
+                    .starts_with("the health-check URL is not a valid URL"),
             "{bad:?}"
         );
+        assert!(!bad.line.contains("pa{ss"), "{bad:?}");
     }
 
     /// A long body is cut for the line.
@@ -311,6 +350,53 @@ mod tests {
         let asked = ask(&format!("http://{addr}/readyz"), Duration::from_secs(1)).await;
         assert!(asked.healthy);
         assert_eq!(asked.line, format!("200 {}…", "x".repeat(SHOWN_BODY_BYTES)));
+    }
+
+    /// A body that stalls after the head: the status decides, and the line
+    /// says the rest did not arrive.
+    #[tokio::test]
+    async fn a_stalled_body_is_judged_by_its_status() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let (mut connection, _) = listener.accept().await.unwrap();
+            // The request first, then a head and part of the body.
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                request.push(connection.read_u8().await.unwrap());
+            }
+            connection
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"status\":")
+                .await
+                .unwrap();
+            std::future::pending::<()>().await;
+        });
+        let asked = ask(&format!("http://{addr}/readyz"), Duration::from_millis(300)).await;
+        assert_eq!(
+            asked,
+            Asked {
+                healthy: true,
+                line: "200 {\"status\": (the rest of the body did not arrive within 300ms)"
+                    .to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn a_body_is_shown_on_one_line() {
+        assert_eq!(
+            one_line(b"[+]db ok\nreadyz check passed\n"),
+            "[+]db ok readyz check passed"
+        );
+        assert_eq!(one_line(b"\x1b[31mred\x1b[0m"), " [31mred [0m");
+        // Cut on a character, not inside one.
+        let body = format!("{}é", "x".repeat(SHOWN_BODY_BYTES - 1));
+        assert_eq!(
+            one_line(body.as_bytes()),
+            format!("{}…", "x".repeat(SHOWN_BODY_BYTES - 1))
+        );
+        assert_eq!(one_line(b""), "");
     }
 
     /// The exit status, from outside a runtime and from within one.

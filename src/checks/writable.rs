@@ -67,6 +67,12 @@ fn postgres(answer: &str) -> Option<String> {
 /// in MySQL 8, `tx_read_only` in MariaDB before 11.1), because no variable
 /// name is known to both, and one statement naming an unknown variable
 /// fails on the server that lacks it.
+///
+/// The answer is converted to `utf8mb4` with a collation named outright:
+/// under a binary connection collation (`utf8mb4_bin`, `binary`, or a
+/// binary default that MariaDB 11.2's `character_set_collations` maps
+/// `utf8mb4` to) the server marks the column binary, which sqlx does not
+/// read as text.
 #[cfg(feature = "mysql")]
 pub(super) const MYSQL: Writable = Writable {
     label: "the writability query (@@global.read_only, @@global.innodb_read_only)",
@@ -74,7 +80,7 @@ pub(super) const MYSQL: Writable = Writable {
             WHEN CAST(@@global.read_only AS CHAR) NOT IN ('0', 'OFF') THEN 'read-only' \
             WHEN CAST(@@global.innodb_read_only AS CHAR) NOT IN ('0', 'OFF') \
             THEN 'innodb-read-only' \
-            ELSE 'writable' END USING utf8mb4)",
+            ELSE 'writable' END USING utf8mb4) COLLATE utf8mb4_general_ci",
     judge: mysql,
 };
 
