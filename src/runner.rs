@@ -404,8 +404,8 @@ impl Shared {
         loop {
             let emitter = match self.emitter.try_lock() {
                 Ok(emitter) => emitter,
-                // A subscriber panicked while emitting: the order still
-                // holds.
+                // Each event's panic is caught, so only a bug here could
+                // poison it; the order still holds.
                 Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
                 Err(std::sync::TryLockError::WouldBlock) => return,
             };
