@@ -3449,15 +3449,21 @@ mod tests {
         }
     }
 
+    /// An event's message.
+    fn message(event: &tracing::Event<'_>) -> String {
+        let mut visitor = Message(String::new());
+        event.record(&mut visitor);
+        visitor.0
+    }
+
     impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LockWatch {
         fn on_event(
             &self,
             event: &tracing::Event<'_>,
             _: tracing_subscriber::layer::Context<'_, S>,
         ) {
-            let mut message = Message(String::new());
-            event.record(&mut message);
-            self.note(message.0);
+            let message = message(event);
+            self.note(message);
         }
 
         fn on_new_span(
@@ -3577,12 +3583,11 @@ mod tests {
                 event: &tracing::Event<'_>,
                 _: tracing_subscriber::layer::Context<'_, S>,
             ) {
-                let mut message = Message(String::new());
-                event.record(&mut message);
-                if !message.0.starts_with("heartbeat") {
+                let message = message(event);
+                if !message.starts_with("heartbeat") {
                     return;
                 }
-                if message.0.starts_with("heartbeat missed")
+                if message.starts_with("heartbeat missed")
                     && let Some(held) = self.held.lock().unwrap().take()
                 {
                     held.send(()).unwrap();
@@ -3590,7 +3595,7 @@ mod tests {
                     // The other thread's beat, while this event is written.
                     let _ = go.recv_timeout(Duration::from_secs(10));
                 }
-                self.written.lock().unwrap().push((self.label, message.0));
+                self.written.lock().unwrap().push((self.label, message));
             }
         }
 
@@ -3663,10 +3668,9 @@ mod tests {
                 event: &tracing::Event<'_>,
                 _: tracing_subscriber::layer::Context<'_, S>,
             ) {
-                let mut message = Message(String::new());
-                event.record(&mut message);
-                let failing = message.0 == "health check failing";
-                self.written.lock().unwrap().push(message.0);
+                let message = message(event);
+                let failing = message == "health check failing";
+                self.written.lock().unwrap().push(message);
                 if failing && let Some(handle) = self.handle.get() {
                     handle
                         .add_check(
@@ -3729,10 +3733,9 @@ mod tests {
                 event: &tracing::Event<'_>,
                 _: tracing_subscriber::layer::Context<'_, S>,
             ) {
-                let mut message = Message(String::new());
-                event.record(&mut message);
-                assert_ne!(message.0, "health check first result", "a subscriber's bug");
-                self.0.lock().unwrap().push(message.0);
+                let message = message(event);
+                assert_ne!(message, "health check first result", "a subscriber's bug");
+                self.0.lock().unwrap().push(message);
             }
         }
 

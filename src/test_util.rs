@@ -215,3 +215,14 @@ pub(crate) fn listen(
     tracing::callsite::rebuild_interest_cache();
     guard
 }
+
+/// The value `result` observed for `name`; panics if it has none.
+pub(crate) fn observed(result: &crate::CheckResult, name: &str) -> serde_json::Value {
+    result
+        .observations()
+        .iter()
+        .find(|o| o.measurement() == name)
+        .unwrap_or_else(|| panic!("no observation {name} in {result:?}"))
+        .value()
+        .clone()
+}

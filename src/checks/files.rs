@@ -164,16 +164,7 @@ fn parse_limit(limits: &str) -> io::Result<Option<u64>> {
 mod tests {
     use super::*;
     use crate::Status;
-
-    fn observed(result: &CheckResult, name: &str) -> serde_json::Value {
-        result
-            .observations()
-            .iter()
-            .find(|o| o.measurement() == name)
-            .unwrap_or_else(|| panic!("no {name} in {result:?}"))
-            .value()
-            .clone()
-    }
+    use crate::test_util::observed;
 
     #[tokio::test]
     async fn counts_this_process_s_descriptors_against_its_limit() {

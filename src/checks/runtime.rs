@@ -210,6 +210,7 @@ fn millis(duration: Duration) -> String {
 mod tests {
     use super::*;
     use crate::Status;
+    use crate::test_util::observed;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -237,16 +238,6 @@ mod tests {
         let took = start.elapsed();
         hog.abort();
         (result, took)
-    }
-
-    fn observed(result: &CheckResult, name: &str) -> serde_json::Value {
-        result
-            .observations()
-            .iter()
-            .find(|o| o.measurement() == name)
-            .unwrap_or_else(|| panic!("no {name} in {result:?}"))
-            .value()
-            .clone()
     }
 
     fn delay_ms(result: &CheckResult) -> f64 {
