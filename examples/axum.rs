@@ -153,12 +153,6 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     // Real dependencies, when DATABASE_URL / REDIS_URL are set.
     let builder = add_dependency_checks(builder)?;
     let health = builder.build()?;
-    // Run by systemd as a `Type=notify` unit: ready, watchdog and stopping
-    // follow the probes. Outside one, nothing.
-    #[cfg(unix)]
-    if let Some(notifier) = tower_health::systemd::Notifier::from_env() {
-        tokio::spawn(notifier.run(&health));
-    }
 
     // An internal worker proves it is alive with a heartbeat, beaten from
     // its own loop after each round of work (a task that only beat on a
@@ -191,6 +185,13 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     let app = layer.clone().wrap_axum(router);
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    // Run by systemd as a `Type=notify` unit: ready (once startup passes,
+    // and the port is bound), watchdog and stopping follow the probes.
+    // Outside one, nothing.
+    #[cfg(unix)]
+    if let Some(notifier) = tower_health::systemd::Notifier::from_env() {
+        tokio::spawn(notifier.run(&health));
+    }
     let base = format!("http://{}", listener.local_addr()?);
     println!("tower-health axum example listening on {base}");
     println!("try:");

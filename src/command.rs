@@ -20,8 +20,14 @@
 //! ```
 //!
 //! ```dockerfile
-//! HEALTHCHECK --interval=10s --timeout=3s CMD ["/app", "healthcheck"]
+//! HEALTHCHECK --interval=10s --timeout=3s --start-period=30s CMD ["/app", "healthcheck"]
 //! ```
+//!
+//! Which probe: `/livez` where an unhealthy container is replaced or
+//! restarted (ECS, Docker Swarm, an autoheal sidecar), as a Kubernetes
+//! liveness probe would be, so that a dependency's outage does not restart
+//! every container; `/readyz` where health only gates traffic or start
+//! order (Compose's `depends_on: condition: service_healthy`).
 //!
 //! The command sends one `GET` on a new connection (through
 //! [`Connector`], so with feature `https` an `https://` URL is verified
@@ -37,7 +43,7 @@
 //! info and query. Exit status 1 for any failure, never Docker's reserved
 //! 2.
 
-use std::{process::ExitCode, time::Duration};
+use std::{io::Write as _, process::ExitCode, time::Duration};
 
 use bytes::Bytes;
 use http::{Method, Request, Uri, header::USER_AGENT};
@@ -87,11 +93,13 @@ pub fn healthcheck_within(url: &str, timeout: Duration) -> ExitCode {
     } else {
         ask_blocking(url, timeout)
     };
+    // Written, not `println!`, which panics when the output is closed: the
+    // exit status must be what the answer says.
     if asked.healthy {
-        println!("{}", asked.line);
+        let _ = writeln!(std::io::stdout(), "{}", asked.line);
         ExitCode::SUCCESS
     } else {
-        eprintln!("{}", asked.line);
+        let _ = writeln!(std::io::stderr(), "{}", asked.line);
         ExitCode::FAILURE
     }
 }

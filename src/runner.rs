@@ -10,8 +10,9 @@
 //! touches the lock: it loads the published `Arc<Snapshot>` from an
 //! `ArcSwap`.
 //!
-//! No application code runs under the lock. Log events raised there wait
-//! in `State::later` and are emitted, in order, once it is released (see
+//! No log event reaches the subscriber under the lock (only the span
+//! current where each is raised is looked up there). Events raised there
+//! wait in `State::later` and are emitted, in order, once it is released (see
 //! [`Locked`] and `Shared::emit_later`), each to the subscriber and in the
 //! span current where it was raised: a `tracing` subscriber is the
 //! application's, and one that called back into the handle, or dropped its
@@ -691,6 +692,11 @@ impl Shared {
             });
         }
         self.publish(&mut state);
+        drop(state);
+        // Out of rotation, readiness answered `draining` already, and the
+        // overview did not change: followers that tell the drain apart
+        // (systemd's STOPPING) must hear of it all the same.
+        self.overview.send_modify(|_| {});
     }
 
     /// Takes the instance out of rotation (`true`) or returns it.

@@ -27,15 +27,28 @@
 //! A message that cannot be sent (the socket not there yet, the manager's
 //! queue full: sends never block) is sent again each second until it is.
 //!
+//! Start it once the server's port is bound: `READY=1` goes out as soon
+//! as startup passes, and a unit ordered after this one may connect at
+//! once. (Startup that must also wait for something else:
+//! [`require_mark_started`](crate::HealthChecksBuilder::require_mark_started)
+//! and [`mark_started`](crate::HealthHandle::mark_started).) `READY=1`
+//! waits for the checks startup waits for: give the unit a
+//! `TimeoutStartSec=` long enough for them, the counterpart of a startup
+//! probe's `failureThreshold × periodSeconds`, or systemd kills the
+//! service at boot while a dependency is still down.
+//!
 //! ```no_run
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use tower_health::{HealthChecks, systemd::Notifier};
 //!
 //! let health = HealthChecks::builder().build()?;
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:3000").await?;
 //! // `None` when not run by systemd as a `Type=notify` service.
 //! if let Some(notifier) = Notifier::from_env() {
 //!     tokio::spawn(notifier.run(&health));
 //! }
+//! // ... serve on `listener`
+//! # drop(listener);
 //! # Ok(()) }
 //! ```
 //!
@@ -43,6 +56,7 @@
 //! [Service]
 //! Type=notify
 //! ExecStart=/usr/local/bin/api
+//! TimeoutStartSec=120
 //! WatchdogSec=30
 //! Restart=on-failure
 //! ```
@@ -107,10 +121,11 @@ impl Notifier {
 
     /// Pings the watchdog every half `interval` (the unit's `WatchdogSec`)
     /// while liveness passes. [`from_env`](Self::from_env) sets it from the
-    /// environment.
+    /// environment. Zero turns the watchdog off; an interval under
+    /// [`SHORTEST_WATCHDOG`] counts as that (a ping every 10 ms at most).
     #[must_use]
     pub fn watchdog(mut self, interval: Duration) -> Self {
-        self.watchdog = Some(interval);
+        self.watchdog = (!interval.is_zero()).then(|| interval.max(SHORTEST_WATCHDOG));
         self
     }
 
@@ -173,8 +188,8 @@ impl Notifier {
                     }
                 } else {
                     failed = true;
-                    if ping {
-                        next_ping = now + RETRY;
+                    if let (true, Some(interval)) = (ping, self.watchdog) {
+                        next_ping = now + RETRY.min(interval / 4);
                     }
                 }
             }
@@ -214,8 +229,13 @@ impl Notifier {
     }
 }
 
-/// How soon a message that could not be sent is sent again.
+/// How soon a message that could not be sent is sent again (a ping:
+/// within a quarter of the watchdog interval, if that is sooner, so that
+/// it still comes before systemd's deadline).
 const RETRY: Duration = Duration::from_secs(1);
+
+/// The shortest watchdog interval [`Notifier::watchdog`] takes.
+pub const SHORTEST_WATCHDOG: Duration = Duration::from_millis(20);
 
 /// The longest status line sent: systemd ignores a notification longer
 /// than its 4 KiB buffer, whole.
@@ -295,9 +315,9 @@ fn from_vars(
     let ours = watchdog_pid.is_none_or(|watched| watched.trim().parse() == Ok(pid));
     let watchdog = watchdog_usec
         .and_then(|usec| usec.trim().parse::<u64>().ok())
-        .filter(|usec| ours && *usec > 0)
-        .map(Duration::from_micros);
-    Some(Notifier { socket, watchdog })
+        .filter(|_| ours)
+        .map_or(Duration::ZERO, Duration::from_micros);
+    Some(Notifier::new(socket).watchdog(watchdog))
 }
 
 /// A datagram socket to the manager's; never blocks.
@@ -319,6 +339,8 @@ impl<'a> Sender<'a> {
     /// Whether `message` was sent.
     fn send(&mut self, message: &str) -> bool {
         let Err(error) = self.try_send(message) else {
+            // A later failure is news again.
+            self.failed = false;
             return true;
         };
         if self.failed {
@@ -328,8 +350,8 @@ impl<'a> Sender<'a> {
             tracing::warn!(
                 %error,
                 socket = ?self.to,
-                "health: systemd notification not sent; it is sent again each second (later \
-                 failures are logged at debug)"
+                "health: systemd notification not sent; it is sent again each second (failures \
+                 until one is sent are logged at debug)"
             );
         }
         false
@@ -492,6 +514,34 @@ mod tests {
         assert!(task.is_finished(), "the notifier ends with the checks");
     }
 
+    /// A drain after the instance was taken out of rotation (readiness
+    /// answered `draining` already, so the probes' answers do not change)
+    /// is told all the same.
+    #[tokio::test(start_paused = true)]
+    async fn stopping_is_told_after_out_of_rotation() {
+        let manager = Manager::new();
+        let health = HealthChecks::builder().build().unwrap();
+        let task = tokio::spawn(Notifier::new(manager.path.clone()).run(&health));
+        advance(Duration::from_millis(10)).await;
+        assert_eq!(manager.received().len(), 2, "READY and the status");
+        health.take_out_of_rotation();
+        advance(Duration::from_millis(10)).await;
+        assert_eq!(
+            manager.received(),
+            ["STATUS=readiness: draining (taken out of rotation); liveness: healthy\n"]
+        );
+        health.drain();
+        advance(Duration::from_millis(10)).await;
+        assert_eq!(
+            manager.received(),
+            [
+                "STOPPING=1\n",
+                "STATUS=readiness: draining (shutting down); liveness: healthy\n"
+            ]
+        );
+        task.abort();
+    }
+
     /// A socket in Linux's abstract namespace, named `@name`.
     #[cfg(target_os = "linux")]
     #[tokio::test(start_paused = true)]
@@ -613,6 +663,8 @@ mod tests {
         // Meant for another process, zero or not a number: no watchdog.
         assert_eq!(watchdog(Some("30000000"), Some("1")), Some(None));
         assert_eq!(watchdog(Some("0"), None), Some(None));
+        // Too short to ping for: the shortest taken.
+        assert_eq!(watchdog(Some("1"), None), Some(Some(SHORTEST_WATCHDOG)));
         assert_eq!(watchdog(Some("soon"), None), Some(None));
     }
 }

@@ -91,7 +91,7 @@ impl OpenFilesCheck {
         let used = open as f64 * 100.0 / limit as f64;
         let over = |threshold: f64| {
             format!(
-                "{open} of {limit} file descriptors open ({used:.0} %), above {threshold} %: \
+                "{open} of {limit} file descriptors open ({used:.1} %), above {threshold} %: \
                  connections or files not closed (a leak), or a limit too low for the load \
                  (ulimit -n, systemd's LimitNOFILE=); at the limit the server can accept no \
                  connection"
