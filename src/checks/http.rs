@@ -1038,9 +1038,21 @@ where
                 }
             }
         }
-        // A body of exactly the limit ends where reading stopped.
-        complete =
-            complete || (!dropped_bytes && read == self.max_body_bytes && body.is_end_stream());
+        // A body of exactly the limit ends where reading stopped: its
+        // length said so, or (chunked) the next frame is its end. Asked
+        // only for the message of a text not found, and for a short grace.
+        if !complete
+            && !found
+            && !dropped_bytes
+            && read == self.max_body_bytes
+            && self.body_contains.is_some()
+        {
+            complete = body.is_end_stream()
+                || matches!(
+                    tokio::time::timeout(BODY_GRACE, body.frame()).await,
+                    Ok(None)
+                );
+        }
         let result = match &self.body_contains {
             Some(needle) if !found => CheckResult::unhealthy(format!(
                 "{} {} answered {code}, but {} did not contain {:?}; check that the URL points \

@@ -64,6 +64,36 @@ async fn upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     (addr, task)
 }
 
+/// An upstream answering every request with `{"status":"healthy"}` in two
+/// chunks (no length: chunked); aborted when the test ends.
+async fn chunked_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut connection, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                while !request.ends_with(b"\r\n\r\n") {
+                    let Ok(byte) = connection.read_u8().await else {
+                        return;
+                    };
+                    request.push(byte);
+                }
+                let _ = connection
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+                          a\r\n{\"status\":\r\na\r\n\"healthy\"}\r\n0\r\n\r\n",
+                    )
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
 fn uri(addr: SocketAddr, path: &str) -> http::Uri {
     format!("http://{addr}{path}").parse().unwrap()
 }
@@ -106,27 +136,32 @@ async fn status_range_and_body_substring() {
         "{result:?}"
     );
     // The message tells a whole body from the part read, also when the
-    // body is exactly as long as the limit.
+    // body is exactly as long as the limit, with a length or chunked.
     let body = r#"{"status":"healthy"}"#.len();
-    for (limit, read) in [
-        (body + 1, format!("its {body}-byte body")),
-        (body, format!("its {body}-byte body")),
-        (
-            body - 1,
-            format!("the first {} bytes of its body", body - 1),
-        ),
-    ] {
-        let result = HttpCheck::new(uri(addr, "/ok"))
-            .expect_body_contains("degraded")
-            .max_body_bytes(limit)
-            .check()
-            .await;
-        let message = result.message().unwrap();
-        assert!(
-            message.contains(&format!("answered 200, but {read} did not contain")),
-            "limit {limit}: {message}"
-        );
+    let (chunked, chunked_server) = chunked_upstream().await;
+    for url in [uri(addr, "/ok"), uri(chunked, "/ok")] {
+        for (limit, read) in [
+            (body + 1, format!("its {body}-byte body")),
+            (body, format!("its {body}-byte body")),
+            (
+                body - 1,
+                format!("the first {} bytes of its body", body - 1),
+            ),
+        ] {
+            let result = HttpCheck::new(url.clone())
+                .expect_body_contains("degraded")
+                .max_body_bytes(limit)
+                .check()
+                .await;
+            let message = result.message().unwrap();
+            assert!(
+                message.contains(&format!("answered 200, but {read} did not contain")),
+                "{url}, limit {limit}: {message}"
+            );
+        }
     }
+
+    chunked_server.abort();
 
     // A redirect is not followed; the message says where it points.
     let result = HttpCheck::new(uri(addr, "/moved")).check().await;
