@@ -29,9 +29,9 @@
 //! every container; `/readyz` where health only gates traffic or start
 //! order (Compose's `depends_on: condition: service_healthy`).
 //!
-//! The command sends one `GET` on a new connection (through
-//! [`Connector`], so with feature `https` an `https://` URL is verified
-//! as [`HttpCheck`](crate::checks::http::HttpCheck) does), and succeeds on
+//! The command sends one `GET` on a new connection, through the client
+//! [`HttpCheck::new`](crate::checks::http::HttpCheck::new) uses (so with
+//! feature `https` an `https://` URL is verified as it is), and succeeds on
 //! a status from 200 to 399, as Kubernetes' HTTP probes and `curl -f` do.
 //! It prints one line, which Docker keeps in the container's health log
 //! (`docker inspect`): the status and the start of the body on success,
@@ -45,12 +45,10 @@
 
 use std::{io::Write as _, process::ExitCode, time::Duration};
 
-use bytes::Bytes;
 use http::{Method, Request, Uri, header::USER_AGENT};
 use http_body_util::{BodyExt, Empty};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
-use crate::{check::error_chain, checks::http::Connector};
+use crate::{check::error_chain, checks::http as upstream};
 
 /// How long [`healthcheck`] waits for the answer: a server answering
 /// its probes from a cache on the same host takes milliseconds, and this
@@ -140,14 +138,8 @@ async fn ask(url: &str, timeout: Duration) -> Asked {
         Err(e) => return Asked::failed(format!("the health-check URL is not a valid URL: {e}")),
     };
     // Without user info or query, which may hold credentials.
-    let shown = crate::checks::http::shown(&uri);
-    #[cfg(feature = "https")]
-    let connector = Connector::new().https();
-    #[cfg(not(feature = "https"))]
-    let connector = Connector::new();
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(0)
-        .build(connector);
+    let shown = upstream::shown(&uri);
+    let client = upstream::unpooled(upstream::default_connector());
     let request = Request::builder()
         .method(Method::GET)
         .uri(uri)

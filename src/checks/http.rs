@@ -157,11 +157,7 @@ impl HttpCheck {
     /// certificates ([`Connector::https`]). Without it the client speaks
     /// plain HTTP only, and a run of an `https://` URL fails saying so.
     pub fn new(uri: Uri) -> Self {
-        #[cfg(feature = "https")]
-        let connector = Connector::new().https();
-        #[cfg(not(feature = "https"))]
-        let connector = Connector::new();
-        Self::with_connector(connector, uri)
+        Self::with_connector(default_connector(), uri)
     }
 
     /// [`new`](Self::new), through the given connector: for instance one
@@ -169,17 +165,28 @@ impl HttpCheck {
     /// ([`Connector::add_root_certificates_pem`]). Every run connects anew;
     /// no connection is kept between runs.
     pub fn with_connector(connector: Connector, uri: Uri) -> Self {
-        let own_tls = connector.speaks_tls();
-        // No idle connection is kept: each request gets its own.
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(0)
-            .build(connector);
         Self {
             own_client: true,
-            own_tls,
-            ..Self::with_client(client, uri)
+            own_tls: connector.speaks_tls(),
+            ..Self::with_client(unpooled(connector), uri)
         }
     }
+}
+
+/// [`HttpCheck::new`]'s connector: TLS too with feature `https`.
+pub(crate) fn default_connector() -> Connector {
+    #[cfg(feature = "https")]
+    return Connector::new().https();
+    #[cfg(not(feature = "https"))]
+    Connector::new()
+}
+
+/// A client on `connector` that keeps no idle connection: each request
+/// gets its own.
+pub(crate) fn unpooled(connector: Connector) -> Client<Connector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(connector)
 }
 
 /// The connector of [`HttpCheck::new`]'s client: TCP to the URL's host
