@@ -692,11 +692,6 @@ impl Shared {
             });
         }
         self.publish(&mut state);
-        drop(state);
-        // Out of rotation, readiness answered `draining` already, and the
-        // overview did not change: followers that tell the drain apart
-        // (systemd's STOPPING) must hear of it all the same.
-        self.overview.send_modify(|_| {});
     }
 
     /// Takes the instance out of rotation (`true`) or returns it.
@@ -839,9 +834,13 @@ impl Shared {
             Ordering::Relaxed,
         );
         let overview = snapshot.overview(now);
+        // A drain begun out of rotation changes no probe's answer (readiness
+        // answered `draining` already), but followers that tell the two
+        // apart (systemd's STOPPING) must hear of it.
+        let drain_began = snapshot.draining && !self.snapshot.load().draining;
         self.snapshot.store(Arc::new(snapshot));
         self.overview.send_if_modified(|current| {
-            let changed = *current != overview;
+            let changed = *current != overview || drain_began;
             if changed {
                 *current = overview;
             }
