@@ -268,7 +268,11 @@ impl HeartbeatSlot {
     /// must be in the logs. The runner emits it once its lock is released.
     /// (A handle dropped while draining is removed instead, and logged at
     /// `debug`: `Shared::heartbeat_dropped`, `Shared::drain`.)
-    pub(crate) fn report(&self, beat: Beat, now: Instant) -> Option<Box<dyn FnOnce() + Send>> {
+    pub(crate) fn report(
+        &self,
+        beat: Beat,
+        now: Instant,
+    ) -> Option<impl FnOnce() + Send + 'static> {
         if self.reported.swap(beat.kind(), Ordering::Relaxed) == beat.kind() {
             return None;
         }
@@ -276,27 +280,23 @@ impl HeartbeatSlot {
         // As u64, like the crate's other `_ms` fields (tracing records a
         // u128 as a string); durations here are at most 100 years.
         let deadline_ms = self.deadline.as_millis() as u64;
-        Some(match beat {
-            Beat::Missed { last } => {
-                let since_last_beat_ms = now.saturating_duration_since(last).as_millis() as u64;
-                Box::new(move || {
-                    tracing::warn!(
-                        heartbeat = &*name,
-                        deadline_ms,
-                        since_last_beat_ms,
-                        "heartbeat missed its deadline"
-                    );
-                })
-            }
-            Beat::Dropped => Box::new(move || {
-                tracing::warn!(
-                    heartbeat = &*name,
+        Some(move || {
+            let name = &*name;
+            match beat {
+                Beat::Missed { last } => tracing::warn!(
+                    heartbeat = name,
+                    deadline_ms,
+                    since_last_beat_ms = now.saturating_duration_since(last).as_millis() as u64,
+                    "heartbeat missed its deadline"
+                ),
+                Beat::Dropped => tracing::warn!(
+                    heartbeat = name,
                     "heartbeat handle dropped without retire (its task ended or panicked)"
-                );
-            }),
-            Beat::Alive { .. } => Box::new(move || {
-                tracing::info!(heartbeat = &*name, deadline_ms, "heartbeat recovered");
-            }),
+                ),
+                Beat::Alive { .. } => {
+                    tracing::info!(heartbeat = name, deadline_ms, "heartbeat recovered");
+                }
+            }
         })
     }
 
