@@ -83,7 +83,7 @@ use crate::{
     HealthHandle, Overview, ProbeStatus,
     follow::Follow,
     runner::Shared,
-    snapshot::{Probe, View},
+    snapshot::{Probe, Snapshot, View},
 };
 
 /// Sends systemd what the probes answer. See the [module
@@ -157,9 +157,8 @@ impl Notifier {
             let Some(overview) = follow.judge() else {
                 return;
             };
-            let draining = shared
-                .upgrade()
-                .is_some_and(|shared| shared.snapshot.load().draining);
+            let snapshot = shared.upgrade().map(|shared| shared.snapshot.load_full());
+            let draining = snapshot.as_ref().is_some_and(|snap| snap.draining);
             let now = Instant::now();
             let live = overview.liveness.is_passing();
             // The states in a datagram of their own, so that a long status
@@ -193,7 +192,7 @@ impl Notifier {
                     }
                 }
             }
-            let status = status_line(&shared, &overview);
+            let status = status_line(snapshot.as_deref(), &overview);
             if told.status.as_deref() != Some(status.as_str()) {
                 if sender.send(&format!("STATUS={status}\n")) {
                     told.status = Some(status);
@@ -263,17 +262,16 @@ impl Default for Told {
 
 /// `readiness: unhealthy (failing: db); liveness: healthy`, and startup
 /// while it has not passed.
-fn status_line(shared: &Weak<Shared>, overview: &Overview) -> String {
-    let reasons = shared.upgrade().map(|shared| {
-        let snap = shared.snapshot.load();
+fn status_line(snapshot: Option<&Snapshot>, overview: &Overview) -> String {
+    let reasons = snapshot.map(|snap| {
         let view = View {
-            snap: &snap,
+            snap,
             now: Instant::now(),
             reveal: false,
             busy: false,
             exclude: &[],
         };
-        let reason = |probe| view.verdict(probe).reason(&snap);
+        let reason = |probe| view.verdict(probe).reason(snap);
         [
             reason(Probe::Startup),
             reason(Probe::Readiness),
